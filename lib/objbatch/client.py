@@ -1,0 +1,176 @@
+"""The one module that talks to the Mistral SDK: files, batch jobs, retries and error wording."""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, TypeVar
+
+import httpx2
+from mistralai.client import Mistral
+from mistralai.client import errors as sdk_errors
+from mistralai.extra.batch import is_terminal
+
+from . import config
+from .common import Failure, log
+
+T = TypeVar("T")
+ENDPOINT = "/v1/chat/completions"
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+RUN_ID_KEY = "objbatch_run_id"
+
+
+@dataclass
+class RetryPolicy:
+    """Backoff for transient failures. OBJBATCH_RETRY_SECONDS bounds the total wait (default 15 min)."""
+
+    max_elapsed: float = float(os.environ.get("OBJBATCH_RETRY_SECONDS", "900"))
+    initial: float = 0.5
+    maximum: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.maximum)
+        return min(self.initial * 2**attempt, self.maximum) * (0.5 + random.random() / 2)
+
+
+class Service:
+    """The Files and Batch API, every call wrapped in retries for 429, 5xx and connection errors."""
+
+    def __init__(self, key: str | None = None, url: str | None = None, policy: RetryPolicy | None = None):
+        self.url = url or config.server_url()
+        self._sdk = Mistral(api_key=key or config.api_key(), server_url=self.url, timeout_ms=120_000)
+        self.policy = policy or RetryPolicy()
+
+    def __enter__(self) -> "Service":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._sdk.__exit__(None, None, None)
+
+    # ----------------------------------------------------------- retries
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run fn, retrying transient failures with backoff; anything else becomes a one-line Failure."""
+        started, attempt = time.monotonic(), 0
+        while True:
+            try:
+                return fn()
+            except (sdk_errors.SDKError, httpx2.TransportError) as exc:
+                transient, retry_after = _classify(exc)
+                waited = time.monotonic() - started
+                if not transient or waited >= self.policy.max_elapsed:
+                    raise Failure(f"{what} failed: {describe(exc)}{_hint(exc)}") from None
+                pause = self.policy.delay(attempt, retry_after)
+                log(f"{what}: {describe(exc)}; retrying in {pause:.1f}s")
+                time.sleep(pause)
+                attempt += 1
+
+    # ----------------------------------------------------------- files
+
+    def upload(self, name: str, content: bytes) -> str:
+        uploaded = self.call(
+            "upload", lambda: self._sdk.files.upload(file={"file_name": name, "content": content}, purpose="batch")
+        )
+        return uploaded.id
+
+    def download(self, file_id: str) -> bytes:
+        def fetch() -> bytes:
+            response = self._sdk.files.download(file_id=file_id)
+            try:
+                return response.read()
+            finally:
+                response.close()
+
+        return self.call(f"download of file {file_id}", fetch)
+
+    # ----------------------------------------------------------- jobs
+
+    def create_job(self, model: str, metadata: dict[str, str], *, input_file: str | None = None,
+                   requests: list[dict] | None = None, timeout_hours: int = 24) -> dict:
+        kwargs: dict[str, Any] = {"input_files": [input_file]} if input_file else {"requests": requests}
+        job = self.call("job creation", lambda: self._sdk.batch.jobs.create(
+            endpoint=ENDPOINT, model=model, metadata={k: str(v) for k, v in metadata.items()},
+            timeout_hours=timeout_hours, **kwargs))
+        return job_dict(job)
+
+    def get_job(self, job_id: str) -> dict:
+        return job_dict(self.call(f"status of job {job_id}", lambda: self._sdk.batch.jobs.get(job_id=job_id)))
+
+    def cancel_job(self, job_id: str) -> dict:
+        return job_dict(self.call(f"cancel of job {job_id}", lambda: self._sdk.batch.jobs.cancel(job_id=job_id)))
+
+    def jobs_with_run_id(self, run_id: str) -> list[dict]:
+        """Every job whose metadata carries this run id, found by paging the job list (filtered here,
+        because the service's metadata filter is not reliable)."""
+        return [job for job in self._all_jobs() if (job.get("metadata") or {}).get(RUN_ID_KEY) == run_id]
+
+    def _all_jobs(self) -> Iterator[dict]:
+        page = 0
+        while True:
+            listing = self.call("job list", lambda: self._sdk.batch.jobs.list(page=page, page_size=100))
+            data = listing.data or []
+            yield from (job_dict(job) for job in data)
+            if len(data) < 100:
+                return
+            page += 1
+
+
+def job_dict(job: Any) -> dict:
+    return job.model_dump(mode="json")
+
+
+def terminal(status: str) -> bool:
+    return is_terminal(status)
+
+
+def describe(exc: BaseException) -> str:
+    """Words for an SDK or transport error, without bodies that could be long (and never the key)."""
+    if isinstance(exc, sdk_errors.SDKError):
+        body = (exc.body or "").strip().replace("\n", " ")
+        return f"HTTP {exc.status_code}" + (f" ({body[:200]})" if body else "")
+    if isinstance(exc, httpx2.ConnectError):
+        return "cannot connect to the service"
+    if isinstance(exc, httpx2.TimeoutException):
+        return "the service did not answer in time"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _classify(exc: BaseException) -> tuple[bool, float | None]:
+    if isinstance(exc, httpx2.TransportError):
+        return True, None
+    status = getattr(exc, "status_code", None)
+    return status in RETRYABLE_STATUS, _retry_after(getattr(exc, "headers", None))
+
+
+def _retry_after(headers: Any) -> float | None:
+    if not headers:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return float(millis) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _hint(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    if status == 401:
+        return "; the service refused the API key: check MISTRAL_API_KEY or the keyring entry"
+    if isinstance(exc, httpx2.ConnectError):
+        return f"; is MISTRAL_SERVER_URL right and the service up? Rerun the same command to resume"
+    if status in RETRYABLE_STATUS or isinstance(exc, httpx2.TransportError):
+        return "; the service is still failing: rerun the same command later to resume"
+    return ""

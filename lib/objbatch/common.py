@@ -1,0 +1,195 @@
+"""Helpers every command shares: errors and exit codes, JSONL streams, atomic files, progress lines."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Iterator
+
+import click
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: "not finished yet, run me again later"
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS = Path(os.environ.get("OBJBATCH_SCHEMAS", ROOT / "schemas"))
+
+
+class Failure(Exception):
+    """An expected failure: printed as one line, the command exits with `code`."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+class NotFinished(Failure):
+    """Work is still running elsewhere; exit 75 so cron and make know to come back later."""
+
+    def __init__(self, message: str):
+        super().__init__(message, EXIT_TEMPFAIL)
+
+
+def command(fn: Callable) -> Callable:
+    """Wrap a click command body: one-line errors, --verbose tracebacks, quiet SIGPIPE."""
+
+    @click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug detail on errors.")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, verbose: bool = False, **kwargs: Any) -> Any:
+        if hasattr(signal, "SIGPIPE"):
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        name = click.get_current_context().info_name
+        try:
+            return fn(*args, **kwargs)
+        except Failure as exc:
+            _report(name, str(exc), verbose)
+            sys.exit(exc.code)
+        except KeyboardInterrupt:
+            _report(name, "interrupted; rerun the same command to resume", verbose)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # anything unexpected still gets one readable line
+            _report(name, f"{type(exc).__name__}: {exc} (rerun with --verbose for details)", verbose)
+            sys.exit(EXIT_FAILED)
+
+    return wrapper
+
+
+def _report(name: str, message: str, verbose: bool) -> None:
+    if verbose:
+        traceback.print_exc()
+    click.echo(f"{name}: error: {message}", err=True)
+
+
+def log(message: str) -> None:
+    """A progress or summary line for people: always stderr, never stdout."""
+    click.echo(message, err=True)
+
+
+# ---------------------------------------------------------------- JSONL
+
+def read_jsonl(stream: IO[str], what: str = "input") -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed object) lazily; blank lines skipped; a bad line is a Failure naming it."""
+    for lineno, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise Failure(f"{what} line {lineno} is not valid JSON ({exc.msg}); fix or remove that line")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+
+
+def write_jsonl(records: Iterable[Any], out: IO[str]) -> int:
+    """Write records one per line, flushing each so pipes see them at once. Returns the count."""
+    count = 0
+    for record in records:
+        out.write(dumps(record) + "\n")
+        out.flush()
+        count += 1
+    return count
+
+
+class AtomicOutput:
+    """stdout, or a file that appears complete or not at all (temp file, fsync, rename)."""
+
+    def __init__(self, path: str | None):
+        self.path = None if path in (None, "-") else Path(path)
+        self._tmp: IO[str] | None = None
+
+    def __enter__(self) -> IO[str]:
+        if self.path is None:
+            return sys.stdout
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self._tmp = os.fdopen(fd, "w", encoding="utf-8")
+        self._tmp_name = tmp
+        return self._tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._tmp is None:
+            return
+        if exc_type is not None:
+            self._tmp.close()
+            os.unlink(self._tmp_name)
+            return
+        self._tmp.flush()
+        os.fsync(self._tmp.fileno())
+        self._tmp.close()
+        os.replace(self._tmp_name, self.path)
+        fsync_dir(self.path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_json_file(path: str | Path, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise Failure(f"{what} {path} does not exist; check the path")
+    except json.JSONDecodeError as exc:
+        raise Failure(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno}); fix or regenerate it")
+
+
+def now_iso() -> str:
+    """UTC in the library's format, YYYY-MM-DDTHH:MM:SS.fff."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}"
+
+
+class Progress:
+    """A live line on a terminal, a plain line per change otherwise (cron logs)."""
+
+    def __init__(self, stream: IO[str] | None = None):
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self._last = ""
+
+    def update(self, line: str, changed_key: str) -> None:
+        if self.live:
+            self.stream.write("\r\033[K" + line)
+            self.stream.flush()
+        elif changed_key != self._last:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        self._last = changed_key
+
+    def done(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.stream.flush()

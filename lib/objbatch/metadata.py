@@ -1,0 +1,299 @@
+"""The metadata contract, loaded from schemas/: parsing answers, unambiguous repairs, hard and soft checks,
+and the confidence score. Everything the rules say lives in the schema files, not here."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import jsonschema
+
+from .common import SCHEMAS
+
+
+@lru_cache(maxsize=None)
+def schema() -> dict:
+    with open(SCHEMAS / "metadata.schema.json", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+@lru_cache(maxsize=None)
+def soft_rules() -> dict:
+    with open(SCHEMAS / "soft-rules.json", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _enum(name: str) -> tuple[str, ...]:
+    prop = schema()["properties"][name]
+    return tuple(prop.get("items", prop)["enum"])
+
+
+VOCABULARY = _enum("primary_topics")
+CATEGORIES = _enum("category")
+DIFFICULTIES = _enum("difficulty")
+TRUNCATED_FINISH = {"length", "model_length"}
+
+
+@dataclass
+class Verdict:
+    """What validate decides for one answer."""
+
+    decision: str  # extracted | needs_review | failed_validation
+    metadata: dict | None = None
+    confidence: float | None = None
+    reasons: list[str] = field(default_factory=list)  # hard failure, or soft warnings
+    repairs: list[str] = field(default_factory=list)
+
+
+class Unusable(Exception):
+    """The answer cannot honestly become metadata; the message says why, in plain words."""
+
+
+# ------------------------------------------------------------------ parsing
+
+def answer_text(content: Any) -> str:
+    """String content as is; chunk lists joined from their text chunks (thinking chunks ignored)."""
+    if content is None:
+        raise Unusable("answer was empty (no message content)")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [c.get("text", "") for c in content if isinstance(c, dict) and c.get("type", "text") == "text"]
+        return "".join(t for t in texts if isinstance(t, str))
+    raise Unusable(f"answer content was a JSON {_kind(content)}, not text")
+
+
+def parse_answer(content: Any, finish_reason: str | None) -> tuple[dict, list[str]]:
+    """The metadata object in an answer, and the repairs needed to get at it."""
+    text = answer_text(content).strip()
+    if finish_reason in TRUNCATED_FINISH:
+        raise Unusable(f"answer was cut off at the token limit (finish_reason '{finish_reason}'); the JSON is incomplete")
+    if not text:
+        raise Unusable("answer was empty")
+    value, extracted = _first_json(text)
+    repairs = ["extracted_from_text"] if extracted else []
+    if isinstance(value, list):
+        if len(value) == 1 and isinstance(value[0], dict):
+            return value[0], repairs + ["unwrapped_array"]
+        raise Unusable(f"answer was {_describe_array(value)}, not an object")
+    if not isinstance(value, dict):
+        raise Unusable(f"answer was a JSON {_kind(value)}, not an object")
+    return value, repairs
+
+
+def _first_json(text: str) -> tuple[Any, bool]:
+    try:
+        return json.loads(text), False
+    except json.JSONDecodeError:
+        pass
+    fenced = re.search(r"```(?:json|JSON)?\s*\n?(.*?)```", text, re.DOTALL)
+    candidates = ([fenced.group(1).strip()] if fenced else []) + [text]
+    decoder = json.JSONDecoder()
+    for candidate in candidates:
+        for match in re.finditer(r"[\[{]", candidate):
+            try:
+                value, _ = decoder.raw_decode(candidate, match.start())
+                return value, True
+            except json.JSONDecodeError:
+                continue
+    snippet = re.sub(r"\s+", " ", text)[:60]
+    raise Unusable(f"answer contained no JSON (it began: '{snippet}')")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")
+
+
+def _describe_array(value: list) -> str:
+    if not value:
+        return "an empty JSON array"
+    kinds = {_kind(v) for v in value}
+    kind = kinds.pop() if len(kinds) == 1 else "mixed value"
+    plural = "" if len(value) == 1 else ("es" if kind.endswith("x") else "s")
+    noun = {"number": "number", "string": "string", "array": "array", "object": "object"}.get(kind, kind)
+    return f"a JSON array of {len(value)} {noun}{plural}"
+
+
+# ------------------------------------------------------------------ repairs
+
+def repair(obj: dict) -> tuple[dict, list[tuple[str, dict]]]:
+    """Fix what is unambiguous (enum case and spacing, known aliases, duplicate or unknown topics)."""
+    obj = json.loads(json.dumps(obj))
+    done: list[tuple[str, dict]] = []
+    for name, allowed in (("category", CATEGORIES), ("difficulty", DIFFICULTIES)):
+        _repair_enum(obj, name, allowed, done)
+    if isinstance(obj.get("primary_topics"), list):
+        _repair_topics(obj, done)
+    return obj, done
+
+
+def _norm(value: str) -> str:
+    return re.sub(r"[\s\-]+", "_", value.strip().lower())
+
+
+def _repair_enum(obj: dict, name: str, allowed: tuple[str, ...], done: list) -> None:
+    was = obj.get(name)
+    if not isinstance(was, str) or was in allowed or not was.strip():
+        return
+    now = _norm(was)
+    if now in allowed:
+        obj[name] = now
+        done.append(("enum_normalized", {"field": name, "was": was, "now": now}))
+    elif name == "category" and now in soft_rules()["category_aliases"]:
+        obj[name] = soft_rules()["category_aliases"][now]
+        done.append(("category_alias", {"was": was, "now": obj[name]}))
+
+
+def _repair_topics(obj: dict, done: list) -> None:
+    topics = obj["primary_topics"]
+    if not all(isinstance(t, str) for t in topics):
+        return
+    normalized = [_norm(t) if _norm(t) in VOCABULARY else t for t in topics]
+    if normalized != topics:
+        changed = [t for t, n in zip(topics, normalized) if t != n]
+        done.append(("enum_normalized", {"field": "primary_topics", "was": ", ".join(changed),
+                                         "now": ", ".join(_norm(t) for t in changed)}))
+    unique = list(dict.fromkeys(normalized))
+    if len(unique) < len(normalized):
+        dupes = sorted({t for t in normalized if normalized.count(t) > 1})
+        done.append(("duplicate_topics_removed", {"items": ", ".join(dupes)}))
+    known = [t for t in unique if t in VOCABULARY]
+    unknown = [t for t in unique if t not in VOCABULARY]
+    if unknown and len(known) >= 3:
+        done.append(("unknown_topics_dropped", {"items": ", ".join(unknown)}))
+        unique = known
+    obj["primary_topics"] = unique
+
+
+# ------------------------------------------------------------------ hard rules
+
+@lru_cache(maxsize=None)
+def _validator() -> jsonschema.protocols.Validator:
+    cls = jsonschema.validators.validator_for(schema())
+    return cls(schema())
+
+
+def hard_errors(obj: dict) -> list[str]:
+    """Plain-words schema violations, most useful first; a missing confidence_score is soft, not listed."""
+    errors = sorted(_validator().iter_errors(obj), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    words = [_explain(e) for e in errors]
+    return [w for w in words if w is not None]
+
+
+def _explain(error: jsonschema.ValidationError) -> str | None:
+    where = _path(error.absolute_path) or "answer"
+    value = error.instance
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if isinstance(value, dict) and k not in value]
+        missing = [k for k in missing if not (k == "confidence_score" and not error.absolute_path)]
+        prefix = "" if where == "answer" else f"{where}."
+        return f"missing {', '.join(prefix + m for m in missing)}" if missing else None
+    if error.validator == "enum":
+        allowed = error.validator_value
+        listed = ", ".join(allowed) if len(allowed) <= 8 else "the controlled vocabulary"
+        return f"{where} '{value}' is not one of {listed}"
+    if error.validator == "minItems":
+        return f"{where} has {len(value)} items; at least {error.validator_value} required"
+    if error.validator == "maxItems":
+        return f"{where} has {len(value)} items; at most {error.validator_value} allowed"
+    if error.validator == "uniqueItems":
+        return f"{where} repeats items"
+    if error.validator == "type":
+        return f"{where} is a {_kind(value)}, not a {error.validator_value}"
+    if error.validator == "additionalProperties":
+        extra = sorted(set(value) - set(error.schema.get("properties", {})))
+        return f"{where} has unexpected field{'s' if len(extra) > 1 else ''} {', '.join(extra)}"
+    if error.validator in ("minimum", "maximum"):
+        return f"{where} {value} is outside 0..1"
+    if error.validator == "minLength":
+        return f"{where} is empty"
+    return f"{where}: {error.message}"
+
+
+def _path(parts: Any) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# ------------------------------------------------------------------ soft rules and confidence
+
+def soft_warnings(obj: dict, filename: str | None) -> list[tuple[str, dict]]:
+    rules = soft_rules()["warnings"]
+    found: list[tuple[str, dict]] = []
+    if "confidence_score" not in obj:
+        found.append(("missing_confidence", {}))
+    description = obj.get("semantic_description", {})
+    summary = description.get("summary", "")
+    if len(summary) < rules["short_summary"]["min_chars"]:
+        found.append(("short_summary", {"n": len(summary)}))
+    if not description.get("key_arguments"):
+        found.append(("no_key_arguments", {}))
+    if filename and not mentions_name(summary, filename):
+        found.append(("summary_ignores_name", {"name": filename}))
+    aspects = obj.get("topic_aspects", [])
+    if len(aspects) > rules["too_many_aspects"]["max"]:
+        found.append(("too_many_aspects", {"n": len(aspects)}))
+    long_ones = [a for a in aspects if len(a) > rules["long_aspects"]["max_chars"]]
+    if long_ones:
+        found.append(("long_aspects", {"n": len(long_ones)}))
+    return found
+
+
+_STOPWORDS = {"lesson", "class", "week", "year", "episode", "part", "lecture", "with", "from", "that", "this",
+              "about", "office", "hours", "the", "and", "motm", "seminar", "course", "foundations"}
+
+
+def name_words(filename: str) -> set[str]:
+    stem = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", filename)
+    stem = re.sub(r"\[\d+\]|\d{4}-\d{2}-\d{2}", " ", stem)
+    return {w for w in re.findall(r"[a-z]{4,}", stem.lower()) if w not in _STOPWORDS}
+
+
+def mentions_name(summary: str, filename: str) -> bool:
+    words = name_words(filename)
+    lowered = summary.lower()
+    return not words or any(w in lowered for w in words)
+
+
+def confidence(model_score: Any, penalties: list[str]) -> float:
+    """Model confidence minus each problem's weight, clamped to [0, 1]: more problems never raise it."""
+    rules = soft_rules()
+    weights = {**rules["warnings"], **rules["repairs"]}
+    base = model_score if isinstance(model_score, (int, float)) and not isinstance(model_score, bool) \
+        else rules["missing_confidence_prior"]
+    score = min(max(float(base), 0.0), 1.0) - sum(weights[p]["weight"] for p in penalties)
+    return round(min(max(score, 0.0), 1.0), 3)
+
+
+def _message(kind: str, params: dict) -> str:
+    rules = soft_rules()
+    template = {**rules["warnings"], **rules["repairs"]}[kind]["message"]
+    return template.format(**{**rules["warnings"].get(kind, {}), **params})
+
+
+def judge(content: Any, finish_reason: str | None, filename: str | None = None,
+          threshold: float | None = None) -> Verdict:
+    """The whole decision for one answer."""
+    threshold = soft_rules()["threshold"] if threshold is None else threshold
+    try:
+        obj, parse_repairs = parse_answer(content, finish_reason)
+    except Unusable as exc:
+        return Verdict("failed_validation", reasons=[str(exc)])
+    obj, repairs = repair(obj)
+    errors = hard_errors(obj)
+    if errors:
+        return Verdict("failed_validation", reasons=errors)
+    repairs = [(kind, {}) for kind in parse_repairs] + repairs
+    warnings = soft_warnings(obj, filename)
+    score = confidence(obj.get("confidence_score"), [k for k, _ in repairs] + [k for k, _ in warnings])
+    reasons = [_message(k, p) for k, p in warnings]
+    if score < threshold:
+        reasons.append(f"confidence {score:.2f} is below the threshold {threshold:.2f}")
+    decision = "needs_review" if reasons else "extracted"
+    return Verdict(decision, obj, score, reasons, [_message(k, p) for k, p in repairs])

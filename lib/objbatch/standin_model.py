@@ -1,0 +1,171 @@
+"""The emulator's deterministic stand-in for a chat model, and the ways real models spoil their answers.
+
+The clean answer is derived from what the request says: the file name (for the subject and category), the
+transcript text (topics are the vocabulary words it contains), its length (short texts get low confidence).
+Answer faults reproduce the failure modes in shared/domain.md; which fault a request gets is decided by
+the emulator, seeded by custom_id, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from .metadata import VOCABULARY, CATEGORIES
+
+ANSWER_FAULTS = (
+    "missing_confidence", "array", "one_element_array", "prose", "fenced", "prose_around", "chunks",
+    "degenerate", "invalid_category", "duplicate_topics", "truncated", "too_many_topics", "invented_topics",
+    "enum_case",
+)
+
+_FILLER_TOPICS = ["reason", "ethics", "epistemology", "values", "metaphysics"]
+
+
+def complete(body: dict, fault: str | None, salt: str) -> dict:
+    """A ChatCompletionResponse body for a chat-completion request body, with an optional answer fault."""
+    text = _prompt_text(body)
+    answer = clean_answer(text, salt)
+    content, finish = _render(answer, fault, body.get("response_format") or {}, salt)
+    prompt_tokens = max(1, len(text) // 4)
+    completion_tokens = max(1, len(json.dumps(content)) // 4)
+    return {
+        "id": "cmpl-" + _digest(salt)[:24],
+        "object": "chat.completion",
+        "model": body.get("model") or "mistral-small-latest",
+        "created": 1_700_000_000,
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+        "choices": [{"index": 0, "finish_reason": finish,
+                     "message": {"role": "assistant", "content": content, "tool_calls": None, "prefix": False}}],
+    }
+
+
+def clean_answer(text: str, salt: str) -> dict:
+    name = _field(text, "File name") or (text.strip().splitlines() or ["untitled"])[0][:80]
+    path = _field(text, "Path") or name
+    subject = subject_of(name)
+    topics = _topics(text)
+    aspects = [f"{topic.replace('_', ' ')} in {subject}"[:100] for topic in topics[:5]]  # topics has >= 3
+    transcript = text.split("--- Transcript", 1)[-1]
+    confidence = 0.62 if len(transcript) < 1500 else 0.86 + (int(_digest(salt)[:4], 16) % 12) / 100
+    return {
+        "category": _category(path),
+        "difficulty": _difficulty(path),
+        "primary_topics": topics,
+        "topic_aspects": aspects[:10],
+        "semantic_description": {
+            "summary": f"A discussion of {subject}, covering "
+                       f"{', '.join(t.replace('_', ' ') for t in topics[:2])} and {topics[2].replace('_', ' ')}.",
+            "key_arguments": [f"{subject} is best understood through {topics[0].replace('_', ' ')}."],
+            "philosophical_positions": ["Objectivism"],
+        },
+        "confidence_score": round(confidence, 2),
+    }
+
+
+def subject_of(name: str) -> str:
+    stem = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", name.strip())
+    stem = re.sub(r"\s*\[\d+\]\s*", " ", stem).strip()
+    motm = re.match(r"MOTM_\d{4}-\d{2}-\d{2}_(.+)", stem)
+    if motm:
+        return motm.group(1).replace("-", " ").strip()
+    parts = [p.strip() for p in re.split(r"\s+[-–]\s+", stem) if p.strip()]
+    return parts[-1] if parts else stem
+
+
+def _prompt_text(body: dict) -> str:
+    messages = body.get("messages") or []
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    content = (users[-1] if users else (messages[-1] if messages else {})).get("content", "")
+    if isinstance(content, list):
+        content = "".join(c.get("text", "") for c in content if isinstance(c, dict))
+    return str(content)
+
+
+def _field(text: str, label: str) -> str | None:
+    match = re.search(rf"^{re.escape(label)}:\s*(.+)$", text[:4000], re.MULTILINE)
+    return match.group(1).strip() if match else None
+
+
+def _topics(text: str) -> list[str]:
+    lowered = text.lower()
+    counts = {tag: lowered.count(tag.replace("_", " ")) + lowered.count(tag) for tag in VOCABULARY}
+    found = [tag for tag, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n > 0][:8]
+    for filler in _FILLER_TOPICS:
+        if len(found) >= 3:
+            break
+        if filler not in found:
+            found.append(filler)
+    return found
+
+
+def _category(path: str) -> str:
+    rules = [
+        (r"Q&A|Q＆A|Office Hours|Podcast|Episode", "qa_session"),
+        (r"Books/|\(\d{4}\)", "book_excerpt"),
+        (r"\bvs\.?\b|versus|Comparison", "philosophy_comparison"),
+        (r"Lesson|Class|Seminar|Course|Week", "course_transcript"),
+        (r"MOTM", "cultural_commentary"),
+        (r"OCON|Thinking Lab", "concept_exploration"),
+    ]
+    return next((category for pattern, category in rules if re.search(pattern, path, re.IGNORECASE)), "article")
+
+
+def _difficulty(path: str) -> str:
+    if re.search(r"Year ?1|Intro|Foundations|Basics", path, re.IGNORECASE):
+        return "intro"
+    if re.search(r"Year ?[34]|Advanced|Graduate", path, re.IGNORECASE):
+        return "advanced"
+    return "intermediate"
+
+
+def _digest(salt: str) -> str:
+    return hashlib.sha256(salt.encode("utf-8")).hexdigest()
+
+
+def _render(answer: dict, fault: str | None, response_format: dict, salt: str) -> tuple[Any, str]:
+    """Turn the answer into message content, spoiling it the way `fault` says."""
+    pick = int(_digest(salt + ":variant")[:8], 16)
+    answer = _spoil_object(answer, fault, pick)
+    text = json.dumps(answer, ensure_ascii=False)
+    structured = response_format.get("type") in ("json_schema", "json_object")
+    if fault == "array":
+        text = json.dumps([[11], [1, 2, 3], list(CATEGORIES[:3]), [[1, 2], [3]]][pick % 4])
+    elif fault == "one_element_array":
+        text = f"[{text}]"
+    elif fault == "prose":
+        text = "I'm sorry, but I can't produce structured metadata for this transcript without more context."
+    elif fault == "fenced" or (not structured and fault is None):
+        text = f"```json\n{text}\n```"
+    elif fault == "prose_around":
+        text = f"Here is the metadata you asked for:\n{text}\nLet me know if you need anything else."
+    elif fault == "truncated":
+        return text[: max(10, len(text) * 2 // 3)], "length"
+    if fault == "chunks":
+        thinking = {"type": "thinking", "thinking": [{"type": "text", "text": "The transcript is about..."}]}
+        return [thinking, {"type": "text", "text": text}], "stop"
+    return text, "stop"
+
+
+def _spoil_object(answer: dict, fault: str | None, pick: int) -> dict:
+    answer = json.loads(json.dumps(answer))
+    if fault == "missing_confidence":
+        answer.pop("confidence_score")
+    elif fault == "degenerate":
+        answer = {"category": answer["category"], "semantic_description": {"summary": "Lecture."}}
+    elif fault == "invalid_category":
+        answer["category"] = ["q_a_session", "epistemology", "utc"][pick % 3]
+    elif fault == "duplicate_topics":
+        answer["primary_topics"] = answer["primary_topics"][:7] + answer["primary_topics"][:1]
+    elif fault == "too_many_topics":
+        extra = [t for t in VOCABULARY if t not in answer["primary_topics"]]
+        answer["primary_topics"] = (answer["primary_topics"] + extra)[:11]
+    elif fault == "invented_topics":
+        answer["primary_topics"] = answer["primary_topics"][:7] + [["universals", "egoism", "epistemolgy"][pick % 3]]
+    elif fault == "enum_case":
+        answer["category"] = " " + answer["category"].replace("_", " ").title().replace(" ", "_") + " "
+        answer["difficulty"] = answer["difficulty"].upper()
+    return answer
