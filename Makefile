@@ -1,5 +1,6 @@
-# objbatch: make targets connect the stages; each writes a file under runs/<NAME>/, so any stage can be
-# rerun on its own and an interrupted run resumes at the first stage not done.
+# objbatch: make targets connect the stages. Each stage writes one file under $(RUNS)/<NAME>/ atomically,
+# so make reruns only what is missing: an interrupted `make batch` resumes at the first stage not done,
+# and anything that cost money (the job record, downloaded results) is kept (.PRECIOUS).
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DELETE_ON_ERROR:
@@ -11,7 +12,79 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast venv clean-venv
+DB ?= data/library.db
+RUNS ?= runs
+MAX ?=
+MODEL ?= mistral-small-latest
+POLL ?= 30
+TIMEOUT ?= 7200
+MAX_ATTEMPTS ?= 3
+RETRY_EXHAUSTED ?=
+FAULTS ?= none
+
+# Without NAME, an unfinished run (selected but not applied) is resumed; otherwise a new one is named.
+UNFINISHED := $(shell for d in $(RUNS)/*/; do [ -f "$$d/select.jsonl" ] && [ ! -f "$$d/applied.json" ] && basename "$$d"; done 2>/dev/null | head -n 1)
+ifeq ($(origin NAME),undefined)
+NAME := $(or $(UNFINISHED),run-$(shell date -u +%Y%m%d-%H%M%S))
+endif
+R := $(RUNS)/$(NAME)
+
+.PHONY: batch stats review demo test test-all venv clean-venv
+.PRECIOUS: $(RUNS)/%/select.jsonl $(RUNS)/%/requests.jsonl $(RUNS)/%/job.json $(RUNS)/%/wait.jsonl \
+           $(RUNS)/%/results.jsonl $(RUNS)/%/decisions.jsonl $(RUNS)/%/applied.json
+
+# ---------------------------------------------------------------- the pipeline
+
+batch: $(STAMP)
+	@$(MAKE) --no-print-directory $(R)/select.jsonl NAME=$(NAME)
+	@if [ ! -s $(R)/select.jsonl ]; then echo "No pending files: nothing to do."; rm -rf $(R); exit 0; fi; \
+	$(MAKE) --no-print-directory $(R)/applied.json NAME=$(NAME); \
+	echo "Run $(NAME) applied:"; $(BIN)/stats --db $(DB) --runs 3
+
+$(R)/select.jsonl: | $(STAMP)
+	@mkdir -p $(R)
+	$(BIN)/select-pending --db $(DB) $(if $(MAX),--max $(MAX)) --max-attempts $(MAX_ATTEMPTS) \
+	  $(if $(RETRY_EXHAUSTED),--retry-exhausted) --claim $(NAME) --model $(MODEL) -o $@
+
+$(R)/requests.jsonl: $(R)/select.jsonl
+	$(BIN)/build-jsonl --model $(MODEL) --manifest $(R)/manifest.jsonl -o $@ $<
+
+$(R)/job.json: $(R)/requests.jsonl
+	$(BIN)/batch-submit --run-name $(NAME) --model $(MODEL) --record-dir $(R) --db $(DB) -o $@ $<
+
+$(R)/wait.jsonl: $(R)/job.json
+	$(BIN)/batch-wait --poll $(POLL) --timeout $(TIMEOUT) --db $(DB) -o $@ $<
+
+$(R)/results.jsonl: $(R)/wait.jsonl
+	$(BIN)/batch-fetch --raw-dir $(R)/raw --db $(DB) -o $@ $(R)/job.json
+
+$(R)/decisions.jsonl: $(R)/results.jsonl
+	$(BIN)/validate --manifest $(R)/manifest.jsonl -o $@ $<
+
+$(R)/applied.json: $(R)/decisions.jsonl
+	$(BIN)/apply-sql --db $(DB) --run $(NAME) -o $@ $<
+
+stats: $(STAMP)
+	@$(BIN)/stats --db $(DB)
+
+review: $(STAMP)
+	@$(BIN)/review --db $(DB)
+
+# ---------------------------------------------------------------- offline demo
+
+demo: $(STAMP)
+	@rm -rf demo
+	$(BIN)/make-sample-library --root demo/library --db demo/library.db
+	$(BIN)/with-emulator --state-dir demo/emulator --faults $(FAULTS) -- \
+	  $(MAKE) --no-print-directory batch DB=demo/library.db RUNS=demo/runs NAME=demo POLL=0.5
+
+# ---------------------------------------------------------------- tests and the venv
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
 
 # The venv is (re)built when missing or older than pyproject.toml.
 $(STAMP): pyproject.toml
@@ -21,9 +94,6 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 venv: $(STAMP)
-
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
 
 clean-venv:
 	rm -rf $(VENV)

@@ -53,11 +53,17 @@ class Service:
 
     # ----------------------------------------------------------- retries
 
-    def call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run fn, retrying transient failures with backoff; anything else becomes a one-line Failure."""
+    def call(self, what: str, fn: Callable[[], T], reconcile: Callable[[], T | None] | None = None) -> T:
+        """Run fn, retrying transient failures with backoff; anything else becomes a one-line Failure.
+        For calls that create something, `reconcile` looks for what a lost answer may have created
+        before a retry could create it twice."""
         started, attempt = time.monotonic(), 0
         while True:
             try:
+                if attempt and reconcile is not None:
+                    found = reconcile()
+                    if found is not None:
+                        return found
                 return fn()
             except (sdk_errors.SDKError, httpx2.TransportError) as exc:
                 transient, retry_after = _classify(exc)
@@ -91,11 +97,18 @@ class Service:
 
     def create_job(self, model: str, metadata: dict[str, str], *, input_file: str | None = None,
                    requests: list[dict] | None = None, timeout_hours: int = 24) -> dict:
+        """Create a job tagged with metadata; a retry first looks for a job a lost answer created."""
         kwargs: dict[str, Any] = {"input_files": [input_file]} if input_file else {"requests": requests}
-        job = self.call("job creation", lambda: self._sdk.batch.jobs.create(
-            endpoint=ENDPOINT, model=model, metadata={k: str(v) for k, v in metadata.items()},
-            timeout_hours=timeout_hours, **kwargs))
-        return job_dict(job)
+        metadata = {k: str(v) for k, v in metadata.items()}
+
+        def already_created() -> Any:
+            same = [j for j in self.jobs_with_run_id(metadata[RUN_ID_KEY]) if j.get("metadata") == metadata]
+            return same[0] if same else None
+
+        job = self.call("job creation", lambda: job_dict(self._sdk.batch.jobs.create(
+            endpoint=ENDPOINT, model=model, metadata=metadata, timeout_hours=timeout_hours, **kwargs)),
+            reconcile=already_created)
+        return job
 
     def get_job(self, job_id: str) -> dict:
         return job_dict(self.call(f"status of job {job_id}", lambda: self._sdk.batch.jobs.get(job_id=job_id)))

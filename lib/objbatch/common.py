@@ -193,3 +193,23 @@ class Progress:
         if self.live:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def state_dir() -> Path:
+    """Where durable records live when no run folder is given: $XDG_STATE_HOME/objbatch."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "objbatch"
+
+
+def kill_point(name: str) -> None:
+    """Fault-injection hook for the crash tests: SIGKILL this process at the named point when
+    OBJBATCH_KILL_AT names it (optionally 'name:N' for the Nth time the point is reached)."""
+    wanted = os.environ.get("OBJBATCH_KILL_AT", "")
+    if not wanted or wanted.split(":")[0] != name:
+        return
+    count = _kill_counts[name] = _kill_counts.get(name, 0) + 1
+    if ":" not in wanted or int(wanted.split(":")[1]) == count:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_kill_counts: dict[str, int] = {}

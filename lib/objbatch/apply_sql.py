@@ -1,0 +1,175 @@
+"""apply-sql: write decisions into the library database, all in one transaction.
+
+Never touches approved or deleted rows. A file whose content changed since it was sent goes back to
+pending; one gone from disk is skipped. Each result is applied once (keyed by job and custom_id), so
+applying the same decisions twice leaves the database as applying them once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import IO
+
+import click
+
+from . import ledger
+from .common import AtomicOutput, Failure, command, kill_point, log, now_iso, read_jsonl
+
+PROTECTED = ("approved",)
+
+
+def result_key(decision: dict, run_name: str | None) -> str:
+    if decision.get("job_id") and decision.get("custom_id"):
+        return f"{decision['job_id']}/{decision['custom_id']}"
+    return f"skip/{run_name or '-'}/{decision['file_path']}"
+
+
+def disk_hash(path: str) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+class Applier:
+    def __init__(self, conn: sqlite3.Connection, run_name: str | None):
+        self.conn, self.run_name = conn, run_name
+        self.counts: dict[str, int] = {}
+        self.now = now_iso()
+
+    def apply(self, decision: dict) -> None:
+        key = result_key(decision, self.run_name)
+        if self.conn.execute("SELECT 1 FROM objbatch_applied WHERE result_key = ?", (key,)).fetchone():
+            self._count("already applied")
+            return
+        row = self.conn.execute("SELECT content_hash, ai_metadata_status, is_deleted FROM files WHERE file_path = ?",
+                                (decision["file_path"],)).fetchone()
+        outcome = self._outcome(decision, row)
+        self._count(outcome)
+        self.conn.execute("INSERT INTO objbatch_applied (result_key, file_path, decision, outcome, applied_at) "
+                          "VALUES (?, ?, ?, ?, ?)", (key, decision["file_path"], decision["decision"], outcome, self.now))
+        self._add_usage(decision)
+
+    def _count(self, outcome: str) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+
+    def _outcome(self, decision: dict, row: sqlite3.Row | None) -> str:
+        if row is None:
+            return "not in database"
+        if row["is_deleted"] or row["ai_metadata_status"] in PROTECTED:
+            return "left alone (approved or deleted)"
+        kind = decision["decision"]
+        if kind == "skipped":
+            self._set_status(decision["file_path"], "skipped", "; ".join(decision["reasons"]))
+            return "skipped"
+        if decision.get("db_hash") is not None and row["content_hash"] != decision["db_hash"]:
+            return self._requeue(decision, "content changed in the database since it was sent")
+        current = disk_hash(decision["file_path"])
+        if current is None:
+            self._set_status(decision["file_path"], "skipped", "file no longer on disk (deleted after selection)")
+            return "skipped"
+        if decision.get("sent_hash") and current != decision["sent_hash"]:
+            return self._requeue(decision, "file on disk changed since it was sent")
+        if kind == "failed_validation":
+            self._fail(decision)
+            return kind
+        self._store(decision)
+        return kind
+
+    def _set_status(self, file_path: str, status: str, message: str | None) -> None:
+        self.conn.execute("UPDATE files SET ai_metadata_status = ?, error_message = ?, updated_at = ? "
+                          "WHERE file_path = ?", (status, message, self.now, file_path))
+
+    def _requeue(self, decision: dict, why: str) -> str:
+        self._set_status(decision["file_path"], "pending", f"{why}; queued for extraction again")
+        return "requeued (content changed)"
+
+    def _fail(self, decision: dict) -> None:
+        reasons = "; ".join(decision["reasons"])
+        self._set_status(decision["file_path"], "failed_validation", reasons)
+        if decision.get("counts_attempt", True):
+            old = self.conn.execute("SELECT reasons_json FROM objbatch_files WHERE file_path = ?",
+                                    (decision["file_path"],)).fetchone()
+            history = ledger.load_json(old["reasons_json"] if old else None, []) + [reasons]
+            self.conn.execute(
+                "INSERT INTO objbatch_files (file_path, attempts, reasons_json) VALUES (?, 1, ?) "
+                "ON CONFLICT(file_path) DO UPDATE SET attempts = attempts + 1, reasons_json = excluded.reasons_json",
+                (decision["file_path"], json.dumps(history, ensure_ascii=False)))
+
+    def _store(self, decision: dict) -> None:
+        path, meta = decision["file_path"], decision["metadata"]
+        text = json.dumps(meta, ensure_ascii=False, sort_keys=True)
+        review = "; ".join(decision["reasons"]) if decision["decision"] == "needs_review" else None
+        self.conn.execute("UPDATE files SET ai_metadata_json = ?, ai_metadata_status = ?, ai_confidence_score = ?, "
+                          "error_message = ?, updated_at = ? WHERE file_path = ?",
+                          (text, decision["decision"], decision["confidence"], review, self.now, path))
+        self.conn.execute("UPDATE file_metadata_ai SET is_current = 0 WHERE file_path = ? AND is_current = 1", (path,))
+        self.conn.execute("INSERT INTO file_metadata_ai (file_path, metadata_json, model, prompt_version, "
+                          "extraction_config_hash, is_current, created_at) VALUES (?, ?, ?, ?, ?, 1, ?)",
+                          (path, text, decision.get("model"), decision.get("prompt_version"),
+                           decision.get("config_hash"), self.now))
+        self.conn.execute("DELETE FROM file_primary_topics WHERE file_path = ?", (path,))
+        self.conn.executemany("INSERT INTO file_primary_topics (file_path, topic_tag) VALUES (?, ?)",
+                              [(path, tag) for tag in dict.fromkeys(meta["primary_topics"])])
+
+    def _add_usage(self, decision: dict) -> None:
+        usage, job_id = decision.get("usage") or {}, decision.get("job_id")
+        if not job_id or not usage:
+            return
+        self.conn.execute(
+            "INSERT INTO objbatch_jobs (job_id, run_name, model, prompt_tokens, completion_tokens, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET "
+            "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+            "completion_tokens = completion_tokens + excluded.completion_tokens, "
+            "run_name = COALESCE(run_name, excluded.run_name)",
+            (job_id, self.run_name, decision.get("model"), int(usage.get("prompt_tokens") or 0),
+             int(usage.get("completion_tokens") or 0), self.now))
+
+
+def read_decisions(stream: IO[str]) -> list[dict]:
+    decisions = []
+    for lineno, decision in read_jsonl(stream, "decision"):
+        if not isinstance(decision, dict) or decision.get("decision") not in (
+                "extracted", "needs_review", "failed_validation", "skipped"):
+            raise Failure(f"decision line {lineno} has no valid 'decision'; pipe validate's output")
+        if not decision.get("file_path"):
+            raise Failure(f"decision line {lineno} has no file_path; run validate with --manifest from build-jsonl")
+        decisions.append(decision)
+    return decisions
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("decisions", type=click.File("r", encoding="utf-8"), default="-")
+@click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
+              help="The library database.")
+@click.option("--run", "run_name", default=None, help="The run these decisions finish: its claims are released.")
+@click.option("-o", "--output", default=None, help="Also write a JSON summary here (atomically).")
+@command
+def main(decisions: IO[str], db: str, run_name: str | None, output: str | None) -> None:
+    """Apply DECISIONS (validate's JSONL; - for stdin) to the library database in one transaction."""
+    items = read_decisions(decisions)
+    with ledger.opened(db) as conn:
+        applier = Applier(conn, run_name)
+        with ledger.transaction(conn):
+            for index, decision in enumerate(items):
+                applier.apply(decision)
+                if index == len(items) // 2:
+                    kill_point("apply-half")
+            if run_name:
+                released = ledger.release_claims(conn, run_name)
+                conn.execute("UPDATE objbatch_runs SET state = 'applied', finished_at = ?, counts_json = "
+                             "COALESCE(counts_json, ?) WHERE run_name = ?",
+                             (applier.now, json.dumps(applier.counts), run_name))
+                applier.counts["claims released"] = released
+    summary = {"run": run_name, "decisions": len(items), "outcomes": applier.counts}
+    if output:
+        with AtomicOutput(output) as out:
+            out.write(json.dumps(summary) + "\n")
+    log("apply-sql: " + (", ".join(f"{n} {k}" for k, n in sorted(applier.counts.items())) or "nothing to apply"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""batch-fetch: download the results of terminal jobs and write one normalized line per custom_id.
+
+Success lines carry the answer (content, finish_reason, usage, model); failure lines the HTTP status and the
+reason. A line is a failure when `error` is set or `status_code >= 400`, in the output file or the error
+file. Custom_ids with no line in either file come out as "no result returned": nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from . import client, ledger
+from .common import AtomicOutput, NotFinished, atomic_write_bytes, command, kill_point, log, write_jsonl
+from .job_record import load_record
+
+
+def classify(line: dict, job: dict) -> dict:
+    """One raw result line as a normalized result."""
+    response = line.get("response") if isinstance(line.get("response"), dict) else {}
+    status = response.get("status_code")
+    base = {"custom_id": str(line.get("custom_id")), "job_id": job["id"], "status_code": status}
+    error = line.get("error")
+    if error is not None or (isinstance(status, int) and status >= 400):
+        return {**base, "ok": False, "error": error_text(error, status)}
+    body = response.get("body") if isinstance(response.get("body"), dict) else None
+    choices = (body or {}).get("choices") or []
+    if not choices or not isinstance(choices[0], dict):
+        return {**base, "ok": False, "error": "response had no choices (empty answer)"}
+    message = choices[0].get("message") or {}
+    return {**base, "ok": True, "content": message.get("content"), "finish_reason": choices[0].get("finish_reason"),
+            "usage": body.get("usage") or {}, "model": body.get("model") or job.get("model")}
+
+
+def error_text(error: Any, status: Any) -> str:
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("detail") or json.dumps(error)
+        code = error.get("code")
+        text = f"{message} (code {code})" if code else str(message)
+    elif error is not None:
+        text = str(error)
+    else:
+        text = "request failed"
+    return f"HTTP {status}: {text}" if status else text
+
+
+def raw_lines(service: client.Service, file_id: str | None, raw_dir: Path | None) -> Iterator[tuple[int, Any]]:
+    """The lines of a result file, kept under raw_dir so a rerun never downloads (or loses) them again."""
+    if not file_id:
+        return
+    cached = raw_dir / f"{file_id}.jsonl" if raw_dir else None
+    if cached and cached.exists():
+        data = cached.read_bytes()
+    else:
+        data = service.download(file_id)
+        if cached:
+            atomic_write_bytes(cached, data)
+        kill_point("after-download")
+    for lineno, text in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        if text.strip():
+            try:
+                yield lineno, json.loads(text)
+            except json.JSONDecodeError:
+                yield lineno, None
+
+
+def harvest(service: client.Service, job: dict, custom_ids: list[str], raw_dir: Path | None) -> Iterator[dict]:
+    """Every custom_id of one job exactly once: its result, or a failure saying why there is none."""
+    results: dict[str, dict] = {}
+    unknown, duplicates, unreadable = 0, 0, 0
+    wanted = set(custom_ids)
+    for file_id in (job.get("output_file"), job.get("error_file")):
+        for lineno, line in raw_lines(service, file_id, raw_dir):
+            if not isinstance(line, dict):
+                unreadable += 1
+                continue
+            result = classify(line, job)
+            cid = result["custom_id"]
+            if cid not in wanted:
+                unknown += 1
+            elif cid in results:
+                duplicates += 1
+                if result["ok"] and not results[cid]["ok"]:
+                    results[cid] = result
+            else:
+                results[cid] = result
+    _report(job["id"], unknown, duplicates, unreadable)
+    for cid in custom_ids:
+        yield results.get(cid) or {"custom_id": cid, "job_id": job["id"], "status_code": None, "ok": False,
+                                   "error": f"no result returned (job ended {job['status']})",
+                                   "attempted": job["status"] != "CANCELLED"}  # a cancel costs no attempt
+
+
+def _report(job_id: str, unknown: int, duplicates: int, unreadable: int) -> None:
+    if duplicates:
+        log(f"batch-fetch: job {job_id}: {duplicates} duplicate result lines (kept one per custom_id, a success first)")
+    if unknown:
+        log(f"batch-fetch: job {job_id}: {unknown} result lines for custom_ids this job never sent (ignored)")
+    if unreadable:
+        log(f"batch-fetch: job {job_id}: {unreadable} result lines were not valid JSON (ignored)")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("job_record", type=click.Path(dir_okay=False), default="-")
+@click.option("-o", "--output", default="-", help="Write results here (atomically) instead of stdout.")
+@click.option("--raw-dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the downloaded output and error files here; a rerun reads them instead of downloading.")
+@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Also record job states in this database.")
+@command
+def main(job_record: str, output: str, raw_dir: str | None, db: str | None) -> None:
+    """Download the results of every job in JOB_RECORD and print one result line per custom_id.
+
+    Works in every terminal state (SUCCESS, FAILED, TIMEOUT_EXCEEDED, CANCELLED); exits 75 if a job is
+    still running."""
+    record = load_record(job_record)
+    counts = {"ok": 0, "failed": 0, "missing": 0}
+    with client.Service() as service:
+        jobs = [service.get_job(entry["job_id"]) for entry in record["jobs"]]
+        running = [j for j in jobs if not client.terminal(j["status"])]
+        if running:
+            raise NotFinished(f"job {running[0]['id']} is still {running[0]['status']}; "
+                              "run batch-wait first, then batch-fetch again")
+        if db:
+            ledger.update_jobs(db, jobs)
+        with AtomicOutput(output) as out:
+            for job, entry in zip(jobs, record["jobs"]):
+                results = harvest(service, job, entry["custom_ids"], Path(raw_dir) if raw_dir else None)
+                write_jsonl(_counted(results, counts), out)
+    log(f"batch-fetch: {sum(counts.values())} results: {counts['ok']} succeeded, {counts['failed']} failed, "
+        f"{counts['missing']} with no result returned")
+
+
+def _counted(results: Iterator[dict], counts: dict) -> Iterator[dict]:
+    for result in results:
+        key = "ok" if result["ok"] else ("missing" if result["status_code"] is None
+                                         and result["error"].startswith("no result") else "failed")
+        counts[key] += 1
+        yield result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""build-jsonl: one batch request line per selected file, and a manifest line per file (sent or skipped).
+
+Files that cannot be sent (not text, too big, missing, unreadable, not decodable) become skip records in the
+manifest with the reason; one bad file never stops the run. It streams: one file in memory at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import IO
+
+import click
+
+from . import prompt
+from .common import AtomicOutput, Failure, command, dumps, kill_point, log, read_jsonl
+
+TEXT_SUFFIXES = {".txt", ".md"}
+MAX_BYTES = 830_000
+DEFAULT_MODEL = "mistral-small-latest"
+
+
+class Skip(Exception):
+    """This file cannot be sent; the message is the reason stored in error_message."""
+
+
+def custom_id_for(file_path: str, content_hash: str) -> str:
+    """Stable: the same file with the same content always gets the same id, whatever its position."""
+    return f"f{hashlib.sha256(file_path.encode('utf-8')).hexdigest()[:16]}-{content_hash[:16]}"
+
+
+def read_text(record: dict) -> tuple[str, str, str]:
+    """(text, sha256 of the bytes read, encoding), or Skip with the reason."""
+    path = Path(record["file_path"])
+    suffix = path.suffix.lower()
+    if suffix not in TEXT_SUFFIXES:
+        raise Skip(f"not a text file ({suffix or 'no extension'}); only {', '.join(sorted(TEXT_SUFFIXES))} are sent")
+    try:
+        size = path.stat().st_size
+        if size >= MAX_BYTES:
+            raise Skip(f"file is {size:,} bytes; files of {MAX_BYTES:,} bytes or more are not sent")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise Skip("file not found on disk (deleted, moved or on an unmounted disk)")
+    except (PermissionError, IsADirectoryError, OSError) as exc:
+        raise Skip(f"file cannot be read ({exc.strerror or type(exc).__name__})")
+    if b"\x00" in data[:8192]:
+        raise Skip("file looks binary (NUL bytes), not text")
+    digest = hashlib.sha256(data).hexdigest()
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        raise Skip("text is not decodable as UTF-8 or Windows-1252")
+    if not text.strip():
+        raise Skip("file is empty")
+    return text, digest, encoding
+
+
+def build(record: dict, model: str, text_tokens: int, config: str) -> tuple[dict | None, dict]:
+    """(request line or None, manifest line) for one selected file."""
+    base = {"file_path": record["file_path"], "filename": record["filename"],
+            "db_hash": record.get("content_hash") or "", "attempts": record.get("attempts", 0)}
+    try:
+        text, sent_hash, encoding = read_text(record)
+    except Skip as exc:
+        return None, {**base, "skip": str(exc)}
+    custom_id = custom_id_for(record["file_path"], sent_hash)
+    body, excerpted = prompt.request_body(model, record, text, text_tokens)
+    manifest = {**base, "custom_id": custom_id, "sent_hash": sent_hash, "encoding": encoding.replace("-sig", ""),
+                "chars": len(text), "excerpted": excerpted, "model": model,
+                "prompt_version": prompt.PROMPT_VERSION, "config_hash": config}
+    return {"custom_id": custom_id, "body": body}, manifest
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("selection", type=click.File("r", encoding="utf-8"), default="-")
+@click.option("-o", "--output", default="-", help="Write request lines here (atomically) instead of stdout.")
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False),
+              help="Write one line per file here: what was sent (custom_id, hashes) or why it was skipped.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, envvar="OBJBATCH_MODEL",
+              help="Model named in each request body.")
+@click.option("--text-tokens", default=prompt.DEFAULT_TEXT_TOKENS, show_default=True, type=click.IntRange(min=500),
+              help="Token budget for the transcript text; longer texts are excerpted.")
+@command
+def main(selection: IO[str], output: str, manifest: str, model: str, text_tokens: int) -> None:
+    """Turn SELECTION (select-pending's JSONL; - for stdin) into batch request lines."""
+    config = prompt.config_hash(model, text_tokens)
+    sent = skipped = 0
+    seen: set[str] = set()
+    with AtomicOutput(output) as out, AtomicOutput(manifest) as man:
+        for lineno, record in read_jsonl(selection, "selection"):
+            if not isinstance(record, dict) or not record.get("file_path") or "filename" not in record:
+                raise Failure(f"selection line {lineno} has no file_path and filename; pipe select-pending's output")
+            if record["file_path"] in seen:
+                continue
+            seen.add(record["file_path"])
+            request, entry = build(record, model, text_tokens, config)
+            if request:
+                out.write(dumps(request) + "\n")
+                sent += 1
+            else:
+                skipped += 1
+            man.write(dumps(entry) + "\n")
+            kill_point("build-line")
+    log(f"build-jsonl: {sent} requests, {skipped} files skipped")
+
+
+if __name__ == "__main__":
+    main()
