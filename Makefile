@@ -29,7 +29,7 @@ NAME := $(or $(UNFINISHED),run-$(shell date -u +%Y%m%d-%H%M%S))
 endif
 R := $(RUNS)/$(NAME)
 
-.PHONY: batch stats review demo test test-all venv clean-venv
+.PHONY: batch stats review demo test test-slow test-all venv clean-venv
 .PRECIOUS: $(RUNS)/%/select.jsonl $(RUNS)/%/requests.jsonl $(RUNS)/%/job.json $(RUNS)/%/wait.jsonl \
            $(RUNS)/%/results.jsonl $(RUNS)/%/decisions.jsonl $(RUNS)/%/applied.json
 
@@ -82,6 +82,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q

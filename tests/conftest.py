@@ -1,0 +1,149 @@
+"""Fixtures: an isolated environment for every test, a real emulator over real HTTP, the real commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+TEST_KEY = "test-key-not-secret"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """No test sees the user's key, keyring, state or service."""
+    for name in ("MISTRAL_API_KEY", "MISTRAL_SA_TOKEN_PATH", "MISTRAL_SERVER_URL", "OBJBATCH_KILL_AT",
+                 "OBJBATCH_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    monkeypatch.setenv("OBJBATCH_RETRY_SECONDS", "20")
+
+
+class Emulator:
+    """A mistral-emulator process on 127.0.0.1 with its own state dir; restartable on the same port."""
+
+    def __init__(self, state_dir: Path, args: list[str]):
+        self.state_dir, self.args, self.port, self.proc = state_dir, args, 0, None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(BIN / "mistral-emulator"), "--host", "127.0.0.1", "--port", str(self.port), "--state-dir",
+             str(self.state_dir), "--api-key", TEST_KEY, *self.args], stdout=subprocess.PIPE, text=True)
+        self.url = self.proc.stdout.readline().strip()
+        assert self.url.startswith("http://127.0.0.1:"), self.url
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def env(self) -> dict:
+        return {**os.environ, "MISTRAL_SERVER_URL": self.url, "MISTRAL_API_KEY": TEST_KEY}
+
+    def _control(self, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method="POST" if data else "GET")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def record(self) -> dict:
+        return self._control("/_emulator/record")
+
+    def faults(self, **changes) -> dict:
+        return self._control("/_emulator/faults", changes)
+
+    def pace(self, **changes) -> dict:
+        return self._control("/_emulator/pace", changes)
+
+    def sdk(self, key: str = TEST_KEY):
+        from mistralai.client import Mistral
+
+        return Mistral(api_key=key, server_url=self.url)
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    emu = Emulator(tmp_path / "emulator", [])
+    yield emu
+    emu.stop()
+
+
+def run(cmd: str, *args: str, input: str | None = None, env: dict | None = None, cwd: Path | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run one of the project's commands as a user would."""
+    return subprocess.run([str(BIN / cmd), *map(str, args)], input=input, capture_output=True, text=True,
+                          env=env or dict(os.environ), cwd=cwd, timeout=timeout)
+
+
+def make(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args], capture_output=True, text=True,
+                          env=env or dict(os.environ), timeout=timeout)
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def request_lines(n: int, prefix: str = "r", subject: str = "The Virtue of Honesty") -> str:
+    lines = []
+    for i in range(n):
+        text = ("honesty and ethics depend on reason and values. " * 60)
+        body = {"messages": [{"role": "system", "content": "Return JSON."},
+                             {"role": "user", "content": f"File name: MOTM_2020-01-{i % 28 + 1:02d}_"
+                                                         f"{subject.replace(' ', '-')}.txt\n\n--- Transcript ---\n"
+                                                         f"{text}"}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "m", "schema": {}}}}
+        lines.append(json.dumps({"custom_id": f"{prefix}{i}", "body": body}))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def library(tmp_path):
+    """A small sample library and its database in the library's existing schema (v12)."""
+    from objbatch.sample_library import build
+
+    root, db = tmp_path / "library", tmp_path / "library.db"
+    build(root, db, count=24, seed=3)
+    return root, db
+
+
+def rows(db: Path) -> dict[str, sqlite3.Row]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return {r["file_path"]: r for r in conn.execute("SELECT * FROM files")}
+    finally:
+        conn.close()
+
+
+def query(db: Path, sql: str, *params) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    path = tmp_path / "runs"
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

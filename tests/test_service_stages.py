@@ -1,0 +1,179 @@
+"""batch-submit, batch-wait and batch-fetch as a user runs them, against the emulator over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conftest import jsonl, request_lines, run
+
+
+def submit(emulator, tmp_path, requests: str, *args, env=None, run_name="r1"):
+    return run("batch-submit", "--run-name", run_name, "--record-dir", tmp_path / "records", *args,
+               input=requests, env=env or emulator.env)
+
+
+def test_submit_wait_fetch_by_hand(emulator, tmp_path):
+    submitted = submit(emulator, tmp_path, request_lines(12))
+    assert submitted.returncode == 0, submitted.stderr
+    record = json.loads(submitted.stdout)
+    assert record["request_count"] == 12 and len(record["jobs"]) == 1
+    assert record["jobs"][0]["custom_ids"] == [f"r{i}" for i in range(12)]
+    (tmp_path / "job.json").write_text(submitted.stdout)
+    waited = run("batch-wait", "--poll", "0.05", tmp_path / "job.json", env=emulator.env)
+    assert waited.returncode == 0, waited.stderr
+    assert jsonl(waited.stdout)[0]["status"] == "SUCCESS"
+    assert "SUCCESS 12/12 done, 12 succeeded, 0 failed" in waited.stderr
+    fetched = run("batch-fetch", tmp_path / "job.json", env=emulator.env)
+    assert fetched.returncode == 0, fetched.stderr
+    results = jsonl(fetched.stdout)
+    assert sorted(r["custom_id"] for r in results) == sorted(f"r{i}" for i in range(12))
+    assert all(r["ok"] and r["usage"]["total_tokens"] > 0 and r["model"] == "mistral-small-latest" for r in results)
+    assert json.loads(results[0]["content"])["category"] == "cultural_commentary"
+    created = emulator.record()["jobs_created"][0]
+    assert created["metadata"]["objbatch_run_name"] == "r1"
+    assert created["metadata"]["objbatch_run_id"] == record["run_id"] and created["inline"] is True
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"custom_id": "a", "body": {"messages": [{"role": "user", "content": "x"}]}}\n\nnot json\n',
+     "request line 3 is not valid JSON"),
+    ('{"custom_id": "a", "body": {"messages": [{"role": "user", "content": "x"}]}}\n'
+     '{"custom_id": "a", "body": {"messages": [{"role": "user", "content": "y"}]}}\n',
+     "request line 2: custom_id 'a' repeats line 1; custom_ids must be unique"),
+    ('{"custom_id": "", "body": {"messages": []}}\n', "request line 1 has no custom_id"),
+    ('{"custom_id": "b", "body": {"messages": []}}\n', "request line 1 (custom_id 'b') has no body with messages"),
+    ('[1, 2]\n', "request line 1 is not a JSON object"),
+])
+def test_submit_names_the_bad_line_and_creates_nothing(emulator, tmp_path, text, message):
+    result = submit(emulator, tmp_path, text)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"batch-submit: error: {message}" or message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert emulator.record()["jobs_created"] == []
+
+
+def test_no_key_is_one_clear_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MISTRAL_API_KEY"}
+    result = run("batch-submit", "--run-name", "x", input=request_lines(1), env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("batch-submit: error: no Mistral API key: set MISTRAL_API_KEY, or store it "
+                                     "with 'keyring set objlib-mistral api_key'")
+
+
+def test_the_key_never_appears_in_output_or_files(emulator, tmp_path):
+    secret = "sk-" + "Z" * 30
+    bad = submit(emulator, tmp_path, request_lines(2), env={**emulator.env, "MISTRAL_API_KEY": secret})
+    assert bad.returncode == 1 and "refused the API key" in bad.stderr
+    good = submit(emulator, tmp_path, request_lines(2), "--verbose")
+    everything = bad.stdout + bad.stderr + good.stdout + good.stderr + "".join(
+        p.read_text() for p in (tmp_path / "records").glob("*"))
+    assert secret not in everything and emulator.env["MISTRAL_API_KEY"] not in everything
+
+
+def test_resubmitting_the_same_run_never_creates_a_second_job(emulator, tmp_path):
+    first = submit(emulator, tmp_path, request_lines(5))
+    again = submit(emulator, tmp_path, request_lines(5))
+    assert again.returncode == 0 and "already submitted" in again.stderr
+    assert json.loads(again.stdout)["jobs"][0]["job_id"] == json.loads(first.stdout)["jobs"][0]["job_id"]
+    for record in (tmp_path / "records").glob("*.json"):
+        record.unlink()  # the record is lost: the job is found by its run id in the service's list
+    recovered = submit(emulator, tmp_path, request_lines(5))
+    assert recovered.returncode == 0 and "found job" in recovered.stderr
+    assert json.loads(recovered.stdout)["jobs"][0]["job_id"] == json.loads(first.stdout)["jobs"][0]["job_id"]
+    assert len(emulator.record()["jobs_created"]) == 1
+    other = submit(emulator, tmp_path, request_lines(5), run_name="r2")
+    assert other.returncode == 0 and len(emulator.record()["jobs_created"]) == 2
+
+
+def test_killed_between_creation_and_record_then_rerun(emulator, tmp_path):
+    killed = submit(emulator, tmp_path, request_lines(4), env={**emulator.env, "OBJBATCH_KILL_AT": "after-create"})
+    assert killed.returncode == -9
+    assert len(emulator.record()["jobs_created"]) == 1
+    rerun = submit(emulator, tmp_path, request_lines(4))
+    assert rerun.returncode == 0 and "found job" in rerun.stderr
+    assert len(emulator.record()["jobs_created"]) == 1
+
+
+def test_large_input_is_uploaded_and_split(emulator, tmp_path):
+    result = submit(emulator, tmp_path, request_lines(10), "--inline-max-requests", "2",
+                    "--max-requests-per-job", "4")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert [j["request_count"] for j in record["jobs"]] == [4, 4, 2]
+    assert all(j["input_file"] for j in record["jobs"][:2]) and record["jobs"][2]["input_file"] is None
+    emu = emulator.record()
+    assert len(emu["uploads"]) == 2 and emu["uploads"][0]["purpose"] == "batch"
+    assert [c["metadata"]["objbatch_part"] for c in emu["jobs_created"]] == ["1/3", "2/3", "3/3"]
+    (tmp_path / "job.json").write_text(result.stdout)
+    assert run("batch-wait", "--poll", "0.05", tmp_path / "job.json", env=emulator.env).returncode == 0
+    fetched = jsonl(run("batch-fetch", tmp_path / "job.json", env=emulator.env).stdout)
+    assert sorted(r["custom_id"] for r in fetched) == sorted(f"r{i}" for i in range(10))
+
+
+def test_wait_times_out_with_75_and_resumes(emulator, tmp_path):
+    emulator.pace(queue_seconds=3)
+    (tmp_path / "job.json").write_text(submit(emulator, tmp_path, request_lines(3)).stdout)
+    early = run("batch-wait", "--poll", "0.2", "--timeout", "0.5", tmp_path / "job.json", env=emulator.env)
+    assert early.returncode == 75
+    assert "is still QUEUED" in early.stderr and "rerun the same command" in early.stderr
+    fetch_early = run("batch-fetch", tmp_path / "job.json", env=emulator.env)
+    assert fetch_early.returncode == 75 and "run batch-wait first" in fetch_early.stderr
+    later = run("batch-wait", "--poll", "0.2", tmp_path / "job.json", env=emulator.env)
+    assert later.returncode == 0
+
+
+def test_wait_rides_out_429_and_503(emulator, tmp_path):
+    (tmp_path / "job.json").write_text(submit(emulator, tmp_path, request_lines(3)).stdout)
+    emulator.faults(http_storm=3, http_status=503, retry_after=0.1)
+    result = run("batch-wait", "--poll", "0.05", tmp_path / "job.json", env=emulator.env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("HTTP 503") == 3 and "retrying in 0.1s" in result.stderr
+    emulator.faults(http_rate=0.3)
+    fetched = run("batch-fetch", tmp_path / "job.json", env=emulator.env)
+    assert fetched.returncode == 0 and len(jsonl(fetched.stdout)) == 3
+
+
+def test_fetch_classifies_every_kind_of_result(emulator, tmp_path):
+    emulator.faults(seed=2, error_in_output=0.2, error_in_error_file=0.2, missing=0.15, shuffle=True)
+    (tmp_path / "job.json").write_text(submit(emulator, tmp_path, request_lines(40)).stdout)
+    run("batch-wait", "--poll", "0.05", tmp_path / "job.json", env=emulator.env)
+    result = run("batch-fetch", tmp_path / "job.json", "--raw-dir", tmp_path / "raw", env=emulator.env)
+    results = jsonl(result.stdout)
+    assert sorted(r["custom_id"] for r in results) == sorted(f"r{i}" for i in range(40))
+    failed = [r for r in results if not r["ok"]]
+    assert {r["status_code"] for r in failed} == {429, 500, None}
+    assert any("Rate limit exceeded" in r["error"] for r in failed)
+    assert any(r["error"] == "no result returned (job ended SUCCESS)" for r in failed)
+    assert all(r["error"].startswith("HTTP ") for r in failed if r["status_code"])
+    assert len(list((tmp_path / "raw").glob("*.jsonl"))) == 2
+    downloads_before = emulator.record()["calls"]
+    again = run("batch-fetch", tmp_path / "job.json", "--raw-dir", tmp_path / "raw", env=emulator.env)
+    assert jsonl(again.stdout) == results
+    assert emulator.record()["calls"] - downloads_before == 1  # one status call; the files came from raw/
+
+
+@pytest.mark.parametrize("status", ["FAILED", "TIMEOUT_EXCEEDED", "CANCELLED"])
+def test_fetch_harvests_every_terminal_status(emulator, tmp_path, status):
+    if status == "CANCELLED":
+        emulator.pace(seconds_per_request=0.2, max_run_seconds=10)
+    else:
+        emulator.faults(job_status=status, partial=0.5)
+    record = json.loads(submit(emulator, tmp_path, request_lines(10)).stdout)
+    (tmp_path / "job.json").write_text(json.dumps(record))
+    if status == "CANCELLED":
+        import time
+
+        time.sleep(0.6)
+        emulator.sdk().batch.jobs.cancel(job_id=record["jobs"][0]["job_id"])
+    waited = run("batch-wait", "--poll", "0.05", tmp_path / "job.json", env=emulator.env)
+    assert waited.returncode == 0 and f"ended {status}" in waited.stderr
+    results = jsonl(run("batch-fetch", tmp_path / "job.json", env=emulator.env).stdout)
+    assert len(results) == 10
+    ok = [r for r in results if r["ok"]]
+    missing = [r for r in results if not r["ok"]]
+    assert 0 < len(ok) < 10
+    assert all(r["error"] == f"no result returned (job ended {status})" for r in missing)
+    assert all(r["attempted"] is (status != "CANCELLED") for r in missing)
