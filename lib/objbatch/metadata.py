@@ -180,8 +180,12 @@ def _validator() -> jsonschema.protocols.Validator:
 def hard_errors(obj: dict) -> list[str]:
     """Plain-words schema violations, most useful first; a missing confidence_score is soft, not listed."""
     errors = sorted(_validator().iter_errors(obj), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
-    words = [_explain(e) for e in errors]
-    return [w for w in words if w is not None]
+    reasons: dict[tuple, str] = {}
+    for error in errors:
+        text = _explain(error)
+        if text is not None:
+            reasons.setdefault(tuple(error.absolute_path), text)  # one reason per field
+    return list(reasons.values())
 
 
 def _explain(error: jsonschema.ValidationError) -> str | None:
@@ -203,7 +207,8 @@ def _explain(error: jsonschema.ValidationError) -> str | None:
     if error.validator == "uniqueItems":
         return f"{where} repeats items"
     if error.validator == "type":
-        return f"{where} is a {_kind(value)}, not a {error.validator_value}"
+        kind = _kind(value)
+        return f"{where} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not a {error.validator_value}"
     if error.validator == "additionalProperties":
         extra = sorted(set(value) - set(error.schema.get("properties", {})))
         return f"{where} has unexpected field{'s' if len(extra) > 1 else ''} {', '.join(extra)}"
