@@ -21,24 +21,28 @@ TIMEOUT ?= 7200
 MAX_ATTEMPTS ?= 3
 RETRY_EXHAUSTED ?=
 FAULTS ?= none
+MAX_IN_FLIGHT ?= 1
 
 # Without NAME, an unfinished run (selected but not applied) is resumed; otherwise a new one is named.
 UNFINISHED := $(shell for d in $(RUNS)/*/; do [ -f "$$d/select.jsonl" ] && [ ! -f "$$d/applied.json" ] && basename "$$d"; done 2>/dev/null | head -n 1)
 ifeq ($(origin NAME),undefined)
-NAME := $(or $(UNFINISHED),run-$(shell date -u +%Y%m%d-%H%M%S))
+NAME := $(or $(UNFINISHED),run-$(shell date -u +%Y%m%d-%H%M%S)-$(shell od -An -N2 -tx2 /dev/urandom | tr -d ' '))
 endif
 R := $(RUNS)/$(NAME)
 
-.PHONY: batch stats review demo test test-slow test-all venv clean-venv
+.PHONY: batch cancel cron stats review demo test test-slow test-all venv clean-venv
 .PRECIOUS: $(RUNS)/%/select.jsonl $(RUNS)/%/requests.jsonl $(RUNS)/%/job.json $(RUNS)/%/wait.jsonl \
            $(RUNS)/%/results.jsonl $(RUNS)/%/decisions.jsonl $(RUNS)/%/applied.json
 
 # ---------------------------------------------------------------- the pipeline
 
+# One process works on a run at a time (flock); another make batch on the same run waits for it.
 batch: $(STAMP)
-	@$(MAKE) --no-print-directory $(R)/select.jsonl NAME=$(NAME)
+	@mkdir -p $(R)
+	@flock -n $(R)/.lock true || echo "Run $(NAME) is being worked on by another process; waiting for it."
+	@flock $(R)/.lock $(MAKE) --no-print-directory $(R)/select.jsonl NAME=$(NAME)
 	@if [ ! -s $(R)/select.jsonl ]; then echo "No pending files: nothing to do."; rm -rf $(R); exit 0; fi; \
-	$(MAKE) --no-print-directory $(R)/applied.json NAME=$(NAME); \
+	flock $(R)/.lock $(MAKE) --no-print-directory $(R)/applied.json NAME=$(NAME); \
 	echo "Run $(NAME) applied:"; $(BIN)/stats --db $(DB) --runs 3
 
 $(R)/select.jsonl: | $(STAMP)
@@ -63,6 +67,23 @@ $(R)/decisions.jsonl: $(R)/results.jsonl
 
 $(R)/applied.json: $(R)/decisions.jsonl
 	$(BIN)/apply-sql --db $(DB) --run $(NAME) -o $@ $<
+
+# Cancel a run: stop its jobs, harvest what they finished, return the rest to the queue.
+cancel: $(STAMP)
+	@test -f $(R)/select.jsonl || { echo "make cancel: no run $(NAME) in $(RUNS); name one with NAME=" >&2; exit 1; }
+	@if [ -f $(R)/applied.json ]; then echo "Run $(NAME) is already finished."; exit 0; fi; \
+	if [ -f $(R)/requests.jsonl ]; then \
+	  $(MAKE) --no-print-directory $(R)/job.json NAME=$(NAME); \
+	  $(BIN)/batch-cancel --poll 1 --db $(DB) $(R)/job.json; \
+	  $(MAKE) --no-print-directory $(R)/applied.json NAME=$(NAME) POLL=1; \
+	else \
+	  $(BIN)/apply-sql --db $(DB) --run $(NAME) -o $(R)/applied.json /dev/null; \
+	fi; echo "Run $(NAME) cancelled."
+
+# One unattended step (see README "Running it unattended"); jobs still in flight are not an error here.
+cron: $(STAMP)
+	@$(BIN)/batch-cron --db $(DB) --runs $(RUNS) --max-in-flight $(MAX_IN_FLIGHT) --set MODEL=$(MODEL) \
+	  --set MAX_ATTEMPTS=$(MAX_ATTEMPTS) $(if $(MAX),--set MAX=$(MAX)) || [ $$? -eq 75 ]
 
 stats: $(STAMP)
 	@$(BIN)/stats --db $(DB)

@@ -74,8 +74,7 @@ class Applier:
         if decision.get("sent_hash") and current != decision["sent_hash"]:
             return self._requeue(decision, "file on disk changed since it was sent")
         if kind == "failed_validation":
-            self._fail(decision)
-            return kind
+            return self._fail(decision)
         self._store(decision)
         return kind
 
@@ -87,17 +86,20 @@ class Applier:
         self._set_status(decision["file_path"], "pending", f"{why}; queued for extraction again")
         return "requeued (content changed)"
 
-    def _fail(self, decision: dict) -> None:
+    def _fail(self, decision: dict) -> str:
         reasons = "; ".join(decision["reasons"])
+        if not decision.get("counts_attempt", True):  # never processed (job cancelled): back to the queue
+            self._set_status(decision["file_path"], "pending", f"{reasons}; queued again")
+            return "requeued (not processed)"
         self._set_status(decision["file_path"], "failed_validation", reasons)
-        if decision.get("counts_attempt", True):
-            old = self.conn.execute("SELECT reasons_json FROM objbatch_files WHERE file_path = ?",
-                                    (decision["file_path"],)).fetchone()
-            history = ledger.load_json(old["reasons_json"] if old else None, []) + [reasons]
-            self.conn.execute(
-                "INSERT INTO objbatch_files (file_path, attempts, reasons_json) VALUES (?, 1, ?) "
-                "ON CONFLICT(file_path) DO UPDATE SET attempts = attempts + 1, reasons_json = excluded.reasons_json",
-                (decision["file_path"], json.dumps(history, ensure_ascii=False)))
+        old = self.conn.execute("SELECT reasons_json FROM objbatch_files WHERE file_path = ?",
+                                (decision["file_path"],)).fetchone()
+        history = ledger.load_json(old["reasons_json"] if old else None, []) + [reasons]
+        self.conn.execute(
+            "INSERT INTO objbatch_files (file_path, attempts, reasons_json) VALUES (?, 1, ?) "
+            "ON CONFLICT(file_path) DO UPDATE SET attempts = attempts + 1, reasons_json = excluded.reasons_json",
+            (decision["file_path"], json.dumps(history, ensure_ascii=False)))
+        return "failed_validation"
 
     def _store(self, decision: dict) -> None:
         path, meta = decision["file_path"], decision["metadata"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from typing import IO
 import click
 
 from . import client, ledger
-from .common import AtomicOutput, Failure, atomic_write_json, command, dumps, kill_point, log, read_jsonl, state_dir
+from .common import (AtomicOutput, Failure, atomic_write_json, command, dumps, file_lock, kill_point, log, read_jsonl,
+                     state_dir)
 
 MAX_JOB_REQUESTS = 1_000_000
 MAX_JOB_BYTES = 512 * 1000 * 1000
@@ -145,7 +145,7 @@ def new_record(run_name: str, run_id: str, model: str, parts: list[Part]) -> dic
 @click.option("--record-dir", type=click.Path(file_okay=False), default=None,
               help="Where job records are kept durably (default: $XDG_STATE_HOME/objbatch/jobs).")
 @click.option("--timeout-hours", default=24, show_default=True, help="Service-side job timeout.")
-@click.option("--inline-max-requests", default=10_000, show_default=True,
+@click.option("--inline-max-requests", default=10_000, show_default=True, envvar="OBJBATCH_INLINE_MAX_REQUESTS",
               help="Send inline up to this many requests (and --inline-max-bytes); upload a file above.")
 @click.option("--inline-max-bytes", default=8_000_000, show_default=True, help="Inline payload limit in bytes.")
 @click.option("--max-requests-per-job", default=MAX_JOB_REQUESTS, show_default=True, hidden=True)
@@ -164,21 +164,28 @@ def main(requests: IO[str], output: str, run_name: str, model: str, record_dir: 
     run_id = run_id_for(run_name, parts)
     records = Path(record_dir) if record_dir else state_dir() / "jobs"
     record_path = records / f"{run_id}.json"
-    record = json.loads(record_path.read_text()) if record_path.exists() else new_record(run_name, run_id, model, parts)
+    with file_lock(records / f"{run_id}.lock"):  # a second submitter of the same run waits, then finds the record
+        record = submit_once(parts, record_path, new_record(run_name, run_id, model, parts),
+                             (inline_max_requests, inline_max_bytes), timeout_hours)
+    if db:
+        ledger.record_jobs(db, record)
+    with AtomicOutput(output) as out:
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def submit_once(parts: list[Part], record_path: Path, fresh: dict, inline_max: tuple[int, int],
+                timeout_hours: int) -> dict:
+    record = json.loads(record_path.read_text()) if record_path.exists() else fresh
+    run_name = record["run_name"]
     if not parts:
         log("batch-submit: no requests in the input; nothing to submit")
     elif all(entry.get("job_id") for entry in record["jobs"]):
         log(f"batch-submit: run {run_name} was already submitted as job "
             f"{', '.join(e['job_id'] for e in record['jobs'])}; not submitting again")
     else:
-        os.makedirs(records, exist_ok=True)
         with client.Service() as service:
-            Submission(service, record_path, record, (inline_max_requests, inline_max_bytes)).submit(
-                parts, timeout_hours)
-    if db:
-        ledger.record_jobs(db, record)
-    with AtomicOutput(output) as out:
-        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            Submission(service, record_path, record, inline_max).submit(parts, timeout_hours)
+    return record
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
 import click
+from contextlib import contextmanager
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -213,3 +215,20 @@ def kill_point(name: str) -> None:
 
 
 _kill_counts: dict[str, int] = {}
+
+
+@contextmanager
+def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
+    """An exclusive lock on `path` (released when the process dies, even by SIGKILL). Yields whether it
+    was obtained: with wait=False a lock held elsewhere yields False at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -86,8 +86,8 @@ def main(db: str, limit: int | None, max_attempts: int, retry_exhausted: bool, c
          model: str | None, output: str) -> None:
     """Print the files to extract as JSONL: path, name, size, content hash, scanner metadata, attempts."""
     with ledger.opened(db) as conn:
-        report_others(conn, claim)
         records = select(conn, limit, max_attempts, retry_exhausted, claim, model)
+        report_others(conn, claim)
     with AtomicOutput(output) as out:
         write_jsonl(records, out)
     log(f"select-pending: {len(records)} files selected" + (f" for run {claim}" if claim else ""))
