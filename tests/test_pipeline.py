@@ -204,3 +204,18 @@ def test_stats_and_review(emulator, library, runs_dir):
     listed = jsonl(run("review", "--db", db, "--json").stdout)
     assert len(listed) == data["statuses"].get("needs_review", 0)
     assert [x["confidence"] for x in listed] == sorted(x["confidence"] for x in listed)
+
+
+def test_a_busy_database_is_waited_for(library):
+    import threading
+    import time
+
+    _, db = library
+    run("select-pending", "--db", db, "--max", "1")  # adds objbatch's tables first
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    threading.Timer(1.5, lambda: holder.execute("COMMIT")).start()
+    started = time.monotonic()
+    result = run("select-pending", "--db", db, "--claim", "busy")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started >= 1.2 and len(jsonl(result.stdout)) > 0

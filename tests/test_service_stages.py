@@ -177,3 +177,23 @@ def test_fetch_harvests_every_terminal_status(emulator, tmp_path, status):
     assert 0 < len(ok) < 10
     assert all(r["error"] == f"no result returned (job ended {status})" for r in missing)
     assert all(r["attempted"] is (status != "CANCELLED") for r in missing)
+
+
+def test_fetch_reports_duplicate_and_foreign_lines(emulator, tmp_path):
+    (tmp_path / "job.json").write_text(submit(emulator, tmp_path, request_lines(3)).stdout)
+    run("batch-wait", "--poll", "0.05", tmp_path / "job.json", env=emulator.env)
+    job = emulator.sdk().batch.jobs.get(job_id=json.loads((tmp_path / "job.json").read_text())["jobs"][0]["job_id"])
+    raw = tmp_path / "raw"
+    assert run("batch-fetch", tmp_path / "job.json", "--raw-dir", raw, env=emulator.env).returncode == 0
+    kept = raw / f"{job.output_file}.jsonl"
+    lines = kept.read_text().splitlines()
+    failure = {"custom_id": "r0", "response": {"status_code": 500, "body": None}, "error": "boom"}
+    foreign = {"custom_id": "zz", "response": {"status_code": 200, "body": None}, "error": None}
+    kept.write_text("\n".join([json.dumps(failure)] + lines + [lines[1], json.dumps(foreign), "{broken"]) + "\n")
+    result = run("batch-fetch", tmp_path / "job.json", "--raw-dir", raw, env=emulator.env)
+    assert result.returncode == 0
+    assert "2 duplicate result lines (kept one per custom_id, a success first)" in result.stderr
+    assert "1 result lines for custom_ids this job never sent" in result.stderr
+    assert "1 result lines were not valid JSON" in result.stderr
+    results = jsonl(result.stdout)
+    assert sorted(r["custom_id"] for r in results) == ["r0", "r1", "r2"] and all(r["ok"] for r in results)
