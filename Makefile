@@ -30,7 +30,7 @@ NAME := $(or $(UNFINISHED),run-$(shell date -u +%Y%m%d-%H%M%S)-$(shell od -An -N
 endif
 R := $(RUNS)/$(NAME)
 
-.PHONY: batch cancel cron stats review demo test test-slow test-all venv clean-venv
+.PHONY: batch cancel cron stats review demo bench test test-slow test-all venv clean-venv
 .PRECIOUS: $(RUNS)/%/select.jsonl $(RUNS)/%/requests.jsonl $(RUNS)/%/job.json $(RUNS)/%/wait.jsonl \
            $(RUNS)/%/results.jsonl $(RUNS)/%/decisions.jsonl $(RUNS)/%/applied.json
 
@@ -106,6 +106,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]
+
+bench: $(STAMP)
+	$(BIN)/python tests/bench.py
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q

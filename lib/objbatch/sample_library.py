@@ -116,7 +116,11 @@ def build(root: Path, db: Path, count: int, seed: int) -> dict:
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     rows, made = [], {"text": 0, "not_text": 0, "too_big": 0, "missing": 0}
-    for rel, scanner, paragraphs in layout(rng, count):
+    seen: set[str] = set()
+    for i, (rel, scanner, paragraphs) in enumerate(layout(rng, count)):
+        if rel in seen:  # large samples repeat name patterns: number the repeats like the library does
+            rel = rel.replace(".txt", f" (part {i}).txt")
+        seen.add(rel)
         subject = scanner.get("topic") or rel.rsplit("/", 1)[-1]
         rows.append(_write(root / rel, transcript(rng, subject, paragraphs).encode("utf-8"), scanner))
         made["text"] += 1
