@@ -25,6 +25,7 @@ MAX_IN_FLIGHT ?= 1
 
 # Without NAME, an unfinished run (selected but not applied) is resumed; otherwise a new one is named.
 UNFINISHED := $(shell for d in $(RUNS)/*/; do [ -f "$$d/select.jsonl" ] && [ ! -f "$$d/applied.json" ] && basename "$$d"; done 2>/dev/null | head -n 1)
+NAME_GIVEN := $(origin NAME)
 ifeq ($(origin NAME),undefined)
 NAME := $(or $(UNFINISHED),run-$(shell date -u +%Y%m%d-%H%M%S)-$(shell od -An -N2 -tx2 /dev/urandom | tr -d ' '))
 endif
@@ -70,7 +71,11 @@ $(R)/applied.json: $(R)/decisions.jsonl
 
 # Cancel a run: stop its jobs, harvest what they finished, return the rest to the queue.
 cancel: $(STAMP)
-	@test -f $(R)/select.jsonl || { echo "make cancel: no run $(NAME) in $(RUNS); name one with NAME=" >&2; exit 1; }
+	@if [ "$(NAME_GIVEN)" = undefined ] && [ -z "$(UNFINISHED)" ]; then \
+	  echo "make cancel: no unfinished run to cancel; name one with NAME=" >&2; exit 1; fi
+	@if [ ! -f $(R)/select.jsonl ]; then \
+	  echo "make cancel: no run folder $(R); releasing any files run $(NAME) still holds in the database."; \
+	  $(BIN)/apply-sql --db $(DB) --run $(NAME) /dev/null; exit 0; fi
 	@if [ -f $(R)/applied.json ]; then echo "Run $(NAME) is already finished."; exit 0; fi; \
 	if [ -f $(R)/requests.jsonl ]; then \
 	  $(MAKE) --no-print-directory $(R)/job.json NAME=$(NAME); \

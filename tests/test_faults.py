@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Emulator, jsonl, make, query, rows, run
+from conftest import ROOT, Emulator, make, query, rows, run
 from objbatch.common import file_lock
 
 pytestmark = pytest.mark.slow

@@ -219,3 +219,14 @@ def test_a_busy_database_is_waited_for(library):
     result = run("select-pending", "--db", db, "--claim", "busy")
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started >= 1.2 and len(jsonl(result.stdout)) > 0
+
+
+def test_cancel_without_a_run_folder_releases_its_claims(library, runs_dir):
+    _, db = library
+    assert run("select-pending", "--db", db, "--max", "4", "--claim", "lost").returncode == 0
+    assert query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE state = 'claimed'") == [(4,)]
+    result = make("cancel", f"DB={db}", f"RUNS={runs_dir}", "NAME=lost")
+    assert result.returncode == 0 and "releasing any files run lost still holds" in result.stdout
+    assert query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE state = 'claimed'") == [(0,)]
+    unnamed = make("cancel", f"DB={db}", f"RUNS={runs_dir}")
+    assert unnamed.returncode != 0 and "no unfinished run to cancel; name one with NAME=" in unnamed.stderr

@@ -73,7 +73,7 @@ def harvest(service: client.Service, job: dict, custom_ids: list[str], raw_dir: 
     unknown, duplicates, unreadable = 0, 0, 0
     wanted = set(custom_ids)
     for file_id in (job.get("output_file"), job.get("error_file")):
-        for lineno, line in raw_lines(service, file_id, raw_dir):
+        for _, line in raw_lines(service, file_id, raw_dir):
             if not isinstance(line, dict):
                 unreadable += 1
                 continue

@@ -41,7 +41,7 @@ def read_text(record: dict) -> tuple[str, str, str]:
             raise Skip(f"file is {size:,} bytes; files of {MAX_BYTES:,} bytes or more are not sent")
         data = path.read_bytes()
     except FileNotFoundError:
-        raise Skip("file not found on disk (deleted, moved or on an unmounted disk)")
+        raise Skip("file not found on disk (deleted, moved or on an unmounted disk)") from None
     except (PermissionError, IsADirectoryError, OSError) as exc:
         raise Skip(f"file cannot be read ({exc.strerror or type(exc).__name__})")
     if b"\x00" in data[:8192]:

@@ -124,7 +124,7 @@ class Service:
     def _all_jobs(self) -> Iterator[dict]:
         page = 0
         while True:
-            listing = self.call("job list", lambda: self._sdk.batch.jobs.list(page=page, page_size=100))
+            listing = self.call("job list", lambda p=page: self._sdk.batch.jobs.list(page=p, page_size=100))
             data = listing.data or []
             yield from (job_dict(job) for job in data)
             if len(data) < 100:
@@ -183,7 +183,7 @@ def _hint(exc: BaseException) -> str:
     if status == 401:
         return "; the service refused the API key: check MISTRAL_API_KEY or the keyring entry"
     if isinstance(exc, httpx2.ConnectError):
-        return f"; is MISTRAL_SERVER_URL right and the service up? Rerun the same command to resume"
+        return "; is MISTRAL_SERVER_URL right and the service up? Rerun the same command to resume"
     if status in RETRYABLE_STATUS or isinstance(exc, httpx2.TransportError):
         return "; the service is still failing: rerun the same command later to resume"
     return ""

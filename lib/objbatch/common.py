@@ -88,7 +88,7 @@ def read_jsonl(stream: IO[str], what: str = "input") -> Iterator[tuple[int, Any]
         try:
             yield lineno, json.loads(line)
         except json.JSONDecodeError as exc:
-            raise Failure(f"{what} line {lineno} is not valid JSON ({exc.msg}); fix or remove that line")
+            raise Failure(f"{what} line {lineno} is not valid JSON ({exc.msg}); fix or remove that line") from None
 
 
 def dumps(obj: Any) -> str:
@@ -163,9 +163,9 @@ def load_json_file(path: str | Path, what: str) -> Any:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except FileNotFoundError:
-        raise Failure(f"{what} {path} does not exist; check the path")
+        raise Failure(f"{what} {path} does not exist; check the path") from None
     except json.JSONDecodeError as exc:
-        raise Failure(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno}); fix or regenerate it")
+        raise Failure(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno}); fix or regenerate it") from None
 
 
 def now_iso() -> str:

@@ -14,7 +14,7 @@ def load_record(path: str) -> dict:
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise Failure(f"the job record on stdin is not valid JSON ({exc.msg}); pipe batch-submit's output")
+            raise Failure(f"the job record on stdin is not valid JSON ({exc.msg}); pipe batch-submit's output") from None
     else:
         record = load_json_file(path, "job record")
     if not isinstance(record, dict) or not isinstance(record.get("jobs"), list):

@@ -92,7 +92,7 @@ def connect(path: str | Path) -> sqlite3.Connection:
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
-        raise Failure(f"{path} is not a usable SQLite database ({exc}); check --db")
+        raise Failure(f"{path} is not a usable SQLite database ({exc}); check --db") from None
     if "files" not in tables:
         raise Failure(f"{path} has no 'files' table; --db must be the library database")
     if not tables.issuperset({"objbatch_runs", "objbatch_claims", "objbatch_applied"}) or \

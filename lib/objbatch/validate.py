@@ -21,7 +21,7 @@ def load_manifest(path: str | None) -> dict[str, dict]:
         return {}
     entries: dict[str, dict] = {}
     with open(path, encoding="utf-8") as handle:
-        for lineno, entry in read_jsonl(handle, "manifest"):
+        for _, entry in read_jsonl(handle, "manifest"):
             key = entry.get("custom_id") or ("skip:" + entry.get("file_path", ""))
             entries[key] = entry
     return entries
