@@ -197,3 +197,22 @@ def test_fetch_reports_duplicate_and_foreign_lines(emulator, tmp_path):
     assert "1 result lines were not valid JSON" in result.stderr
     results = jsonl(result.stdout)
     assert sorted(r["custom_id"] for r in results) == ["r0", "r1", "r2"] and all(r["ok"] for r in results)
+
+
+def test_the_key_comes_from_the_keyring_when_the_environment_has_none(emulator, tmp_path):
+    from conftest import ROOT, TEST_KEY
+
+    env = {k: v for k, v in emulator.env.items() if k != "MISTRAL_API_KEY"}
+    env.update({"PYTHON_KEYRING_BACKEND": "keyring_backend.EnvKeyring", "PYTHONPATH": str(ROOT / "tests"),
+                "OBJBATCH_TEST_KEYRING": TEST_KEY})
+    result = submit(emulator, tmp_path, request_lines(2), env=env)
+    assert result.returncode == 0, result.stderr
+    assert len(emulator.record()["jobs_created"]) == 1
+
+
+def test_a_service_down_longer_than_the_retry_budget_exits_75(emulator, tmp_path):
+    (tmp_path / "job.json").write_text(submit(emulator, tmp_path, request_lines(2)).stdout)
+    emulator.stop()
+    result = run("batch-wait", tmp_path / "job.json", env={**emulator.env, "OBJBATCH_RETRY_SECONDS": "1"})
+    assert result.returncode == 75
+    assert "cannot connect to the service" in result.stderr and "Rerun the same command to resume" in result.stderr

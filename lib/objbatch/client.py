@@ -15,7 +15,7 @@ from mistralai.client import errors as sdk_errors
 from mistralai.extra.batch import is_terminal
 
 from . import config
-from .common import Failure, log
+from .common import Failure, NotFinished, log
 
 T = TypeVar("T")
 ENDPOINT = "/v1/chat/completions"
@@ -68,8 +68,10 @@ class Service:
             except (sdk_errors.SDKError, httpx2.TransportError) as exc:
                 transient, retry_after = _classify(exc)
                 waited = time.monotonic() - started
-                if not transient or waited >= self.policy.max_elapsed:
+                if not transient:
                     raise Failure(f"{what} failed: {describe(exc)}{_hint(exc)}") from None
+                if waited >= self.policy.max_elapsed:  # still transient: exit 75 so cron comes back later
+                    raise NotFinished(f"{what} failed: {describe(exc)}{_hint(exc)}") from None
                 pause = self.policy.delay(attempt, retry_after)
                 log(f"{what}: {describe(exc)}; retrying in {pause:.1f}s")
                 time.sleep(pause)
