@@ -22,6 +22,7 @@ MAX_ATTEMPTS ?= 3
 RETRY_EXHAUSTED ?=
 FAULTS ?= none
 MAX_IN_FLIGHT ?= 1
+THRESHOLD ?=
 
 # Without NAME, an unfinished run (selected but not applied) is resumed; otherwise a new one is named.
 UNFINISHED := $(shell for d in $(RUNS)/*/; do [ -f "$$d/select.jsonl" ] && [ ! -f "$$d/applied.json" ] && basename "$$d"; done 2>/dev/null | head -n 1)
@@ -48,26 +49,26 @@ batch: $(STAMP)
 
 $(R)/select.jsonl: | $(STAMP)
 	@mkdir -p $(R)
-	$(BIN)/select-pending --db $(DB) $(if $(MAX),--max $(MAX)) --max-attempts $(MAX_ATTEMPTS) \
+	@$(BIN)/select-pending --db $(DB) $(if $(MAX),--max $(MAX)) --max-attempts $(MAX_ATTEMPTS) \
 	  $(if $(RETRY_EXHAUSTED),--retry-exhausted) --claim $(NAME) --model $(MODEL) -o $@
 
 $(R)/requests.jsonl: $(R)/select.jsonl
-	$(BIN)/build-jsonl --model $(MODEL) --manifest $(R)/manifest.jsonl -o $@ $<
+	@$(BIN)/build-jsonl --model $(MODEL) --manifest $(R)/manifest.jsonl -o $@ $<
 
 $(R)/job.json: $(R)/requests.jsonl
-	$(BIN)/batch-submit --run-name $(NAME) --model $(MODEL) --record-dir $(R) --db $(DB) -o $@ $<
+	@$(BIN)/batch-submit --run-name $(NAME) --model $(MODEL) --record-dir $(R) --db $(DB) -o $@ $<
 
 $(R)/wait.jsonl: $(R)/job.json
-	$(BIN)/batch-wait --poll $(POLL) --timeout $(TIMEOUT) --db $(DB) -o $@ $<
+	@$(BIN)/batch-wait --poll $(POLL) --timeout $(TIMEOUT) --db $(DB) -o $@ $<
 
 $(R)/results.jsonl: $(R)/wait.jsonl
-	$(BIN)/batch-fetch --raw-dir $(R)/raw --db $(DB) -o $@ $(R)/job.json
+	@$(BIN)/batch-fetch --raw-dir $(R)/raw --db $(DB) -o $@ $(R)/job.json
 
 $(R)/decisions.jsonl: $(R)/results.jsonl
-	$(BIN)/validate --manifest $(R)/manifest.jsonl -o $@ $<
+	@$(BIN)/validate --manifest $(R)/manifest.jsonl $(if $(THRESHOLD),--threshold $(THRESHOLD)) -o $@ $<
 
 $(R)/applied.json: $(R)/decisions.jsonl
-	$(BIN)/apply-sql --db $(DB) --run $(NAME) -o $@ $<
+	@$(BIN)/apply-sql --db $(DB) --run $(NAME) -o $@ $<
 
 # Cancel a run: stop its jobs, harvest what they finished, return the rest to the queue.
 cancel: $(STAMP)
@@ -94,14 +95,14 @@ stats: $(STAMP)
 	@$(BIN)/stats --db $(DB)
 
 review: $(STAMP)
-	@$(BIN)/review --db $(DB)
+	@$(BIN)/review --db $(DB) $(if $(THRESHOLD),--threshold $(THRESHOLD))
 
 # ---------------------------------------------------------------- offline demo
 
 demo: $(STAMP)
 	@rm -rf demo
-	$(BIN)/make-sample-library --root demo/library --db demo/library.db
-	$(BIN)/with-emulator --state-dir demo/emulator --faults $(FAULTS) -- \
+	@$(BIN)/make-sample-library --root demo/library --db demo/library.db
+	@$(BIN)/with-emulator --state-dir demo/emulator --faults $(FAULTS) -- \
 	  $(MAKE) --no-print-directory batch DB=demo/library.db RUNS=demo/runs NAME=demo POLL=0.5
 
 # ---------------------------------------------------------------- tests and the venv
@@ -121,8 +122,9 @@ test-all: $(STAMP)
 # The venv is (re)built when missing or older than pyproject.toml.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@$(BIN)/python -m pip install --quiet -e '.[test]'
+	@echo "Installing objbatch and its dependencies into $(VENV) ..."
+	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e '.[test]'; } \
+	  > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@touch $@
 
 venv: $(STAMP)
