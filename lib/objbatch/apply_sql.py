@@ -16,7 +16,7 @@ from typing import IO
 import click
 
 from . import ledger
-from .common import AtomicOutput, Failure, command, kill_point, log, now_iso, read_jsonl
+from .common import Failure, atomic_output, command, kill_point, log, now_iso, read_jsonl
 
 PROTECTED = ("approved",)
 
@@ -168,7 +168,7 @@ def main(decisions: IO[str], db: str, run_name: str | None, output: str | None) 
                 applier.counts["claims released"] = released
     summary = {"run": run_name, "decisions": len(items), "outcomes": applier.counts}
     if output:
-        with AtomicOutput(output) as out:
+        with atomic_output(output) as out:
             out.write(json.dumps(summary) + "\n")
     log("apply-sql: " + (", ".join(f"{n} {k}" for k, n in sorted(applier.counts.items())) or "nothing to apply"))
 

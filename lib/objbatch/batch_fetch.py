@@ -8,13 +8,15 @@ file. Custom_ids with no line in either file come out as "no result returned": n
 from __future__ import annotations
 
 import json
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import click
 
 from . import client, ledger
-from .common import AtomicOutput, NotFinished, atomic_write_bytes, command, kill_point, log, write_jsonl
+from .common import NotFinished, atomic_output, command, kill_point, log, write_jsonl
 from .job_record import load_record
 
 
@@ -47,51 +49,59 @@ def error_text(error: Any, status: Any) -> str:
     return f"HTTP {status}: {text}" if status else text
 
 
-def raw_lines(service: client.Service, file_id: str | None, raw_dir: Path | None) -> Iterator[tuple[int, Any]]:
-    """The lines of a result file, kept under raw_dir so a rerun never downloads (or loses) them again."""
-    if not file_id:
-        return
-    cached = raw_dir / f"{file_id}.jsonl" if raw_dir else None
-    if cached and cached.exists():
-        data = cached.read_bytes()
-    else:
-        data = service.download(file_id)
-        if cached:
-            atomic_write_bytes(cached, data)
+def fetch_raw(service: client.Service, file_id: str, raw_dir: Path) -> Path:
+    """The result file on disk under raw_dir, downloaded (streamed, atomically) only if not kept already,
+    so a rerun never downloads, or loses, what the service returned."""
+    kept = raw_dir / f"{file_id}.jsonl"
+    if not kept.exists():
+        service.download_to(file_id, kept)
         kill_point("after-download")
-    for lineno, text in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-        if text.strip():
-            try:
-                yield lineno, json.loads(text)
-            except json.JSONDecodeError:
-                yield lineno, None
+    return kept
 
 
-def harvest(service: client.Service, job: dict, custom_ids: list[str], raw_dir: Path | None) -> Iterator[dict]:
-    """Every custom_id of one job exactly once: its result, or a failure saying why there is none."""
-    results: dict[str, dict] = {}
-    unknown, duplicates, unreadable = 0, 0, 0
+def raw_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed line or None when unreadable), streamed from a kept result file."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for lineno, text in enumerate(handle, 1):
+            if text.strip():
+                try:
+                    yield lineno, json.loads(text)
+                except json.JSONDecodeError:
+                    yield lineno, None
+
+
+def harvest(service: client.Service, job: dict, custom_ids: list[str], raw_dir: Path) -> Iterator[dict]:
+    """Every custom_id of one job exactly once: its result, or a failure saying why there is none.
+    Two passes over the kept files, so memory holds one small entry per custom_id, not the answers."""
+    files = [fetch_raw(service, fid, raw_dir) for fid in (job.get("output_file"), job.get("error_file")) if fid]
     wanted = set(custom_ids)
-    for file_id in (job.get("output_file"), job.get("error_file")):
-        for _, line in raw_lines(service, file_id, raw_dir):
+    best: dict[str, tuple[int, int, bool]] = {}  # custom_id -> (file, line, ok) of the line to keep
+    counts = {"unknown": 0, "duplicates": 0, "unreadable": 0}
+    for index, path in enumerate(files):
+        for lineno, line in raw_lines(path):
             if not isinstance(line, dict):
-                unreadable += 1
+                counts["unreadable"] += 1
                 continue
             result = classify(line, job)
             cid = result["custom_id"]
             if cid not in wanted:
-                unknown += 1
-            elif cid in results:
-                duplicates += 1
-                if result["ok"] and not results[cid]["ok"]:
-                    results[cid] = result
+                counts["unknown"] += 1
+            elif cid in best:
+                counts["duplicates"] += 1
+                if result["ok"] and not best[cid][2]:  # a success wins over a failure
+                    best[cid] = (index, lineno, True)
             else:
-                results[cid] = result
-    _report(job["id"], unknown, duplicates, unreadable)
+                best[cid] = (index, lineno, result["ok"])
+    _report(job["id"], **counts)
+    for index, path in enumerate(files):
+        for lineno, line in raw_lines(path):
+            if isinstance(line, dict) and best.get(str(line.get("custom_id")), (None, None))[:2] == (index, lineno):
+                yield classify(line, job)
     for cid in custom_ids:
-        yield results.get(cid) or {"custom_id": cid, "job_id": job["id"], "status_code": None, "ok": False,
-                                   "error": f"no result returned (job ended {job['status']})",
-                                   "attempted": job["status"] != "CANCELLED"}  # a cancel costs no attempt
+        if cid not in best:
+            yield {"custom_id": cid, "job_id": job["id"], "status_code": None, "ok": False,
+                   "error": f"no result returned (job ended {job['status']})",
+                   "attempted": job["status"] != "CANCELLED"}  # a cancel costs no attempt
 
 
 def _report(job_id: str, unknown: int, duplicates: int, unreadable: int) -> None:
@@ -125,12 +135,22 @@ def main(job_record: str, output: str, raw_dir: str | None, db: str | None) -> N
                               "run batch-wait first, then batch-fetch again")
         if db:
             ledger.update_jobs(db, jobs)
-        with AtomicOutput(output) as out:
-            for job, entry in zip(jobs, record["jobs"]):
-                results = harvest(service, job, entry["custom_ids"], Path(raw_dir) if raw_dir else None)
-                write_jsonl(_counted(results, counts), out)
+        with atomic_output(output) as out:
+            with _raw_dir(raw_dir) as kept:
+                for job, entry in zip(jobs, record["jobs"]):
+                    write_jsonl(_counted(harvest(service, job, entry["custom_ids"], kept), counts), out)
     log(f"batch-fetch: {sum(counts.values())} results: {counts['ok']} succeeded, {counts['failed']} failed, "
         f"{counts['missing']} with no result returned")
+
+
+@contextmanager
+def _raw_dir(raw_dir: str | None) -> Iterator[Path]:
+    """The folder that keeps downloads: --raw-dir, or a temporary one removed afterwards."""
+    if raw_dir:
+        yield Path(raw_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="objbatch-fetch-") as tmp:
+        yield Path(tmp)
 
 
 def _counted(results: Iterator[dict], counts: dict) -> Iterator[dict]:

@@ -18,8 +18,8 @@ from typing import IO
 import click
 
 from . import client, ledger
-from .common import (AtomicOutput, Failure, atomic_write_json, command, dumps, file_lock, kill_point, log, read_jsonl,
-                     state_dir)
+from .common import (Failure, atomic_output, atomic_write_json, command, dumps, file_lock, kill_point,
+                     log, read_jsonl, state_dir)
 
 MAX_JOB_REQUESTS = 1_000_000
 MAX_JOB_BYTES = 512 * 1000 * 1000
@@ -169,7 +169,7 @@ def main(requests: IO[str], output: str, run_name: str, model: str, record_dir: 
                              (inline_max_requests, inline_max_bytes), timeout_hours)
     if db:
         ledger.record_jobs(db, record)
-    with AtomicOutput(output) as out:
+    with atomic_output(output) as out:
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 

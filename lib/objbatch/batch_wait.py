@@ -7,7 +7,7 @@ import time
 import click
 
 from . import client, ledger
-from .common import AtomicOutput, NotFinished, Progress, command, log, write_jsonl
+from .common import NotFinished, Progress, atomic_output, command, log, write_jsonl
 from .job_record import load_record
 
 FIELDS = ("id", "status", "total_requests", "completed_requests", "succeeded_requests", "failed_requests",
@@ -75,7 +75,7 @@ def main(job_record: str, poll: float, timeout: float, output: str, db: str | No
     for job in jobs:
         if job["status"] != "SUCCESS":
             log(f"batch-wait: job {job['id']} ended {job['status']}; batch-fetch will harvest what it returned")
-    with AtomicOutput(output) as out:
+    with atomic_output(output) as out:
         write_jsonl(({k: job.get(k) for k in FIELDS} for job in jobs), out)
 
 

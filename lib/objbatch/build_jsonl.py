@@ -13,7 +13,7 @@ from typing import IO
 import click
 
 from . import prompt
-from .common import AtomicOutput, Failure, command, dumps, kill_point, log, read_jsonl
+from .common import Failure, atomic_output, command, dumps, kill_point, log, read_jsonl
 
 TEXT_SUFFIXES = {".txt", ".md"}
 MAX_BYTES = 830_000
@@ -91,7 +91,7 @@ def main(selection: IO[str], output: str, manifest: str, model: str, text_tokens
     config = prompt.config_hash(model, text_tokens)
     sent = skipped = 0
     seen: set[str] = set()
-    with AtomicOutput(output) as out, AtomicOutput(manifest) as man:
+    with atomic_output(output) as out, atomic_output(manifest) as man:
         for lineno, record in read_jsonl(selection, "selection"):
             if not isinstance(record, dict) or not record.get("file_path") or "filename" not in record:
                 raise Failure(f"selection line {lineno} has no file_path and filename; pipe select-pending's output")

@@ -7,6 +7,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import httpx2
@@ -15,7 +16,7 @@ from mistralai.client import errors as sdk_errors
 from mistralai.extra.batch import is_terminal
 
 from . import config
-from .common import Failure, NotFinished, log
+from .common import Failure, NotFinished, atomic_writer, log
 
 T = TypeVar("T")
 ENDPOINT = "/v1/chat/completions"
@@ -85,15 +86,18 @@ class Service:
         )
         return uploaded.id
 
-    def download(self, file_id: str) -> bytes:
-        def fetch() -> bytes:
+    def download_to(self, file_id: str, path: Path) -> None:
+        """Stream a file's content to `path`, which appears complete or not at all."""
+        def fetch() -> None:
             response = self._sdk.files.download(file_id=file_id)
             try:
-                return response.read()
+                with atomic_writer(path) as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
             finally:
                 response.close()
 
-        return self.call(f"download of file {file_id}", fetch)
+        self.call(f"download of file {file_id}", fetch)
 
     # ----------------------------------------------------------- jobs
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import io
 import json
 import os
 import signal
@@ -105,45 +106,39 @@ def write_jsonl(records: Iterable[Any], out: IO[str]) -> int:
     return count
 
 
-class AtomicOutput:
-    """stdout, or a file that appears complete or not at all (temp file, fsync, rename)."""
+@contextmanager
+def atomic_output(path: str | None) -> Iterator[IO[str]]:
+    """stdout for None or '-', else a text file that appears complete or not at all (see atomic_writer)."""
+    if path in (None, "-"):
+        yield sys.stdout
+        return
+    with atomic_writer(Path(path)) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8")
+        yield text
+        text.flush()
+        text.detach()
 
-    def __init__(self, path: str | None):
-        self.path = None if path in (None, "-") else Path(path)
-        self._tmp: IO[str] | None = None
 
-    def __enter__(self) -> IO[str]:
-        if self.path is None:
-            return sys.stdout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self._tmp = os.fdopen(fd, "w", encoding="utf-8")
-        self._tmp_name = tmp
-        return self._tmp
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._tmp is None:
-            return
-        if exc_type is not None:
-            self._tmp.close()
-            os.unlink(self._tmp_name)
-            return
-        self._tmp.flush()
-        os.fsync(self._tmp.fileno())
-        self._tmp.close()
-        os.replace(self._tmp_name, self.path)
-        fsync_dir(self.path.parent)
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
+    """A binary handle whose file appears at `path` complete (fsynced, renamed) or, on error, not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
+    with atomic_writer(path) as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

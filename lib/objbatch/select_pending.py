@@ -12,7 +12,7 @@ import sqlite3
 import click
 
 from . import ledger
-from .common import AtomicOutput, command, log, write_jsonl
+from .common import atomic_output, command, log, write_jsonl
 
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -88,7 +88,7 @@ def main(db: str, limit: int | None, max_attempts: int, retry_exhausted: bool, c
     with ledger.opened(db) as conn:
         records = select(conn, limit, max_attempts, retry_exhausted, claim, model)
         report_others(conn, claim)
-    with AtomicOutput(output) as out:
+    with atomic_output(output) as out:
         write_jsonl(records, out)
     log(f"select-pending: {len(records)} files selected" + (f" for run {claim}" if claim else ""))
 

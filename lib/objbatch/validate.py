@@ -12,7 +12,7 @@ from typing import IO, Iterator
 import click
 
 from . import metadata
-from .common import AtomicOutput, Failure, command, log, read_jsonl, write_jsonl
+from .common import Failure, atomic_output, command, log, read_jsonl, write_jsonl
 
 
 def load_manifest(path: str | None) -> dict[str, dict]:
@@ -87,7 +87,7 @@ def main(results: IO[str], manifest: str | None, threshold: float | None, output
     """Decide each result in RESULTS (batch-fetch's JSONL; - for stdin)."""
     threshold = metadata.soft_rules()["threshold"] if threshold is None else threshold
     counts: dict[str, int] = {}
-    with AtomicOutput(output) as out:
+    with atomic_output(output) as out:
         write_jsonl(decisions(results, load_manifest(manifest), threshold, counts), out)
     log("validate: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) if counts else "validate: no results")
 
