@@ -46,6 +46,34 @@ def bench_build_memory(work: Path) -> None:
           f"{big_t:.2f}s; memory ratio {big_rss / small_rss:.2f} for 10x the files")
 
 
+def bench_fetch_memory(work: Path) -> None:
+    from conftest import request_lines
+
+    emu = Emulator(work / "fetch-emulator", [])
+    figures = {}
+    try:
+        for count in (300, 3000):
+            (work / f"req{count}.jsonl").write_text(request_lines(count, prefix=f"n{count}-"))
+            record = work / f"job{count}.json"
+            with open(work / f"req{count}.jsonl") as source, open(record, "w") as out:
+                subprocess.run([BIN / "batch-submit", "--run-name", f"m{count}", "--inline-max-requests", "0"],
+                               stdin=source, stdout=out, stderr=subprocess.DEVNULL, env=emu.env, check=True)
+            subprocess.run([BIN / "batch-wait", "--poll", "0.2", record], env=emu.env, check=True,
+                           capture_output=True)
+            started = time.monotonic()
+            proc = subprocess.Popen([BIN / "batch-fetch", "--raw-dir", work / f"raw{count}", "-o",
+                                     work / f"res{count}.jsonl", record], env=emu.env, stderr=subprocess.DEVNULL)
+            _, status, usage = os.wait4(proc.pid, 0)
+            assert status == 0
+            figures[count] = (usage.ru_maxrss / 1024, time.monotonic() - started,
+                              sum(f.stat().st_size for f in (work / f"raw{count}").iterdir()) / 1e6)
+    finally:
+        emu.stop()
+    (small, small_t, small_mb), (big, big_t, big_mb) = figures[300], figures[3000]
+    print(f"batch-fetch: 300 results ({small_mb:.1f} MB) {small:.1f} MB peak, {small_t:.2f}s; 3,000 results "
+          f"({big_mb:.1f} MB) {big:.1f} MB peak, {big_t:.2f}s; memory ratio {big / small:.2f} for 10x the results")
+
+
 def bench_pipeline(work: Path) -> None:
     lib = work / "pipe"
     build(lib / "library", lib / "lib.db", count=1000, seed=2)
@@ -96,6 +124,7 @@ def main() -> None:
     os.environ.setdefault("XDG_STATE_HOME", str(work / "state"))
     try:
         bench_build_memory(work)
+        bench_fetch_memory(work)
         bench_pipeline(work)
         bench_convergence(work, range(1, 6))
     finally:
