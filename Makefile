@@ -92,7 +92,7 @@ cron: $(STAMP)
 	  --set MAX_ATTEMPTS=$(MAX_ATTEMPTS) $(if $(MAX),--set MAX=$(MAX)) || [ $$? -eq 75 ]
 
 stats: $(STAMP)
-	@$(BIN)/stats --db $(DB)
+	@$(BIN)/stats --db $(DB) --max-attempts $(MAX_ATTEMPTS)
 
 review: $(STAMP)
 	@$(BIN)/review --db $(DB) $(if $(THRESHOLD),--threshold $(THRESHOLD))

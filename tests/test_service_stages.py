@@ -216,3 +216,11 @@ def test_a_service_down_longer_than_the_retry_budget_exits_75(emulator, tmp_path
     result = run("batch-wait", tmp_path / "job.json", env={**emulator.env, "OBJBATCH_RETRY_SECONDS": "1"})
     assert result.returncode == 75
     assert "cannot connect to the service" in result.stderr and "Rerun the same command to resume" in result.stderr
+
+
+def test_a_run_cannot_be_submitted_again_with_other_requests(emulator, tmp_path):
+    assert submit(emulator, tmp_path, request_lines(3)).returncode == 0
+    changed = submit(emulator, tmp_path, request_lines(4))
+    assert changed.returncode == 1
+    assert "run r1 was already submitted with other requests" in changed.stderr
+    assert len(emulator.record()["jobs_created"]) == 1

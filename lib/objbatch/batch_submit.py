@@ -164,6 +164,7 @@ def main(requests: IO[str], output: str, run_name: str, model: str, record_dir: 
     run_id = run_id_for(run_name, parts)
     records = Path(record_dir) if record_dir else state_dir() / "jobs"
     record_path = records / f"{run_id}.json"
+    refuse_other_requests(records, record_path, run_name)
     with file_lock(records / f"{run_id}.lock"):  # a second submitter of the same run waits, then finds the record
         record = submit_once(parts, record_path, new_record(run_name, run_id, model, parts),
                              (inline_max_requests, inline_max_bytes), timeout_hours)
@@ -171,6 +172,22 @@ def main(requests: IO[str], output: str, run_name: str, model: str, record_dir: 
         ledger.record_jobs(db, record)
     with atomic_output(output) as out:
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def refuse_other_requests(records: Path, record_path: Path, run_name: str) -> None:
+    """A run whose requests changed after it was submitted must not be submitted again: that would pay
+    twice and orphan the first job's results."""
+    for other in records.glob("*.json") if records.is_dir() else []:
+        if other == record_path:
+            continue
+        try:
+            record = json.loads(other.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and record.get("run_name") == run_name and record.get("jobs"):
+            jobs = ", ".join(str(e.get("job_id")) for e in record["jobs"])
+            raise Failure(f"run {run_name} was already submitted with other requests (job {jobs}); "
+                          "finish or cancel that run, or submit these under a new run name")
 
 
 def submit_once(parts: list[Part], record_path: Path, fresh: dict, inline_max: tuple[int, int],
