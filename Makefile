@@ -45,7 +45,7 @@ batch: $(STAMP)
 	@flock $(R)/.lock $(MAKE) --no-print-directory $(R)/select.jsonl NAME=$(NAME)
 	@if [ ! -s $(R)/select.jsonl ]; then echo "No pending files: nothing to do."; rm -rf $(R); exit 0; fi; \
 	flock $(R)/.lock $(MAKE) --no-print-directory $(R)/applied.json NAME=$(NAME); \
-	echo "Run $(NAME) applied:"; $(BIN)/stats --db $(DB) --runs 3
+	echo "Run $(NAME) applied:"; $(BIN)/stats --db $(DB) --runs 3 --max-attempts $(MAX_ATTEMPTS)
 
 $(R)/select.jsonl: | $(STAMP)
 	@mkdir -p $(R)

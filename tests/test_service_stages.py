@@ -224,3 +224,14 @@ def test_a_run_cannot_be_submitted_again_with_other_requests(emulator, tmp_path)
     assert changed.returncode == 1
     assert "run r1 was already submitted with other requests" in changed.stderr
     assert len(emulator.record()["jobs_created"]) == 1
+
+
+def test_an_upload_retried_after_503_sends_the_whole_file(emulator, tmp_path):
+    emulator.faults(http_storm=1, http_status=503, retry_after=0.05, http_storm_path="POST /v1/files")
+    result = submit(emulator, tmp_path, request_lines(6), "--inline-max-requests", "1")
+    assert "upload: HTTP 503" in result.stderr
+    assert result.returncode == 0 and "HTTP 503" in result.stderr
+    upload = emulator.record()["uploads"][0]
+    assert upload["bytes"] == len("".join(json.dumps(json.loads(x), separators=(",", ":"), ensure_ascii=False) + "\n"
+                                          for x in request_lines(6).splitlines()).encode())
+    assert emulator.record()["jobs_created"][0]["custom_ids"] == [f"r{i}" for i in range(6)]

@@ -30,7 +30,7 @@ RECORD_VERSION = 1
 class Part:
     """The requests of one job, spooled to a temporary file so memory does not grow with the input."""
 
-    spool: IO[str]
+    spool: IO[bytes]
     custom_ids: list[str] = field(default_factory=list)
     size: int = 0
 
@@ -41,10 +41,10 @@ def read_parts(stream: IO[str], max_requests: int, max_bytes: int) -> list[Part]
     parts: list[Part] = []
     for lineno, request in read_jsonl(stream, "request"):
         custom_id = check_request(lineno, request, seen)
-        line = dumps({"custom_id": custom_id, "body": request["body"]}) + "\n"
-        size = len(line.encode("utf-8"))
+        line = (dumps({"custom_id": custom_id, "body": request["body"]}) + "\n").encode("utf-8")
+        size = len(line)
         if not parts or len(parts[-1].custom_ids) >= max_requests or parts[-1].size + size > max_bytes:
-            parts.append(Part(tempfile.TemporaryFile("w+", encoding="utf-8")))
+            parts.append(Part(tempfile.TemporaryFile("w+b")))
         parts[-1].spool.write(line)
         parts[-1].custom_ids.append(custom_id)
         parts[-1].size += size
@@ -110,8 +110,8 @@ class Submission:
                                           timeout_hours=timeout_hours)
         else:
             if not entry.get("input_file"):
-                entry["input_file"] = self.service.upload(f"{self.record['run_id']}-{entry['part'].replace('/', 'of')}"
-                                                          ".jsonl", part.spool.read().encode("utf-8"))
+                name = f"{self.record['run_id']}-{entry['part'].replace('/', 'of')}.jsonl"
+                entry["input_file"] = self.service.upload(name, part.spool)  # streamed from the spool file
                 self.save()
                 kill_point("after-upload")
             job = self.service.create_job(self.record["model"], metadata, input_file=entry["input_file"],

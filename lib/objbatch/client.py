@@ -8,7 +8,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import IO, Any, Callable, Iterator, TypeVar
 
 import httpx2
 from mistralai.client import Mistral
@@ -80,11 +80,14 @@ class Service:
 
     # ----------------------------------------------------------- files
 
-    def upload(self, name: str, content: bytes) -> str:
-        uploaded = self.call(
-            "upload", lambda: self._sdk.files.upload(file={"file_name": name, "content": content}, purpose="batch")
-        )
-        return uploaded.id
+    def upload(self, name: str, content: bytes | IO[bytes]) -> str:
+        """Upload a purpose=batch file; a file object is streamed, and rewound for each retry."""
+        def send() -> Any:
+            if hasattr(content, "seek"):
+                content.seek(0)
+            return self._sdk.files.upload(file={"file_name": name, "content": content}, purpose="batch")
+
+        return self.call("upload", send).id
 
     def download_to(self, file_id: str, path: Path) -> None:
         """Stream a file's content to `path`, which appears complete or not at all."""

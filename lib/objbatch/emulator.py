@@ -60,6 +60,7 @@ DEFAULT_FAULTS = {
     "partial": 0.5,              # share of requests processed when the job ends FAILED / TIMEOUT_EXCEEDED
     "http_rate": 0.0,            # share of API calls answered 429 or 503
     "http_storm": 0,             # the next N API calls are answered 429 or 503
+    "http_storm_path": "",       # ... only calls that start with this, e.g. "POST /v1/files"
     "http_status": 429,          # status of storm answers (429 or 503)
     "retry_after": 0.05,         # seconds, sent as Retry-After on 429/503
 }
@@ -286,7 +287,7 @@ class Api:
             if path.startswith("/_emulator/"):
                 return 200, self._control(method, path, body), {}
             self._authorize(headers)
-            self._maybe_fail()
+            self._maybe_fail(method, path)
             for pattern, handler in self._routes():
                 match = re.fullmatch(pattern[1], path)
                 if match and method == pattern[0]:
@@ -318,10 +319,10 @@ class Api:
             raise ApiError(401, {"object": "error", "message": "Unauthorized", "type": "invalid_request_error",
                                  "param": None, "code": "1000"})
 
-    def _maybe_fail(self) -> None:
+    def _maybe_fail(self, method: str, path: str) -> None:
         state, faults = self.state, self.state.faults
         state.record["calls"] += 1
-        storm = faults["http_storm"] > 0
+        storm = faults["http_storm"] > 0 and f"{method} {path}".startswith(faults["http_storm_path"] or method)
         rolled = random.Random(f"http|{faults['seed']}|{state.record['calls']}").random() < faults["http_rate"]
         if not (storm or rolled):
             return
