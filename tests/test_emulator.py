@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timedelta, timezone
 
 import httpx2
 import pytest
@@ -110,6 +111,9 @@ def test_inline_job_list_filters_cancel_and_delete(emulator):
     assert m.batch.jobs.list(status=["QUEUED"]).total == 2
     assert m.batch.jobs.list(status=["SUCCESS"]).total == 0
     assert m.batch.jobs.list(order_by="created").data[0].id == job.id
+    now = datetime.now(timezone.utc)
+    assert m.batch.jobs.list(created_after=now - timedelta(minutes=5)).total == 2
+    assert m.batch.jobs.list(created_after=now + timedelta(minutes=5)).total == 0
     cancelled = m.batch.jobs.cancel(job_id=job.id)
     assert cancelled.status == "CANCELLATION_REQUESTED"
     assert wait(m, job.id).status == "CANCELLED"
@@ -159,6 +163,16 @@ def test_jobs_can_end_failed_or_timed_out_with_partial_results(emulator, status)
     assert job.status == status and job.completed_requests == 5
     assert len(lines(m, job.output_file)) == 5
     assert any(status in e.message for e in job.errors)
+
+
+def test_a_job_past_its_timeout_hours_ends_timeout_exceeded(emulator):
+    emulator.pace(queue_seconds=0.1, seconds_per_request=0.2, max_run_seconds=10, seconds_per_hour=1.0)
+    m = emulator.sdk()
+    job = m.batch.jobs.create(endpoint="/v1/chat/completions", input_files=[upload(m, 10).id], model=MODEL,
+                              timeout_hours=1)
+    job = wait(m, job.id)
+    assert job.status == "TIMEOUT_EXCEEDED" and job.completed_requests == 4
+    assert len(lines(m, job.output_file)) == 4
 
 
 def test_request_errors_in_both_files_missing_and_shuffled(emulator):

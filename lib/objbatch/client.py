@@ -7,6 +7,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, TypeVar
 
@@ -22,6 +23,7 @@ T = TypeVar("T")
 ENDPOINT = "/v1/chat/completions"
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 RUN_ID_KEY = "objbatch_run_id"
+LOOKBACK_DAYS = 30  # how far back the job list is searched for a run whose record was lost
 
 
 @dataclass
@@ -131,9 +133,12 @@ class Service:
         return [job for job in self._all_jobs() if (job.get("metadata") or {}).get(RUN_ID_KEY) == run_id]
 
     def _all_jobs(self) -> Iterator[dict]:
+        """Jobs created in the last LOOKBACK_DAYS (a lost record is found within that window), page by page."""
+        since = datetime.now(timezone.utc) - timedelta(days=LOOKBACK_DAYS)
         page = 0
         while True:
-            listing = self.call("job list", lambda p=page: self._sdk.batch.jobs.list(page=p, page_size=100))
+            listing = self.call("job list", lambda p=page: self._sdk.batch.jobs.list(
+                page=p, page_size=100, created_after=since))
             data = listing.data or []
             yield from (job_dict(job) for job in data)
             if len(data) < 100:

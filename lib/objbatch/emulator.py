@@ -65,7 +65,8 @@ DEFAULT_FAULTS = {
     "retry_after": 0.05,         # seconds, sent as Retry-After on 429/503
 }
 DEFAULT_PACE = {"queue_seconds": 0.2, "seconds_per_request": 0.002, "min_run_seconds": 0.3,
-                "max_run_seconds": 5.0, "cancel_seconds": 0.2}
+                "max_run_seconds": 5.0, "cancel_seconds": 0.2,
+                "seconds_per_hour": 3600.0}  # a job still running after timeout_hours ends TIMEOUT_EXCEEDED
 
 
 class ApiError(Exception):
@@ -162,6 +163,10 @@ class State:
                 return
             self._finish(job, "CANCELLED", done, stop_at + self.pace["cancel_seconds"])
             return
+        deadline = t["created"] + job["timeout_hours"] * t.get("seconds_per_hour", 3600.0)
+        if now >= deadline and t["end"] > deadline:
+            self._finish(job, "TIMEOUT_EXCEEDED", self._processed_by(job, deadline), deadline)
+            return
         if now < t["start"]:
             job["status"] = "QUEUED"
             return
@@ -225,7 +230,7 @@ class State:
         failed = sum(1 for line in output + errors if line["error"] is not None)
         job.update({"status": status, "completed_requests": done, "failed_requests": failed,
                     "succeeded_requests": len(output) + len(errors) - failed, "completed_at": int(ended),
-                    "started_at": job["started_at"] or int(job["timeline"]["start"])})
+                    "started_at": job["started_at"] or (int(job["timeline"]["start"]) if done else None)})
         if output:
             job["output_file"] = self._result_file(job, output, "batch_result")
         if errors:
@@ -429,7 +434,8 @@ class Api:
                                                       "error_as_string", "missing", "shuffle", "job_status",
                                                       "partial")},
                "timeline": {"created": created, "start": created + pace["queue_seconds"],
-                            "end": created + pace["queue_seconds"] + run, "cancel_at": None},
+                            "end": created + pace["queue_seconds"] + run, "cancel_at": None,
+                            "seconds_per_hour": pace["seconds_per_hour"]},
                "timeout_hours": timeout_hours}
         state.jobs[job_id] = job
         state.record["jobs_created"].append({"id": job_id, "metadata": job["metadata"], "model": job["model"],
