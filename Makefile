@@ -40,6 +40,8 @@ R := $(RUNS)/$(NAME)
 
 # One process works on a run at a time (flock); another make batch on the same run waits for it.
 batch: $(STAMP)
+	@if [ "$(NAME_GIVEN)" = undefined ] && [ -n "$(UNFINISHED)" ]; then \
+	  echo "Resuming unfinished run $(NAME) (make cancel NAME=$(NAME) drops it)."; fi
 	@mkdir -p $(R)
 	@flock -n $(R)/.lock true || echo "Run $(NAME) is being worked on by another process; waiting for it."
 	@flock $(R)/.lock $(MAKE) --no-print-directory $(R)/select.jsonl NAME=$(NAME)

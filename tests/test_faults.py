@@ -83,7 +83,8 @@ def test_stopped_at_a_stage_boundary_then_rerun(crash_env, reference, stage):
     emu, db, runs = crash_env
     first = make(f"{runs}/c/{stage}", f"DB={db}", f"RUNS={runs}", "NAME=c", "POLL=0.1", env=emu.env)
     assert first.returncode == 0, first.stderr
-    assert batch(emu, db, runs).returncode == 0  # no NAME: the unfinished run is resumed
+    resumed = batch(emu, db, runs)  # no NAME: the unfinished run is resumed
+    assert resumed.returncode == 0 and "Resuming unfinished run c" in resumed.stdout
     assert_same_as_reference(emu, db, reference)
 
 
