@@ -73,6 +73,10 @@ class Emulator:
     def pace(self, **changes) -> dict:
         return self._control("/_emulator/pace", changes)
 
+    def release(self) -> dict:
+        """Let every unfinished job finish now."""
+        return self._control("/_emulator/release", {})
+
     def sdk(self, key: str = TEST_KEY):
         from mistralai.client import Mistral
 

@@ -114,13 +114,14 @@ def test_large_input_is_uploaded_and_split(emulator, tmp_path):
 
 
 def test_wait_times_out_with_75_and_resumes(emulator, tmp_path):
-    emulator.pace(queue_seconds=3)
+    emulator.pace(queue_seconds=600)  # held until released
     (tmp_path / "job.json").write_text(submit(emulator, tmp_path, request_lines(3)).stdout)
     early = run("batch-wait", "--poll", "0.2", "--timeout", "0.5", tmp_path / "job.json", env=emulator.env)
     assert early.returncode == 75
     assert "is still QUEUED" in early.stderr and "rerun the same command" in early.stderr
     fetch_early = run("batch-fetch", tmp_path / "job.json", env=emulator.env)
     assert fetch_early.returncode == 75 and "run batch-wait first" in fetch_early.stderr
+    emulator.release()
     later = run("batch-wait", "--poll", "0.2", tmp_path / "job.json", env=emulator.env)
     assert later.returncode == 0
 

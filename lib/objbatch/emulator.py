@@ -357,6 +357,13 @@ class Api:
                 target.update(update)
                 state.save()
             return target
+        if path == "/_emulator/release":  # finish every unfinished job now (tests need no sleeps)
+            now = time.time()
+            for job in state.jobs.values():
+                if job["status"] in RUNNING:
+                    job["timeline"].update(start=min(job["timeline"]["start"], now), end=now)
+            state.save()
+            return {"released": True}
         raise ApiError(404, {"detail": "Not Found"})
 
     # ---------------------------------------------------------------- files
