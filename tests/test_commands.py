@@ -26,3 +26,34 @@ def test_a_missing_database_is_one_clear_line(name, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == (f"{name}: error: database {tmp_path / 'missing.db'} does not exist; pass --db "
                                      "with the library's SQLite file (or DB= to make)")
+
+
+class Terminal:
+    """A stream that says it is a terminal, recording what was written."""
+
+    def __init__(self, tty: bool):
+        self.tty, self.text = tty, ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_is_one_live_line_on_a_terminal_and_a_line_per_change_otherwise():
+    from objbatch.common import Progress
+
+    for tty in (True, False):
+        stream = Terminal(tty)
+        progress = Progress(stream)
+        for line, key in [("QUEUED 0/3", "a"), ("QUEUED 0/3", "a"), ("RUNNING 1/3", "b"), ("SUCCESS 3/3", "c")]:
+            progress.update(line, key)
+        progress.done()
+        if tty:
+            assert stream.text.count("\r\033[K") == 4 and stream.text.endswith("SUCCESS 3/3\n")
+        else:
+            assert stream.text == "QUEUED 0/3\nRUNNING 1/3\nSUCCESS 3/3\n"

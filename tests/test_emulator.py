@@ -88,7 +88,7 @@ def test_job_from_file_runs_to_success_with_counters(emulator):
     output = lines(m, job.output_file)
     assert sorted(x["custom_id"] for x in output) == [f"r{i}" for i in range(8)]
     answer = json.loads(output[0]["response"]["body"]["choices"][0]["message"]["content"])
-    assert answer["primary_topics"][:2] == ["ethics", "honesty"] or "honesty" in answer["primary_topics"]
+    assert {"honesty", "ethics", "reason", "values"} <= set(answer["primary_topics"])  # the words in the text
     assert "Virtue of Honesty" in answer["semantic_description"]["summary"]
     assert 0 < answer["confidence_score"] <= 1
     inline = m.batch.jobs.get(job_id=job.id, inline=True)

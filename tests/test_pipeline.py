@@ -75,7 +75,7 @@ def test_make_batch_end_to_end_checks_every_row(emulator, library, runs_dir):
 
     again = batch(emulator, db, runs_dir, "NAME=t1")
     assert again.returncode == 0 and len(emulator.record()["jobs_created"]) == 1
-    assert rows(db) == after or all(dict(rows(db)[p]) == dict(after[p]) for p in after)
+    assert {p: dict(r) for p, r in rows(db).items()} == {p: dict(r) for p, r in after.items()}
     nothing = batch(emulator, db, runs_dir)
     assert nothing.returncode == 0 and "No pending files: nothing to do." in nothing.stdout
     assert len(emulator.record()["jobs_created"]) == 1
@@ -99,6 +99,10 @@ def test_content_changed_in_flight_goes_back_to_pending(emulator, library, runs_
     root, db = library
     assert make(f"{runs_dir}/t3/results.jsonl", f"DB={db}", f"RUNS={runs_dir}", "NAME=t3", "POLL=0.1",
                 env=emulator.env).returncode == 0
+    flight = json.loads(run("stats", "--db", db, "--json").stdout)["in_flight"]
+    job_id = json.loads((runs_dir / "t3" / "job.json").read_text())["jobs"][0]["job_id"]
+    assert [(f["run"], [j.split(":")[0] for j in f["jobs"]]) for f in flight] == [("t3", [job_id])]
+    assert "run t3:" in run("stats", "--db", db).stdout
     manifest = jsonl((runs_dir / "t3" / "manifest.jsonl").read_text())
     sent = [m for m in manifest if m.get("custom_id")]
     on_disk, in_db, gone = sent[0]["file_path"], sent[1]["file_path"], sent[2]["file_path"]

@@ -116,10 +116,9 @@ class Service:
             same = [j for j in self.jobs_with_run_id(metadata[RUN_ID_KEY]) if j.get("metadata") == metadata]
             return same[0] if same else None
 
-        job = self.call("job creation", lambda: job_dict(self._sdk.batch.jobs.create(
+        return self.call("job creation", lambda: job_dict(self._sdk.batch.jobs.create(
             endpoint=ENDPOINT, model=model, metadata=metadata, timeout_hours=timeout_hours, **kwargs)),
             reconcile=already_created)
-        return job
 
     def get_job(self, job_id: str) -> dict:
         return job_dict(self.call(f"status of job {job_id}", lambda: self._sdk.batch.jobs.get(job_id=job_id)))

@@ -12,11 +12,11 @@ import sys
 import tempfile
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
 import click
-from contextlib import contextmanager
 
 EXIT_OK = 0
 EXIT_FAILED = 1
