@@ -1,121 +1,140 @@
 # objbatch: make targets connect the stages. Each stage writes one file under $(RUNS)/<NAME>/ atomically,
-# so make reruns only what is missing: an interrupted `make batch` resumes at the first stage not done,
-# and anything that cost money (the job record, downloaded results) is kept (.PRECIOUS).
+# so make reruns only what is missing. The run itself lives in the database ledger: a stage whose file is
+# missing rebuilds it from there, and anything that cost money is recorded in the ledger before the next
+# step can fail. `make batch` runs bin/batch-run, which picks the run, checks before paying and takes the
+# run's lock; it then makes $(RUNS)/<NAME>/applied.json.
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DELETE_ON_ERROR:
 MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
 .SUFFIXES:
+.DEFAULT_GOAL := help
 
-PYTHON ?= python3
+PYTHON ?= python3## the Python that builds .venv
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-DB ?= data/library.db
-RUNS ?= runs
-MAX ?=
-MODEL ?= mistral-small-latest
-POLL ?= 30
-TIMEOUT ?= 7200
-MAX_ATTEMPTS ?= 3
-RETRY_EXHAUSTED ?=
-FAULTS ?= none
-MAX_IN_FLIGHT ?= 1
-THRESHOLD ?=
+DB ?= data/library.db## the library's SQLite database
+RUNS ?= runs## folder of run folders (caches: rebuilt from the database when missing)
+NAME ?=## run name (default: resume the database's unfinished run, else a new one)
+MAX ?=## at most this many files in a new run (default: every pending file)
+MODEL ?= mistral-small-latest## model (prices in schemas/prices.json)
+POLL ?= 30## seconds between job status checks
+TIMEOUT ?= 7200## stop waiting after this many seconds (the job runs on; rerun to collect it)
+MAX_ATTEMPTS ?= 3## a failed file is retried until it failed this often
+RETRY_EXHAUSTED ?=## set to 1 to retry files that used up their attempts
+THRESHOLD ?=## confidence below which a valid answer needs review (default 0.85)
+FAULTS ?= none## make demo: the emulator's fault mix (none, real, chaos)
+MAX_IN_FLIGHT ?= 1## make cron: start a new run only while fewer runs are in flight
+VARS := PYTHON DB RUNS NAME MAX MODEL POLL TIMEOUT MAX_ATTEMPTS RETRY_EXHAUSTED THRESHOLD FAULTS MAX_IN_FLIGHT
 
-# Without NAME, an unfinished run (selected but not applied) is resumed; otherwise a new one is named.
-UNFINISHED := $(shell for d in $(RUNS)/*/; do [ -f "$$d/select.jsonl" ] && [ ! -f "$$d/applied.json" ] && basename "$$d"; done 2>/dev/null | head -n 1)
-NAME_GIVEN := $(origin NAME)
-ifeq ($(origin NAME),undefined)
-NAME := $(or $(UNFINISHED),run-$(shell date -u +%Y%m%d-%H%M%S)-$(shell od -An -N2 -tx2 /dev/urandom | tr -d ' '))
+# A variable make does not know (a typo: MAXX=5, max=5) is refused before anything runs.
+$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(if $(filter $(v),$(VARS)),,\
+  $(error unknown variable '$(v)'; the variables are: $(VARS) (make help describes them)))))
+
+# No user value reaches a shell unquoted: $(call shq,VALUE) is VALUE as one single-quoted shell word.
+shq = '$(subst ','\'',$(1))'
+# Run names: letters, digits, '.', '_', '-', not starting with '.' (batch-run also caps the length at 64).
+NAME_CHARS := a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M N O P Q R S T U V W X \
+  Y Z 0 1 2 3 4 5 6 7 8 9 . _ -
+strip_chars = $(if $(2),$(call strip_chars,$(subst $(firstword $(2)),,$(1)),$(wordlist 2,$(words $(2)),$(2))),$(1))
+ifneq ($(strip $(NAME)),)
+ifneq ($(words $(NAME))$(call strip_chars,$(NAME),$(NAME_CHARS))$(filter .%,$(NAME)),1)
+$(error NAME '$(NAME)' is not allowed: use letters, digits, '.', '_' and '-', not starting with '.')
 endif
-R := $(RUNS)/$(NAME)
+endif
+ifneq ($(words $(RUNS))$(findstring :,$(RUNS)),1)
+$(error RUNS '$(RUNS)' must be one folder path without spaces or ':')
+endif
 
-.PHONY: batch cancel cron stats review demo bench test test-slow test-all venv clean-venv
+R := $(RUNS)/$(NAME)
+# Command-line variables, passed on to batch-run (which hands them to the stages' make).
+given = $(foreach v,$(filter-out $(1),$(VARS)),$(if $(filter command line,$(origin $(v))),$(call shq,$(v)=$($(v)))))
+
+.PHONY: help vars batch cancel cron stats review demo bench test test-slow test-all venv clean-venv
 .PRECIOUS: $(RUNS)/%/select.jsonl $(RUNS)/%/requests.jsonl $(RUNS)/%/job.json $(RUNS)/%/wait.jsonl \
            $(RUNS)/%/results.jsonl $(RUNS)/%/decisions.jsonl $(RUNS)/%/applied.json
 
+help: ## this help (what a bare make prints)
+	@echo "objbatch: AI metadata for a transcript library through the Mistral Batch API."
+	@echo "Usage: make TARGET [VAR=VALUE ...]    e.g. make batch MAX=100"
+	@echo
+	@echo "Targets:"
+	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 16
+	@echo
+	@echo "Variables:"
+	@grep -E '^[A-Z_]+ \?=.*## ' $(firstword $(MAKEFILE_LIST)) \
+	  | sed -E 's/^([A-Z_]+) \?= ?([^#]*)## (.*)/  \1=\2\t\3/' | expand -t 34
+
+vars: ## print every variable as make resolves it (used by batch-run)
+	@printf '%s\n' $(foreach v,$(VARS),$(call shq,$(v)=$($(v))))
+
 # ---------------------------------------------------------------- the pipeline
 
-# One process works on a run at a time (flock); another make batch on the same run waits for it.
-batch: $(STAMP)
-	@if [ "$(NAME_GIVEN)" = undefined ] && [ -n "$(UNFINISHED)" ]; then \
-	  echo "Resuming unfinished run $(NAME) (make cancel NAME=$(NAME) drops it)."; fi
-	@mkdir -p $(R)
-	@flock -n $(R)/.lock true || echo "Run $(NAME) is being worked on by another process; waiting for it."
-	@flock $(R)/.lock $(MAKE) --no-print-directory $(R)/select.jsonl NAME=$(NAME)
-	@if [ ! -s $(R)/select.jsonl ]; then echo "No pending files: nothing to do."; rm -rf $(R); exit 0; fi; \
-	flock $(R)/.lock $(MAKE) --no-print-directory $(R)/applied.json NAME=$(NAME); \
-	echo "Run $(NAME) applied:"; $(BIN)/stats --db $(DB) --runs 3 --max-attempts $(MAX_ATTEMPTS)
+batch: $(STAMP) ## run the pipeline once: select, build, submit, wait, fetch, validate, apply (paid)
+	@$(BIN)/batch-run $(call given,) 
 
 $(R)/select.jsonl: | $(STAMP)
-	@mkdir -p $(R)
-	@$(BIN)/select-pending --db $(DB) $(if $(MAX),--max $(MAX)) --max-attempts $(MAX_ATTEMPTS) \
-	  $(if $(RETRY_EXHAUSTED),--retry-exhausted) --claim $(NAME) --model $(MODEL) -o $@
+	@mkdir -p $(call shq,$(R))
+	@$(BIN)/select-pending --db $(call shq,$(DB)) $(if $(MAX),--max $(call shq,$(MAX))) \
+	  --max-attempts $(call shq,$(MAX_ATTEMPTS)) $(if $(RETRY_EXHAUSTED),--retry-exhausted) \
+	  --claim $(call shq,$(NAME)) --model $(call shq,$(MODEL)) -o $(call shq,$@)
 
 $(R)/requests.jsonl: $(R)/select.jsonl
-	@$(BIN)/build-jsonl --model $(MODEL) --manifest $(R)/manifest.jsonl -o $@ $<
+	@$(BIN)/build-jsonl --db $(call shq,$(DB)) --run $(call shq,$(NAME)) --model $(call shq,$(MODEL)) \
+	  --manifest $(call shq,$(R)/manifest.jsonl) -o $(call shq,$@) $(call shq,$<)
 
 $(R)/job.json: $(R)/requests.jsonl
-	@$(BIN)/batch-submit --run-name $(NAME) --model $(MODEL) --record-dir $(R) --db $(DB) -o $@ $<
+	@$(BIN)/batch-submit --db $(call shq,$(DB)) --run-name $(call shq,$(NAME)) --model $(call shq,$(MODEL)) \
+	  --manifest $(call shq,$(R)/manifest.jsonl) -o $(call shq,$@) $(call shq,$<)
 
 $(R)/wait.jsonl: $(R)/job.json
-	@$(BIN)/batch-wait --poll $(POLL) --timeout $(TIMEOUT) --db $(DB) -o $@ $<
+	@$(BIN)/batch-wait --poll $(call shq,$(POLL)) --timeout $(call shq,$(TIMEOUT)) --db $(call shq,$(DB)) \
+	  -o $(call shq,$@) $(call shq,$<)
 
 $(R)/results.jsonl: $(R)/wait.jsonl
-	@$(BIN)/batch-fetch --raw-dir $(R)/raw --db $(DB) -o $@ $(R)/job.json
+	@$(BIN)/batch-fetch --raw-dir $(call shq,$(R)/raw) --db $(call shq,$(DB)) -o $(call shq,$@) \
+	  $(call shq,$(R)/job.json)
 
 $(R)/decisions.jsonl: $(R)/results.jsonl
-	@$(BIN)/validate --manifest $(R)/manifest.jsonl $(if $(THRESHOLD),--threshold $(THRESHOLD)) -o $@ $<
+	@$(BIN)/validate --manifest $(call shq,$(R)/manifest.jsonl) $(if $(THRESHOLD),--threshold $(call shq,$(THRESHOLD))) \
+	  -o $(call shq,$@) $(call shq,$<)
 
 $(R)/applied.json: $(R)/decisions.jsonl
-	@$(BIN)/apply-sql --db $(DB) --run $(NAME) -o $@ $<
+	@$(BIN)/apply-sql --db $(call shq,$(DB)) --run $(call shq,$(NAME)) -o $(call shq,$@) $(call shq,$<)
 
-# Cancel a run: stop its jobs, harvest what they finished, return the rest to the queue.
-cancel: $(STAMP)
-	@if [ "$(NAME_GIVEN)" = undefined ] && [ -z "$(UNFINISHED)" ]; then \
-	  echo "make cancel: no unfinished run to cancel; name one with NAME=" >&2; exit 1; fi
-	@if [ ! -f $(R)/select.jsonl ]; then \
-	  echo "make cancel: no run folder $(R); releasing any files run $(NAME) still holds in the database."; \
-	  $(BIN)/apply-sql --db $(DB) --run $(NAME) /dev/null; exit 0; fi
-	@if [ -f $(R)/applied.json ]; then echo "Run $(NAME) is already finished."; exit 0; fi; \
-	if [ -f $(R)/requests.jsonl ]; then \
-	  $(MAKE) --no-print-directory $(R)/job.json NAME=$(NAME); \
-	  $(BIN)/batch-cancel --poll 1 --db $(DB) $(R)/job.json; \
-	  $(MAKE) --no-print-directory $(R)/applied.json NAME=$(NAME) POLL=1; \
-	else \
-	  $(BIN)/apply-sql --db $(DB) --run $(NAME) -o $(R)/applied.json /dev/null; \
-	fi; echo "Run $(NAME) cancelled."
+cancel: $(STAMP) ## cancel a run (NAME, or the only unfinished one): stop its jobs, keep what they finished
+	@name=$$($(BIN)/batch-cancel --db $(call shq,$(DB)) $(if $(NAME),--run $(call shq,$(NAME))) --poll 1); \
+	if [ -n "$$name" ]; then $(BIN)/batch-run $(call given,NAME POLL) NAME="$$name" POLL=1; fi
 
-# One unattended step (see README "Running it unattended"); jobs still in flight are not an error here.
-cron: $(STAMP)
-	@$(BIN)/batch-cron --db $(DB) --runs $(RUNS) --max-in-flight $(MAX_IN_FLIGHT) --set MODEL=$(MODEL) \
-	  --set MAX_ATTEMPTS=$(MAX_ATTEMPTS) $(if $(MAX),--set MAX=$(MAX)) || [ $$? -eq 75 ]
+cron: $(STAMP) ## one unattended step: collect finished jobs, start a new run if there is room
+	@$(BIN)/batch-cron --db $(call shq,$(DB)) --runs $(call shq,$(RUNS)) --max-in-flight $(call shq,$(MAX_IN_FLIGHT)) \
+	  $(foreach a,$(call given,DB RUNS NAME MAX_IN_FLIGHT),--set $(a)) || [ $$? -eq 75 ]
 
-stats: $(STAMP)
-	@$(BIN)/stats --db $(DB) --max-attempts $(MAX_ATTEMPTS)
+stats: $(STAMP) ## where the library stands: statuses, runs in flight, cost
+	@$(BIN)/stats --db $(call shq,$(DB)) --max-attempts $(call shq,$(MAX_ATTEMPTS))
 
-review: $(STAMP)
-	@$(BIN)/review --db $(DB) $(if $(THRESHOLD),--threshold $(THRESHOLD))
+review: $(STAMP) ## files whose metadata deserves a look
+	@$(BIN)/review --db $(call shq,$(DB)) $(if $(THRESHOLD),--threshold $(call shq,$(THRESHOLD)))
 
 # ---------------------------------------------------------------- offline demo
 
-demo: $(STAMP)
+demo: $(STAMP) ## the whole job offline: a sample library, a local emulator of the service, make batch
 	@rm -rf demo
 	@$(BIN)/make-sample-library --root demo/library --db demo/library.db
-	@$(BIN)/with-emulator --state-dir demo/emulator --faults $(FAULTS) -- \
-	  $(MAKE) --no-print-directory batch DB=demo/library.db RUNS=demo/runs NAME=demo POLL=0.5
+	@$(BIN)/with-emulator --state-dir demo/emulator --faults $(call shq,$(FAULTS)) -- \
+	  $(BIN)/batch-run DB=demo/library.db RUNS=demo/runs NAME=demo POLL=0.5
 
 # ---------------------------------------------------------------- tests and the venv
 
-test: $(STAMP)
+test: $(STAMP) ## the fast test suite
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) ## the fault-injection and convergence suites
 	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]
 
-bench: $(STAMP)
+bench: $(STAMP) ## throughput and memory figures
 	$(BIN)/python tests/bench.py
 
 test-all: $(STAMP)
@@ -124,12 +143,12 @@ test-all: $(STAMP)
 # The venv is (re)built when missing or older than pyproject.toml.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "Installing objbatch and its dependencies into $(VENV) ..."
+	@echo "Installing objbatch and its dependencies into $(VENV) ..." >&2
 	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e '.[test]'; } \
 	  > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@touch $@
 
-venv: $(STAMP)
+venv: $(STAMP) ## build the project's .venv
 
 clean-venv:
 	rm -rf $(VENV)

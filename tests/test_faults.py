@@ -84,7 +84,7 @@ def test_stopped_at_a_stage_boundary_then_rerun(crash_env, reference, stage):
     first = make(f"{runs}/c/{stage}", f"DB={db}", f"RUNS={runs}", "NAME=c", "POLL=0.1", env=emu.env)
     assert first.returncode == 0, first.stderr
     resumed = batch(emu, db, runs)  # no NAME: the unfinished run is resumed
-    assert resumed.returncode == 0 and "Resuming unfinished run c" in resumed.stdout
+    assert resumed.returncode == 0 and "Resuming unfinished run c" in resumed.stderr
     assert_same_as_reference(emu, db, reference)
 
 
@@ -94,8 +94,8 @@ def test_sigkill_inside_a_stage_then_rerun(crash_env, reference, point):
     emu, db, runs = crash_env
     env = {"OBJBATCH_KILL_AT": point, "OBJBATCH_INLINE_MAX_REQUESTS": "5"}
     killed = batch(emu, db, runs, "NAME=k", env=env)
-    assert killed.returncode != 0 and ("Killed" in killed.stderr or "Error 137" in killed.stderr
-                                       or "-9" in killed.stderr), killed.stderr
+    assert killed.returncode != 0 and "stopped without reporting" in killed.stderr, killed.stderr
+    assert "Killed" in killed.stderr or "Error 137" in killed.stderr, killed.stderr
     if point == "apply-half":
         assert query(db, "SELECT COUNT(*) FROM objbatch_applied") == [(0,)]  # the transaction rolled back
     rerun = batch(emu, db, runs, "NAME=k", env={"OBJBATCH_INLINE_MAX_REQUESTS": "5"})
@@ -186,13 +186,13 @@ def test_cancel_harvests_what_finished_and_requeues_the_rest(crash_env):
     time.sleep(1.5)
     cancelled = make("cancel", f"DB={db}", f"RUNS={runs}", "NAME=x", env=emu.env)
     assert cancelled.returncode == 0, cancelled.stderr
-    assert "Run x cancelled." in cancelled.stdout
+    assert "Run x cancelled:" in cancelled.stdout
     after = rows(db)
     requeued = [p for p, r in after.items() if r["ai_metadata_status"] == "pending" and not r["is_deleted"]]
     done = [p for p, r in after.items() if r["ai_metadata_status"] in ("extracted", "needs_review")]
     assert requeued and done
     assert all("job ended CANCELLED" in after[p]["error_message"] for p in requeued)
-    assert query(db, "SELECT COUNT(*) FROM objbatch_files") == [(0,)]  # a cancel costs no attempt
+    assert query(db, "SELECT COUNT(*) FROM objbatch_files WHERE attempts > 0") == [(0,)]  # a cancel costs no attempt
     assert query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE state = 'claimed'") == [(0,)]
     emu.pace(seconds_per_request=0.001, max_run_seconds=1)
     assert batch(emu, db, runs, "NAME=y").returncode == 0
@@ -207,7 +207,7 @@ def test_attempt_cap_then_retry_exhausted(crash_env):
     for round_ in range(3):
         assert batch(emu, db, runs, f"NAME=r{round_}").returncode == 0
     text = [p for p, r in rows(db).items() if r["ai_metadata_status"] == "failed_validation"]
-    assert text and query(db, "SELECT DISTINCT attempts FROM objbatch_files") == [(3,)]
+    assert text and query(db, "SELECT DISTINCT attempts FROM objbatch_files WHERE attempts > 0") == [(3,)]
     sent = [len(j["custom_ids"]) for j in emu.record()["jobs_created"]]
     assert sent == [len(text)] * 3
     capped = batch(emu, db, runs, "NAME=r3")
@@ -246,7 +246,7 @@ def test_two_batches_on_the_same_run_wait_for_each_other(crash_env, reference):
     emu.release()
     outputs = [p.communicate(timeout=120) for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outputs
-    assert "being worked on by another process; waiting for it" in outputs[1][0]
+    assert "run same is being worked on by another process; waiting for it" in outputs[1][1]
     assert_same_as_reference(emu, db, reference)
 
 

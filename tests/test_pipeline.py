@@ -77,7 +77,7 @@ def test_make_batch_end_to_end_checks_every_row(emulator, library, runs_dir):
     assert again.returncode == 0 and len(emulator.record()["jobs_created"]) == 1
     assert {p: dict(r) for p, r in rows(db).items()} == {p: dict(r) for p, r in after.items()}
     nothing = batch(emulator, db, runs_dir)
-    assert nothing.returncode == 0 and "No pending files: nothing to do." in nothing.stdout
+    assert nothing.returncode == 0 and "No pending files: nothing to do." in nothing.stderr
     assert len(emulator.record()["jobs_created"]) == 1
 
 
@@ -102,7 +102,7 @@ def test_content_changed_in_flight_goes_back_to_pending(emulator, library, runs_
     flight = json.loads(run("stats", "--db", db, "--json").stdout)["in_flight"]
     job_id = json.loads((runs_dir / "t3" / "job.json").read_text())["jobs"][0]["job_id"]
     assert [(f["run"], [j.split(":")[0] for j in f["jobs"]]) for f in flight] == [("t3", [job_id])]
-    assert "run t3:" in run("stats", "--db", db).stdout
+    assert "run t3 (submitted): 32 files" in run("stats", "--db", db).stdout
     manifest = jsonl((runs_dir / "t3" / "manifest.jsonl").read_text())
     sent = [m for m in manifest if m.get("custom_id")]
     on_disk, in_db, gone = sent[0]["file_path"], sent[1]["file_path"], sent[2]["file_path"]
@@ -230,7 +230,9 @@ def test_cancel_without_a_run_folder_releases_its_claims(library, runs_dir):
     assert run("select-pending", "--db", db, "--max", "4", "--claim", "lost").returncode == 0
     assert query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE state = 'claimed'") == [(4,)]
     result = make("cancel", f"DB={db}", f"RUNS={runs_dir}", "NAME=lost")
-    assert result.returncode == 0 and "releasing any files run lost still holds" in result.stdout
+    assert result.returncode == 0
+    assert "run lost cancelled before anything was submitted; its 4 files are back in the queue" in result.stderr
     assert query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE state = 'claimed'") == [(0,)]
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'lost'") == [("cancelled",)]
     unnamed = make("cancel", f"DB={db}", f"RUNS={runs_dir}")
-    assert unnamed.returncode != 0 and "no unfinished run to cancel; name one with NAME=" in unnamed.stderr
+    assert unnamed.returncode != 0 and f"database {db} has no unfinished run to cancel" in unnamed.stderr

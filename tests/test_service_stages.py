@@ -59,8 +59,8 @@ def test_no_key_is_one_clear_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MISTRAL_API_KEY"}
     result = run("batch-submit", "--run-name", "x", input=request_lines(1), env=env)
     assert result.returncode == 1
-    assert result.stderr.strip() == ("batch-submit: error: no Mistral API key: set MISTRAL_API_KEY, or store it "
-                                     "with 'keyring set objlib-mistral api_key'")
+    assert result.stderr.strip() == ("batch-submit: error: no Mistral API key: set MISTRAL_API_KEY (this machine "
+                                     "has no usable keyring for a stored key)")
 
 
 def test_the_key_never_appears_in_output_or_files(emulator, tmp_path):

@@ -1,22 +1,25 @@
 """apply-sql: write decisions into the library database, all in one transaction.
 
-Never touches approved or deleted rows. A file whose content changed since it was sent goes back to
-pending; one gone from disk is skipped. Each result is applied once (keyed by job and custom_id), so
-applying the same decisions twice leaves the database as applying them once.
+Never touches approved or deleted rows. A file whose content changed since it was sent (in the database
+or on disk) goes back to pending. A paid result for content the database still holds is stored even if the
+file cannot be read right now (unmounted disk, permissions): it is never thrown away. Each result is
+applied once (keyed by job and custom_id), so applying the same decisions twice leaves the database as
+applying them once. With --run, the run must be one of this database's, and it ends finished.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import IO
 
 import click
 
-from . import ledger
-from .common import Failure, atomic_output, command, kill_point, log, now_iso, read_jsonl
+from . import ledger, runs
+from .common import Failure, atomic_output, check_run_name, command, kill_point, log, now_iso, read_jsonl
 
 PROTECTED = ("approved",)
 
@@ -27,11 +30,19 @@ def result_key(decision: dict, run_name: str | None) -> str:
     return f"skip/{run_name or '-'}/{decision['file_path']}"
 
 
-def disk_hash(path: str) -> str | None:
+def on_disk(decision: dict) -> str:
+    """'same', 'changed' or 'unreadable': the file now against what was sent. Size and modification time
+    equal to those of the read that was sent mean unchanged (as git and rsync assume); otherwise it is
+    hashed again."""
+    path, sent = decision["file_path"], decision.get("sent_stat") or {}
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        stat = os.stat(path)
+        if sent and (stat.st_size, stat.st_mtime_ns) == (sent.get("size"), sent.get("mtime_ns")):
+            return "same"
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
-        return None
+        return "unreadable"
+    return "same" if not decision.get("sent_hash") or digest == decision["sent_hash"] else "changed"
 
 
 class Applier:
@@ -64,23 +75,28 @@ class Applier:
         kind = decision["decision"]
         if kind == "skipped":
             self._set_status(decision["file_path"], "skipped", "; ".join(decision["reasons"]))
+            self._note_skip(decision["file_path"], decision.get("skip_kind"))
             return "skipped"
-        if decision.get("db_hash") is not None and row["content_hash"] != decision["db_hash"]:
+        if decision.get("db_hash") is not None and (row["content_hash"] or "") != decision["db_hash"]:
             return self._requeue(decision, "content changed in the database since it was sent")
-        current = disk_hash(decision["file_path"])
-        if current is None:
-            self._set_status(decision["file_path"], "skipped", "file no longer on disk (deleted after selection)")
-            return "skipped"
-        if decision.get("sent_hash") and current != decision["sent_hash"]:
+        disk = on_disk(decision)
+        if disk == "changed":
             return self._requeue(decision, "file on disk changed since it was sent")
         if kind == "failed_validation":
             return self._fail(decision)
         self._store(decision)
+        if disk == "unreadable":
+            self._count("stored though the file cannot be read now (kept: the database still has that content)")
         return kind
 
     def _set_status(self, file_path: str, status: str, message: str | None) -> None:
         self.conn.execute("UPDATE files SET ai_metadata_status = ?, error_message = ?, updated_at = ? "
                           "WHERE file_path = ?", (status, message, self.now, file_path))
+
+    def _note_skip(self, file_path: str, kind: str | None) -> None:
+        """A missing or unreadable file is retried by select-pending once it can be read again."""
+        self.conn.execute("INSERT INTO objbatch_files (file_path, skip_kind) VALUES (?, ?) ON CONFLICT(file_path) "
+                          "DO UPDATE SET skip_kind = excluded.skip_kind", (file_path, kind))
 
     def _requeue(self, decision: dict, why: str) -> str:
         self._set_status(decision["file_path"], "pending", f"{why}; queued for extraction again")
@@ -147,25 +163,25 @@ def read_decisions(stream: IO[str]) -> list[dict]:
 @click.argument("decisions", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
-@click.option("--run", "run_name", default=None, help="The run these decisions finish: its claims are released.")
+@click.option("--run", "run_name", default=None,
+              help="The run these decisions finish (one of this database's): it ends finished, its files released.")
 @click.option("-o", "--output", default=None, help="Also write a JSON summary here (atomically).")
 @command
 def main(decisions: IO[str], db: str, run_name: str | None, output: str | None) -> None:
     """Apply DECISIONS (validate's JSONL; - for stdin) to the library database in one transaction."""
+    if run_name:
+        check_run_name(run_name)
     items = read_decisions(decisions)
     with ledger.opened(db) as conn:
         applier = Applier(conn, run_name)
         with ledger.transaction(conn):
+            run = runs.require(conn, run_name) if run_name else None
             for index, decision in enumerate(items):
                 applier.apply(decision)
                 if index == len(items) // 2:
                     kill_point("apply-half")
-            if run_name:
-                released = ledger.release_claims(conn, run_name)
-                conn.execute("UPDATE objbatch_runs SET state = 'applied', finished_at = ?, counts_json = "
-                             "COALESCE(counts_json, ?) WHERE run_name = ?",
-                             (applier.now, json.dumps(applier.counts), run_name))
-                applier.counts["claims released"] = released
+            if run and not run.finished:
+                applier.counts["claims released"] = runs.finish(conn, run, dict(applier.counts))
     summary = {"run": run_name, "decisions": len(items), "outcomes": applier.counts}
     if output:
         with atomic_output(output) as out:

@@ -1,41 +1,122 @@
-"""batch-cancel: cancel a run's jobs and wait until each has stopped (CANCELLED, or already terminal).
+"""batch-cancel: stop a run's jobs, and never create one.
 
-Whatever the jobs finished is then harvested by batch-fetch as usual; requests they never processed come
-back as "no result returned (job ended CANCELLED)" and go back to the queue without costing an attempt.
+With --db (what `make cancel` does) the run is found in the database ledger, whether or not its folder
+still exists. A run that submitted nothing is cancelled on the spot: its files go back to the queue. A run
+that submitted is marked cancelling, its jobs are found (in the ledger, and in the service's job list for a
+job created just before a crash) and cancelled, and the command waits until they have stopped; it then
+prints the run's name on stdout: `batch-run NAME=<it>` harvests what the jobs finished and returns the rest
+to the queue, without costing an attempt.
+
+With a JOB_RECORD instead (by hand), the jobs in that record are cancelled and waited for.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import click
 
-from . import client, ledger
+from . import client, ledger, runs
 from .batch_wait import wait
-from .common import command, log
+from .common import Failure, check_run_name, command, log
 from .job_record import load_record
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("job_record", type=click.Path(dir_okay=False), default="-")
-@click.option("--poll", default=5.0, show_default=True, help="Seconds between status checks while stopping.")
-@click.option("--timeout", default=600.0, show_default=True, help="Give up waiting for the stop after this long (exit 75).")
-@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Also record job states in this database.")
-@command
-def main(job_record: str, poll: float, timeout: float, db: str | None) -> None:
-    """Cancel every job in JOB_RECORD (from batch-submit) and wait until they have stopped."""
-    record = load_record(job_record)
+def pick_run(conn: ledger.Library, name: str | None) -> runs.Run:
+    if name:
+        return runs.require(conn, check_run_name(name))
+    open_runs = runs.unfinished(conn)
+    if not open_runs:
+        raise Failure(f"database {conn.path} has no unfinished run to cancel")
+    if len(open_runs) > 1:
+        raise Failure(f"database {conn.path} has {len(open_runs)} unfinished runs "
+                      f"({', '.join(r.name for r in open_runs)}); name the one to cancel with NAME=")
+    return open_runs[0]
+
+
+def cancel_run(conn: ledger.Library, name: str | None, poll: float, timeout: float) -> str | None:
+    """Cancel the run; return its name if its jobs left results to harvest."""
+    run = pick_run(conn, name)
+    with runs.lock(conn.library_id, run.name, who="batch-cancel"):
+        return _cancel_locked(conn, runs.require(conn, run.name), poll, timeout)
+
+
+def _cancel_locked(conn: ledger.Library, run: runs.Run, poll: float, timeout: float) -> str | None:
+    if run.finished:
+        log(f"batch-cancel: run {run.name} is already finished ({run.state}); nothing to cancel")
+        return None
+    if not run.frozen:
+        with ledger.transaction(conn):
+            released = runs.finish(conn, replace(run, state="cancelling"), {"cancelled before submission": 1})
+        log(f"batch-cancel: run {run.name} cancelled before anything was submitted; its {released} files are "
+            "back in the queue")
+        return None
+    record = runs.record(conn, run, all_parts=True)
     with client.Service() as service:
-        for entry in record["jobs"]:
-            job = service.get_job(entry["job_id"])
-            if client.terminal(job["status"]):
-                log(f"batch-cancel: job {job['id']} already ended {job['status']}")
-            else:
-                log(f"batch-cancel: job {job['id']}: {service.cancel_job(job['id'])['status']}")
-        jobs = wait(service, [entry["job_id"] for entry in record["jobs"]], poll, timeout)
-    if db:
-        ledger.update_jobs(db, jobs)
+        if any(not entry["job_id"] for entry in record["jobs"]):
+            find_unrecorded(service, conn, record)
+        with ledger.transaction(conn):
+            runs.set_state(conn, run.name, "cancelling")
+        job_ids = [entry["job_id"] for entry in record["jobs"] if entry["job_id"]]
+        stop(service, job_ids)
+        jobs = wait(service, job_ids, poll, timeout) if job_ids else []
+    ledger.update_jobs(conn, jobs)
+    report(jobs)
+    return run.name
+
+
+def find_unrecorded(service: client.Service, conn: ledger.Library, record: dict) -> None:
+    """Jobs created for the run whose creation never reached the ledger (a crash in between): found by the
+    run id in the service's job list and recorded, so they are cancelled and harvested too."""
+    found = {(j.get("metadata") or {}).get("objbatch_part"): j for j in service.jobs_with_run_id(record["run_id"])}
+    for entry in record["jobs"]:
+        job = found.get(entry["part"])
+        if not entry["job_id"] and job:
+            log(f"batch-cancel: found job {job['id']} for part {entry['part']} in the service's job list")
+            entry.update({"job_id": job["id"], "status": job["status"], "created_at": job["created_at"]})
+    runs.save_record(conn, record)
+
+
+def stop(service: client.Service, job_ids: list[str]) -> None:
+    for job_id in job_ids:
+        job = service.get_job(job_id)
+        if client.terminal(job["status"]):
+            log(f"batch-cancel: job {job['id']} already ended {job['status']}")
+        else:
+            log(f"batch-cancel: job {job['id']}: {service.cancel_job(job['id'])['status']}")
+
+
+def report(jobs: list[dict]) -> None:
     for job in jobs:
         log(f"batch-cancel: job {job['id']} ended {job['status']} with {job['completed_requests']}/"
             f"{job['total_requests']} requests done")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("job_record", type=click.Path(dir_okay=False), required=False)
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="Cancel a run of this library database (found in its ledger) instead of a JOB_RECORD.")
+@click.option("--run", "run_name", default=None, help="With --db: the run to cancel (default: the only unfinished one).")
+@click.option("--poll", default=5.0, show_default=True, help="Seconds between status checks while stopping.")
+@click.option("--timeout", default=600.0, show_default=True, help="Give up waiting for the stop after this long (exit 75).")
+@command
+def main(job_record: str | None, db: str | None, run_name: str | None, poll: float, timeout: float) -> None:
+    """Cancel a run's jobs and wait until they have stopped; never creates a job.
+
+    With --db, prints the run's name when its jobs left results to collect (then: batch-run NAME=...)."""
+    if db and not job_record:
+        with ledger.opened(db) as conn:
+            harvest = cancel_run(conn, run_name, poll, timeout)
+        if harvest:
+            click.echo(harvest)
+        return
+    if not job_record or db or run_name:
+        raise Failure("give either a JOB_RECORD (from batch-submit) or --db DB [--run NAME]")
+    record = load_record(job_record)
+    with client.Service() as service:
+        job_ids = [entry["job_id"] for entry in record["jobs"]]
+        stop(service, job_ids)
+        report(wait(service, job_ids, poll, timeout))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ from typing import Any, Iterator
 
 import click
 
-from . import client, ledger
+from . import client
 from .common import NotFinished, atomic_output, command, kill_point, log, write_jsonl
-from .job_record import load_record
+from .job_record import load_record, recording
 
 
 def classify(line: dict, job: dict) -> dict:
@@ -104,6 +104,13 @@ def harvest(service: client.Service, job: dict, custom_ids: list[str], raw_dir: 
                    "attempted": job["status"] != "CANCELLED"}  # a cancel costs no attempt
 
 
+def never_sent(custom_ids: list[str]) -> Iterator[dict]:
+    """Requests of a cancelled run whose part was never created: no attempt spent, back to the queue."""
+    for cid in custom_ids:
+        yield {"custom_id": cid, "job_id": None, "status_code": None, "ok": False,
+               "error": "no result returned (never submitted: the run was cancelled)", "attempted": False}
+
+
 def _report(job_id: str, unknown: int, duplicates: int, unreadable: int) -> None:
     if duplicates:
         log(f"batch-fetch: job {job_id}: {duplicates} duplicate result lines (kept one per custom_id, a success first)")
@@ -127,18 +134,18 @@ def main(job_record: str, output: str, raw_dir: str | None, db: str | None) -> N
     still running."""
     record = load_record(job_record)
     counts = {"ok": 0, "failed": 0, "missing": 0}
-    with client.Service() as service:
+    with recording(db, record, job_record) as on_poll, client.Service() as service:
         jobs = [service.get_job(entry["job_id"]) for entry in record["jobs"]]
         running = [j for j in jobs if not client.terminal(j["status"])]
         if running:
             raise NotFinished(f"job {running[0]['id']} is still {running[0]['status']}; "
-                              "run batch-wait first, then batch-fetch again")
-        if db:
-            ledger.update_jobs(db, jobs)
+                              "run batch-wait first, then batch-fetch again", label="still running")
+        on_poll(jobs)
         with atomic_output(output) as out:
             with _raw_dir(raw_dir) as kept:
                 for job, entry in zip(jobs, record["jobs"]):
                     write_jsonl(_counted(harvest(service, job, entry["custom_ids"], kept), counts), out)
+            write_jsonl(_counted(never_sent(record.get("not_submitted") or []), counts), out)
     log(f"batch-fetch: {sum(counts.values())} results: {counts['ok']} succeeded, {counts['failed']} failed, "
         f"{counts['missing']} with no result returned")
 

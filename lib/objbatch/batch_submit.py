@@ -1,8 +1,9 @@
 """batch-submit: check request lines and create the batch job(s), exactly once per run.
 
-The job record (job ids, input files, model, custom_ids) is written durably after each job is created, to
---record-dir and to stdout. Submitting the same requests for the same run again finds that record, or, if
-it was lost, the jobs by their run id in the service's job list, and creates nothing new.
+The job record (job ids, input files, model, custom_ids) is written durably after each paid step: to the
+run's ledger in the library database with --db (what make batch does), else to --record-dir; and to
+stdout. Submitting the same run again finds that record, or, if it was lost between creating a job and
+recording it, the job by its run id in the service's job list, and creates nothing new.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from typing import IO
 
 import click
 
-from . import client, ledger
-from .common import (Failure, atomic_output, atomic_write_json, command, dumps, file_lock, kill_point,
-                     log, read_jsonl, state_dir)
+from . import client, ledger, runs
+from .common import (Failure, atomic_output, atomic_write_json, check_run_name, command, dumps, file_lock,
+                     kill_point, log, read_jsonl, state_dir)
 
 MAX_JOB_REQUESTS = 1_000_000
 MAX_JOB_BYTES = 512 * 1000 * 1000
-RECORD_VERSION = 1
+RECORD_VERSION = runs.RECORD_VERSION
 
 
 @dataclass
@@ -74,15 +75,71 @@ def run_id_for(run_name: str, parts: list[Part]) -> str:
     return digest.hexdigest()[:24]
 
 
+class FileStore:
+    """By hand: the job record in the record folder is the durable record of the run."""
+
+    def __init__(self, folder: Path, run_id: str, run_name: str):
+        self.folder, self.path, self.run_name = folder, folder / f"{run_id}.json", run_name
+
+    def existing(self) -> dict | None:
+        return json.loads(self.path.read_text()) if self.path.exists() else None
+
+    def begin(self, record: dict) -> None:
+        refuse_other_requests(self.folder, self.path, self.run_name)
+
+    def save(self, record: dict) -> None:
+        atomic_write_json(self.path, record)
+
+
+class LedgerStore:
+    """In a run (make batch): the database ledger is the durable record. What the run sends (manifest,
+    parts, run id) is frozen there before anything is created; each job is recorded as soon as it exists."""
+
+    def __init__(self, conn: ledger.Library, run_name: str, manifest_path: str | None):
+        self.conn, self.manifest_path = conn, manifest_path
+        self.run = runs.require(conn, run_name)
+        if self.run.finished:
+            raise Failure(f"run {run_name} is finished ({self.run.state}); nothing is submitted for it again")
+
+    def existing(self) -> dict | None:
+        return runs.record(self.conn, self.run) if self.run.frozen else None
+
+    def begin(self, record: dict) -> None:
+        entries = self._manifest(record)
+        with ledger.transaction(self.conn):
+            runs.freeze(self.conn, self.run.name, record["run_id"], entries,
+                        [entry["custom_ids"] for entry in record["jobs"]])
+        record.update(library_id=self.conn.library_id, db_path=self.conn.path)
+
+    def _manifest(self, record: dict) -> list[dict]:
+        if not self.manifest_path:
+            raise Failure("submitting a run with --db needs --manifest (build-jsonl's), so the ledger knows which "
+                          "file each request is")
+        with open(self.manifest_path, encoding="utf-8") as handle:
+            entries = [entry for _, entry in read_jsonl(handle, "manifest")]
+        sent = {e.get("custom_id") for e in entries if e.get("custom_id")}
+        requested = {cid for entry in record["jobs"] for cid in entry["custom_ids"]}
+        claimed = runs.claimed_paths(self.conn, self.run.name)
+        strangers = [e["file_path"] for e in entries if e.get("file_path") not in claimed]
+        if sent != requested or strangers:
+            raise Failure(f"the manifest {self.manifest_path} does not match the requests or run {self.run.name}'s "
+                          "files; rebuild both with build-jsonl from the run's selection")
+        return entries
+
+    def save(self, record: dict) -> None:
+        runs.save_record(self.conn, record)
+
+
 class Submission:
     """Creates the missing jobs of one run, saving the record after every step that cost something."""
 
-    def __init__(self, service: client.Service, record_path: Path, record: dict, inline_max: tuple[int, int]):
-        self.service, self.record_path, self.record = service, record_path, record
+    def __init__(self, service: client.Service, store: FileStore | LedgerStore, record: dict,
+                 inline_max: tuple[int, int]):
+        self.service, self.store, self.record = service, store, record
         self.inline_max_requests, self.inline_max_bytes = inline_max
 
     def save(self) -> None:
-        atomic_write_json(self.record_path, self.record)
+        self.store.save(self.record)
 
     def submit(self, parts: list[Part], timeout_hours: int) -> None:
         found = None
@@ -91,14 +148,18 @@ class Submission:
             if entry.get("job_id"):
                 continue
             if found is None:  # the record may have been lost after a job was created: ask the service
-                found = {(j.get("metadata") or {}).get("objbatch_part"): j
-                         for j in self.service.jobs_with_run_id(self.record["run_id"])}
+                found = self.created_jobs()
             existing = found.get(entry["part"])
             if existing:
                 log(f"batch-submit: found job {existing['id']} for part {entry['part']} in the service's job list")
                 self._created(entry, existing)
                 continue
             self._create(entry, part, timeout_hours)
+
+    def created_jobs(self) -> dict:
+        """Jobs the service already has for this run, by part."""
+        return {(j.get("metadata") or {}).get("objbatch_part"): j
+                for j in self.service.jobs_with_run_id(self.record["run_id"])}
 
     def _create(self, entry: dict, part: Part, timeout_hours: int) -> None:
         part.spool.seek(0)
@@ -143,33 +204,39 @@ def new_record(run_name: str, run_id: str, model: str, parts: list[Part]) -> dic
 @click.option("--model", default="mistral-small-latest", show_default=True, envvar="OBJBATCH_MODEL",
               help="Model for the whole job.")
 @click.option("--record-dir", type=click.Path(file_okay=False), default=None,
-              help="Where job records are kept durably (default: $XDG_STATE_HOME/objbatch/jobs).")
+              help="Without --db: where job records are kept durably (default: $XDG_STATE_HOME/objbatch/jobs).")
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="The library database whose ledger holds the run (claimed by select-pending --claim): the "
+                   "ledger becomes the run's durable record.")
+@click.option("--manifest", type=click.Path(dir_okay=False), default=None,
+              help="With --db: build-jsonl's manifest, recorded in the ledger with the requests.")
 @click.option("--timeout-hours", default=24, show_default=True, help="Service-side job timeout.")
 @click.option("--inline-max-requests", default=10_000, show_default=True, envvar="OBJBATCH_INLINE_MAX_REQUESTS",
               help="Send inline up to this many requests (and --inline-max-bytes); upload a file above.")
 @click.option("--inline-max-bytes", default=8_000_000, show_default=True, help="Inline payload limit in bytes.")
 @click.option("--max-requests-per-job", default=MAX_JOB_REQUESTS, show_default=True, hidden=True)
 @click.option("--max-bytes-per-job", default=MAX_JOB_BYTES, show_default=True, hidden=True)
-@click.option("--db", type=click.Path(dir_okay=False), default=None,
-              help="Also record the jobs in this library database's ledger.")
 @command
-def main(requests: IO[str], output: str, run_name: str, model: str, record_dir: str | None, timeout_hours: int,
-         inline_max_requests: int, inline_max_bytes: int, max_requests_per_job: int, max_bytes_per_job: int,
-         db: str | None) -> None:
+def main(requests: IO[str], output: str, run_name: str, model: str, record_dir: str | None, db: str | None,
+         manifest: str | None, timeout_hours: int, inline_max_requests: int, inline_max_bytes: int,
+         max_requests_per_job: int, max_bytes_per_job: int) -> None:
     """Check REQUESTS (JSONL of {"custom_id", "body"}; - for stdin) and create the batch job(s).
 
     Prints the job record (JSON) for batch-wait and batch-fetch. Rerunning with the same requests and
     run name creates no new job."""
+    check_run_name(run_name)
     parts = read_parts(requests, max_requests_per_job, max_bytes_per_job)
     run_id = run_id_for(run_name, parts)
-    records = Path(record_dir) if record_dir else state_dir() / "jobs"
-    record_path = records / f"{run_id}.json"
-    refuse_other_requests(records, record_path, run_name)
-    with file_lock(records / f"{run_id}.lock"):  # a second submitter of the same run waits, then finds the record
-        record = submit_once(parts, record_path, new_record(run_name, run_id, model, parts),
-                             (inline_max_requests, inline_max_bytes), timeout_hours)
-    if db:
-        ledger.record_jobs(db, record)
+    fresh = new_record(run_name, run_id, model, parts)
+    with file_lock(state_dir() / "locks" / f"submit-{run_id}.lock"):  # a second submitter waits, then finds it
+        if db:
+            with ledger.opened(db) as conn:
+                record = submit_once(parts, LedgerStore(conn, run_name, manifest), fresh,
+                                     (inline_max_requests, inline_max_bytes), timeout_hours)
+        else:
+            folder = Path(record_dir) if record_dir else state_dir() / "jobs"
+            record = submit_once(parts, FileStore(folder, run_id, run_name), fresh,
+                                 (inline_max_requests, inline_max_bytes), timeout_hours)
     with atomic_output(output) as out:
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -190,19 +257,44 @@ def refuse_other_requests(records: Path, record_path: Path, run_name: str) -> No
                           "finish or cancel that run, or submit these under a new run name")
 
 
-def submit_once(parts: list[Part], record_path: Path, fresh: dict, inline_max: tuple[int, int],
+def submit_once(parts: list[Part], store: FileStore | LedgerStore, fresh: dict, inline_max: tuple[int, int],
                 timeout_hours: int) -> dict:
-    record = json.loads(record_path.read_text()) if record_path.exists() else fresh
+    record = store.existing()
+    if record is None:
+        if not parts:
+            log("batch-submit: no requests in the input; nothing to submit")
+            return fresh
+        store.begin(fresh)
+        record = fresh
     run_name = record["run_name"]
-    if not parts:
-        log("batch-submit: no requests in the input; nothing to submit")
-    elif all(entry.get("job_id") for entry in record["jobs"]):
+    if all(entry.get("job_id") for entry in record["jobs"]):
         log(f"batch-submit: run {run_name} was already submitted as job "
             f"{', '.join(e['job_id'] for e in record['jobs'])}; not submitting again")
-    else:
-        with client.Service() as service:
-            Submission(service, record_path, record, inline_max).submit(parts, timeout_hours)
+        return record
+    with client.Service(before_paying=True) as service:
+        submission = Submission(service, store, record, inline_max)
+        if record["run_id"] != fresh["run_id"] or len(record["jobs"]) != len(parts):
+            finish_changed(submission, parts)
+        elif isinstance(store, LedgerStore) and store.run.state == "cancelling":
+            submission.submit([], timeout_hours)  # a cancelled run creates nothing new
+        else:
+            submission.submit(parts, timeout_hours)
     return record
+
+
+def finish_changed(submission: Submission, parts: list[Part]) -> None:
+    """Submission began with other requests (the files changed since, or the requests were rebuilt): only
+    the jobs already created for it count. Parts never created cannot be sent as they were."""
+    record = submission.record
+    found = submission.created_jobs()
+    for entry in record["jobs"]:
+        if not entry.get("job_id") and found.get(entry["part"]):
+            submission._created(entry, found[entry["part"]])
+    missing = [entry["part"] for entry in record["jobs"] if not entry.get("job_id")]
+    if missing and parts:
+        raise Failure(f"run {record['run_name']} began submitting other requests than these, and part "
+                      f"{', '.join(missing)} was never created; cancel the run (make cancel NAME={record['run_name']}) "
+                      "and start a new one")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ import time
 
 import click
 
-from . import client, ledger
+from . import client
 from .common import NotFinished, Progress, atomic_output, command, log, write_jsonl
-from .job_record import load_record
+from .job_record import load_record, recording
 
 FIELDS = ("id", "status", "total_requests", "completed_requests", "succeeded_requests", "failed_requests",
           "output_file", "error_file", "errors", "created_at", "started_at", "completed_at")
@@ -49,7 +49,8 @@ def wait(service: client.Service, job_ids: list[str], poll: float, timeout: floa
             raise NotFinished(
                 f"job {', '.join(j['id'] for j in running)} is still {running[0]['status']} "
                 f"({sum(j['completed_requests'] for j in running)}/{sum(j['total_requests'] for j in running)}) "
-                f"after {_clock(elapsed)}; nothing is lost: rerun the same command (or make batch) to resume")
+                f"after {_clock(elapsed)}; nothing is lost: rerun the same command (or make batch) later to "
+                "collect it", label="still running")
         time.sleep(poll)
 
 
@@ -69,9 +70,8 @@ def main(job_record: str, poll: float, timeout: float, output: str, db: str | No
     job_ids = [entry["job_id"] for entry in record["jobs"]]
     if not job_ids:
         log("batch-wait: the record holds no job; nothing to wait for")
-    with client.Service() as service:
-        jobs = wait(service, job_ids, poll, timeout,
-                    on_poll=(lambda js: ledger.update_jobs(db, js)) if db else (lambda js: None)) if job_ids else []
+    with recording(db, record, job_record) as on_poll, client.Service() as service:
+        jobs = wait(service, job_ids, poll, timeout, on_poll=on_poll) if job_ids else []
     for job in jobs:
         if job["status"] != "SUCCESS":
             log(f"batch-wait: job {job['id']} ended {job['status']}; batch-fetch will harvest what it returned")

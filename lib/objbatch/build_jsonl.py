@@ -7,13 +7,15 @@ manifest with the reason; one bad file never stops the run. It streams: one file
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import IO
 
 import click
 
-from . import prompt
-from .common import Failure, atomic_output, command, dumps, kill_point, log, read_jsonl
+from . import ledger, prompt, runs
+from .common import (Failure, atomic_output, check_run_name, command, dumps, kill_point, log,
+                     read_jsonl, write_jsonl)
 
 TEXT_SUFFIXES = {".txt", ".md"}
 MAX_BYTES = 830_000
@@ -21,7 +23,12 @@ DEFAULT_MODEL = "mistral-small-latest"
 
 
 class Skip(Exception):
-    """This file cannot be sent; the message is the reason stored in error_message."""
+    """This file cannot be sent; the message is the reason stored in error_message. `kind` says whether it
+    may pass later: a missing or unreadable file is retried once it can be read again."""
+
+    def __init__(self, reason: str, kind: str | None = None):
+        super().__init__(reason)
+        self.kind = kind
 
 
 def custom_id_for(file_path: str, content_hash: str) -> str:
@@ -29,21 +36,22 @@ def custom_id_for(file_path: str, content_hash: str) -> str:
     return f"f{hashlib.sha256(file_path.encode('utf-8')).hexdigest()[:16]}-{content_hash[:16]}"
 
 
-def read_text(record: dict) -> tuple[str, str, str]:
-    """(text, sha256 of the bytes read, encoding), or Skip with the reason."""
+def read_text(record: dict) -> tuple[str, str, str, dict]:
+    """(text, sha256 of the bytes read, encoding, size and mtime of what was read), or Skip with the reason."""
     path = Path(record["file_path"])
     suffix = path.suffix.lower()
     if suffix not in TEXT_SUFFIXES:
         raise Skip(f"not a text file ({suffix or 'no extension'}); only {', '.join(sorted(TEXT_SUFFIXES))} are sent")
     try:
-        size = path.stat().st_size
-        if size >= MAX_BYTES:
-            raise Skip(f"file is {size:,} bytes; files of {MAX_BYTES:,} bytes or more are not sent")
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            if stat.st_size >= MAX_BYTES:
+                raise Skip(f"file is {stat.st_size:,} bytes; files of {MAX_BYTES:,} bytes or more are not sent")
+            data = handle.read()
     except FileNotFoundError:
-        raise Skip("file not found on disk (deleted, moved or on an unmounted disk)") from None
+        raise Skip("file not found on disk (deleted, moved or on an unmounted disk)", "missing") from None
     except (PermissionError, IsADirectoryError, OSError) as exc:
-        raise Skip(f"file cannot be read ({exc.strerror or type(exc).__name__})")
+        raise Skip(f"file cannot be read ({exc.strerror or type(exc).__name__})", "unreadable") from None
     if b"\x00" in data[:8192]:
         raise Skip("file looks binary (NUL bytes), not text")
     digest = hashlib.sha256(data).hexdigest()
@@ -57,7 +65,7 @@ def read_text(record: dict) -> tuple[str, str, str]:
         raise Skip("text is not decodable as UTF-8 or Windows-1252")
     if not text.strip():
         raise Skip("file is empty")
-    return text, digest, encoding
+    return text, digest, encoding, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def build(record: dict, model: str, text_tokens: int, config: str) -> tuple[dict | None, dict]:
@@ -65,13 +73,13 @@ def build(record: dict, model: str, text_tokens: int, config: str) -> tuple[dict
     base = {"file_path": record["file_path"], "filename": record["filename"],
             "db_hash": record.get("content_hash") or "", "attempts": record.get("attempts", 0)}
     try:
-        text, sent_hash, encoding = read_text(record)
+        text, sent_hash, encoding, stat = read_text(record)
     except Skip as exc:
-        return None, {**base, "skip": str(exc)}
+        return None, {**base, "skip": str(exc), **({"skip_kind": exc.kind} if exc.kind else {})}
     custom_id = custom_id_for(record["file_path"], sent_hash)
     body, excerpted = prompt.request_body(model, record, text, text_tokens)
-    manifest = {**base, "custom_id": custom_id, "sent_hash": sent_hash, "encoding": encoding.replace("-sig", ""),
-                "chars": len(text), "excerpted": excerpted, "model": model,
+    manifest = {**base, "custom_id": custom_id, "sent_hash": sent_hash, "sent_stat": stat,
+                "encoding": encoding.replace("-sig", ""), "chars": len(text), "excerpted": excerpted, "model": model,
                 "prompt_version": prompt.PROMPT_VERSION, "config_hash": config}
     return {"custom_id": custom_id, "body": body}, manifest
 
@@ -85,9 +93,17 @@ def build(record: dict, model: str, text_tokens: int, config: str) -> tuple[dict
               help="Model named in each request body.")
 @click.option("--text-tokens", default=prompt.DEFAULT_TEXT_TOKENS, show_default=True, type=click.IntRange(min=500),
               help="Token budget for the transcript text; longer texts are excerpted.")
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="With --run: the library database whose ledger holds the run.")
+@click.option("--run", "run_name", default=None,
+              help="The run being built: once it was submitted, its manifest comes from the ledger (what was "
+                   "sent cannot change) and no requests are built.")
 @command
-def main(selection: IO[str], output: str, manifest: str, model: str, text_tokens: int) -> None:
+def main(selection: IO[str], output: str, manifest: str, model: str, text_tokens: int, db: str | None,
+         run_name: str | None) -> None:
     """Turn SELECTION (select-pending's JSONL; - for stdin) into batch request lines."""
+    if run_name and db and frozen_manifest(db, run_name, manifest, output):
+        return
     config = prompt.config_hash(model, text_tokens)
     sent = skipped = 0
     seen: set[str] = set()
@@ -107,6 +123,22 @@ def main(selection: IO[str], output: str, manifest: str, model: str, text_tokens
             man.write(dumps(entry) + "\n")
             kill_point("build-line")
     log(f"build-jsonl: {sent} requests, {skipped} files skipped")
+
+
+def frozen_manifest(db: str, run_name: str, manifest: str, output: str) -> bool:
+    """For a run whose submission started, write its manifest from the ledger and no requests."""
+    with ledger.opened(db) as conn:
+        run = runs.require(conn, check_run_name(run_name))
+        if not run.frozen and not run.finished:
+            return False
+        entries = list(runs.manifest(conn, run_name))
+    with atomic_output(manifest) as man:
+        write_jsonl(entries, man)
+    with atomic_output(output):
+        pass
+    log(f"build-jsonl: run {run_name} was already submitted; its manifest ({len(entries)} files) comes from the "
+        "database ledger and no requests are built")
+    return True
 
 
 if __name__ == "__main__":

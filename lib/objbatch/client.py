@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import email.utils
-import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, TypeVar
@@ -17,20 +16,21 @@ from mistralai.client import errors as sdk_errors
 from mistralai.extra.batch import is_terminal
 
 from . import config
-from .common import Failure, NotFinished, atomic_writer, log
+from .common import Failure, NotFinished, atomic_writer, log, scrub
 
 T = TypeVar("T")
 ENDPOINT = "/v1/chat/completions"
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 RUN_ID_KEY = "objbatch_run_id"
 LOOKBACK_DAYS = 30  # how far back the job list is searched for a run whose record was lost
+FIRST_CONTACT_SECONDS = 8.0  # before paying, a service that cannot be reached at all fails this fast
 
 
 @dataclass
 class RetryPolicy:
     """Backoff for transient failures. OBJBATCH_RETRY_SECONDS bounds the total wait (default 15 min)."""
 
-    max_elapsed: float = float(os.environ.get("OBJBATCH_RETRY_SECONDS", "900"))
+    max_elapsed: float = field(default_factory=config.retry_seconds)
     initial: float = 0.5
     maximum: float = 60.0
 
@@ -43,10 +43,14 @@ class RetryPolicy:
 class Service:
     """The Files and Batch API, every call wrapped in retries for 429, 5xx and connection errors."""
 
-    def __init__(self, key: str | None = None, url: str | None = None, policy: RetryPolicy | None = None):
+    def __init__(self, key: str | None = None, url: str | None = None, policy: RetryPolicy | None = None,
+                 before_paying: bool = False):
+        """`before_paying`: a service that cannot be reached at all on the first call is a mistake to report
+        within seconds (wrong MISTRAL_SERVER_URL, no network), not a blip to ride out for 15 minutes."""
         self.url = url or config.server_url()
         self._sdk = Mistral(api_key=key or config.api_key(), server_url=self.url, timeout_ms=120_000)
         self.policy = policy or RetryPolicy()
+        self._reached = not before_paying
 
     def __enter__(self) -> "Service":
         return self
@@ -67,12 +71,18 @@ class Service:
                     found = reconcile()
                     if found is not None:
                         return found
-                return fn()
+                result = fn()
+                self._reached = True
+                return result
             except (sdk_errors.SDKError, httpx2.TransportError) as exc:
                 transient, retry_after = _classify(exc)
                 waited = time.monotonic() - started
                 if not transient:
                     raise Failure(f"{what} failed: {describe(exc)}{_hint(exc)}") from None
+                if isinstance(exc, httpx2.ConnectError) and not self._reached \
+                        and waited >= min(FIRST_CONTACT_SECONDS, self.policy.max_elapsed):
+                    raise Failure(f"cannot reach the Mistral service at {self.url} ({describe(exc)}); check "
+                                  "MISTRAL_SERVER_URL and the network, then rerun") from None
                 if waited >= self.policy.max_elapsed:  # still transient: exit 75 so cron comes back later
                     raise NotFinished(f"{what} failed: {describe(exc)}{_hint(exc)}") from None
                 pause = self.policy.delay(attempt, retry_after)
@@ -120,6 +130,10 @@ class Service:
             endpoint=ENDPOINT, model=model, metadata=metadata, timeout_hours=timeout_hours, **kwargs)),
             reconcile=already_created)
 
+    def check_access(self) -> None:
+        """One cheap authenticated call: the key is accepted and the service answers."""
+        self.call("checking the service", lambda: self._sdk.batch.jobs.list(page=0, page_size=1))
+
     def get_job(self, job_id: str) -> dict:
         return job_dict(self.call(f"status of job {job_id}", lambda: self._sdk.batch.jobs.get(job_id=job_id)))
 
@@ -154,18 +168,21 @@ def terminal(status: str) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    """Words for an SDK or transport error, without bodies that could be long (and never the key)."""
+    """Words for an SDK or transport error, without bodies that could be long, and never the key (a
+    transport error's text can quote the request's headers)."""
     if isinstance(exc, sdk_errors.SDKError):
         body = (exc.body or "").strip().replace("\n", " ")
-        return f"HTTP {exc.status_code}" + (f" ({body[:200]})" if body else "")
+        return f"HTTP {exc.status_code}" + (f" ({scrub(body[:200])})" if body else "")
     if isinstance(exc, httpx2.ConnectError):
         return "cannot connect to the service"
     if isinstance(exc, httpx2.TimeoutException):
         return "the service did not answer in time"
-    return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__} talking to the service"
 
 
 def _classify(exc: BaseException) -> tuple[bool, float | None]:
+    if isinstance(exc, (httpx2.LocalProtocolError, httpx2.UnsupportedProtocol)):
+        return False, None  # our request cannot be sent as it is: retrying changes nothing
     if isinstance(exc, httpx2.TransportError):
         return True, None
     status = getattr(exc, "status_code", None)
@@ -195,6 +212,10 @@ def _hint(exc: BaseException) -> str:
     status = getattr(exc, "status_code", None)
     if status == 401:
         return "; the service refused the API key: check MISTRAL_API_KEY or the keyring entry"
+    if isinstance(exc, httpx2.UnsupportedProtocol):
+        return "; MISTRAL_SERVER_URL must start with http:// or https://"
+    if isinstance(exc, httpx2.LocalProtocolError):
+        return "; the request could not be sent (is there a stray character in the API key?)"
     if isinstance(exc, httpx2.ConnectError):
         return "; is MISTRAL_SERVER_URL right and the service up? Rerun the same command to resume"
     if status in RETRYABLE_STATUS or isinstance(exc, httpx2.TransportError):

@@ -7,6 +7,7 @@ import functools
 import io
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -36,10 +37,35 @@ class Failure(Exception):
 
 
 class NotFinished(Failure):
-    """Work is still running elsewhere; exit 75 so cron and make know to come back later."""
+    """Work is still running elsewhere (or the service is away for now); exit 75 so cron and scripts know
+    to come back later. `label` replaces "error" in the printed line: it is not a failure."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, label: str = "not finished"):
         super().__init__(message, EXIT_TEMPFAIL)
+        self.label = label
+
+
+RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+
+
+def check_run_name(name: str) -> str:
+    """Run names become folder names and make targets: letters, digits, '.', '_', '-', at most 64, no leading
+    '.'. Anything else is refused before any file or database is touched."""
+    if not RUN_NAME.fullmatch(name or ""):
+        raise Failure(f"run name {name!r} is not allowed: use letters, digits, '.', '_' and '-' (at most 64, "
+                      "not starting with '.')", EXIT_USAGE)
+    return name
+
+
+# Secrets registered here are masked in every message a command prints (config registers the API key).
+SECRETS: set[str] = set()
+
+
+def scrub(text: str) -> str:
+    for secret in SECRETS:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def command(fn: Callable) -> Callable:
@@ -54,24 +80,33 @@ def command(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except Failure as exc:
-            _report(name, str(exc), verbose)
-            sys.exit(exc.code)
+            _exit(name, str(exc), exc.code, getattr(exc, "label", "error"), verbose)
         except KeyboardInterrupt:
-            _report(name, "interrupted; rerun the same command to resume", verbose)
-            sys.exit(130)
+            _exit(name, "interrupted; rerun the same command to resume", 130, "error", verbose)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # anything unexpected still gets one readable line
-            _report(name, f"{type(exc).__name__}: {exc} (rerun with --verbose for details)", verbose)
-            sys.exit(EXIT_FAILED)
+            _exit(name, f"{type(exc).__name__}: {exc} (rerun with --verbose for details)", EXIT_FAILED, "error",
+                  verbose)
 
     return wrapper
 
 
-def _report(name: str, message: str, verbose: bool) -> None:
+def _exit(name: str, message: str, code: int, label: str, verbose: bool) -> None:
+    """Print the one line (secrets masked), leave the status for a driver (batch-run) that asked for it in
+    OBJBATCH_STATUS_FILE, and exit with the code."""
     if verbose:
-        traceback.print_exc()
-    click.echo(f"{name}: error: {message}", err=True)
+        click.echo(scrub(traceback.format_exc()).rstrip(), err=True)
+    message = scrub(message)
+    click.echo(f"{name}: {label}: {message}", err=True)
+    status_file = os.environ.get("OBJBATCH_STATUS_FILE")
+    if status_file:
+        try:
+            with open(status_file, "w", encoding="utf-8") as handle:
+                json.dump({"command": name, "code": code, "label": label, "message": message}, handle)
+        except OSError:
+            pass  # the exit code still tells the driver enough
+    sys.exit(code)
 
 
 def log(message: str) -> None:
@@ -174,7 +209,7 @@ class Progress:
 
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stderr
-        self.live = self.stream.isatty()
+        self.live = self.stream.isatty() or (stream is None and os.environ.get("OBJBATCH_TTY") == "1")
         self._last = ""
 
     def update(self, line: str, changed_key: str) -> None:

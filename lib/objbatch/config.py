@@ -1,42 +1,79 @@
-"""Where the API key and the service URL come from. The key is never printed, logged or stored."""
+"""Where the API key, the service URL and the retry budget come from. The key is never printed, logged or
+stored: it is checked for characters an HTTP header cannot carry, and masked in every message."""
 
 from __future__ import annotations
 
 import os
+import re
 
-from .common import Failure
+from .common import SECRETS, Failure
 
 KEYRING_SERVICE = "objlib-mistral"
 KEYRING_USERNAME = "api_key"
 DEFAULT_SERVER_URL = "https://api.mistral.ai"
+DEFAULT_RETRY_SECONDS = 900.0
+UNUSABLE_IN_A_KEY = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 def api_key() -> str:
     """MISTRAL_API_KEY if set, else the system keyring; a clear one-line failure if neither has it."""
-    key = os.environ.get("MISTRAL_API_KEY", "").strip()
-    if key:
-        return key
-    key = _keyring_key()
-    if key:
-        return key
-    raise Failure(
-        "no Mistral API key: set MISTRAL_API_KEY, or store it with "
-        f"'keyring set {KEYRING_SERVICE} {KEYRING_USERNAME}'"
-    )
+    key, source = os.environ.get("MISTRAL_API_KEY", ""), "MISTRAL_API_KEY"
+    if not key.strip():
+        key, source = _keyring_key(), f"the keyring entry {KEYRING_SERVICE}/{KEYRING_USERNAME}"
+    if not key or not key.strip():
+        raise Failure(_missing_key_message())
+    SECRETS.add(key)
+    SECRETS.add(key.strip())
+    if UNUSABLE_IN_A_KEY.search(key):
+        what = "a line break" if re.search(r"[\r\n]", key) else "a space or control character"
+        raise Failure(f"{source} contains {what} (a multi-line secret, or a stray newline?); set it to the key "
+                      "alone, e.g. MISTRAL_API_KEY=\"$(pass show mistral | head -n 1)\"")
+    return key
 
 
-def _keyring_key() -> str | None:
+def _missing_key_message() -> str:
+    if keyring_usable():
+        return ("no Mistral API key: set MISTRAL_API_KEY, or store it with "
+                f"'keyring set {KEYRING_SERVICE} {KEYRING_USERNAME}'")
+    return "no Mistral API key: set MISTRAL_API_KEY (this machine has no usable keyring for a stored key)"
+
+
+def _keyring_key() -> str:
     try:
         import keyring
         from keyring.errors import KeyringError
-
-        try:
-            return (keyring.get_password(KEYRING_SERVICE, KEYRING_USERNAME) or "").strip() or None
-        except (KeyringError, RuntimeError, OSError):
-            return None  # no usable backend (headless server, cron): fall through to the clear error
     except ImportError:
-        return None
+        return ""
+    try:
+        return keyring.get_password(KEYRING_SERVICE, KEYRING_USERNAME) or ""
+    except (KeyringError, RuntimeError, OSError):
+        return ""  # no usable backend (headless server, cron): fall through to the clear error
+
+
+def keyring_usable() -> bool:
+    """Whether a real keyring backend is there to store a key in (headless servers usually have none)."""
+    try:
+        import keyring
+        from keyring.backends import fail
+    except ImportError:
+        return False
+    return not isinstance(keyring.get_keyring(), fail.Keyring)
 
 
 def server_url() -> str:
     return os.environ.get("MISTRAL_SERVER_URL", "").strip().rstrip("/") or DEFAULT_SERVER_URL
+
+
+def retry_seconds() -> float:
+    """How long transient service failures are retried (OBJBATCH_RETRY_SECONDS, default 15 minutes)."""
+    text = os.environ.get("OBJBATCH_RETRY_SECONDS", "").strip()
+    if not text:
+        return DEFAULT_RETRY_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise Failure(f"OBJBATCH_RETRY_SECONDS must be a number of seconds (got {text!r}); unset it for the "
+                      f"default of {DEFAULT_RETRY_SECONDS:.0f}")
+    return value

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
+from . import ledger, runs
 from .common import Failure, load_json_file
 
 
@@ -24,3 +27,15 @@ def load_record(path: str) -> dict:
         raise Failure(f"job record {path} has parts without a job ({', '.join(missing)}); "
                       "rerun batch-submit with the same requests to finish submitting")
     return record
+
+
+@contextmanager
+def recording(db: str | None, record: dict, where: str) -> Iterator[Callable[[list[dict]], None]]:
+    """With --db: check the record belongs to that database, and yield a function that records the
+    service's view of the jobs in its ledger; without, one that does nothing."""
+    if not db:
+        yield lambda jobs: None
+        return
+    with ledger.opened(db) as conn:
+        runs.check_record(conn, record, f"job record {where}")
+        yield lambda jobs: ledger.update_jobs(conn, jobs)

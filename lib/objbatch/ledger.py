@@ -1,22 +1,24 @@
-"""The library database: connecting safely, adding (never dropping) what objbatch needs, and its ledger
-of runs, jobs, claims and applied results.
+"""The library database: connecting safely, checking it can take what objbatch writes, giving it an
+identity, and adding (never dropping) what objbatch needs.
 
-The database is the user's. objbatch adds a column to `files`, the two history tables when absent, and
-tables of its own prefixed `objbatch_`; it never drops or rewrites anything else.
+The database is the user's. objbatch adds the column `files.ai_metadata_json`, the two history tables when
+absent, and tables of its own prefixed `objbatch_` (its ledger: see runs.py); it never drops or rewrites
+anything else. Every check here runs before anything is claimed or paid for.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .common import Failure, now_iso
+from .common import Failure, log, now_iso
 
 BUSY_TIMEOUT_MS = 120_000
-IN_FLIGHT = "claimed"
 
 OWN_TABLES = """
 CREATE TABLE IF NOT EXISTS file_metadata_ai (
@@ -35,13 +37,29 @@ CREATE TABLE IF NOT EXISTS file_primary_topics (
     topic_tag TEXT NOT NULL,
     PRIMARY KEY (file_path, topic_tag)
 );
+CREATE TABLE IF NOT EXISTS objbatch_meta (
+    key TEXT PRIMARY KEY,           -- library_id (this database's identity), db_path (where it lives)
+    value TEXT
+);
 CREATE TABLE IF NOT EXISTS objbatch_runs (
     run_name TEXT PRIMARY KEY,
     model TEXT,
-    state TEXT NOT NULL,            -- claimed | submitted | applied
+    state TEXT NOT NULL,            -- claimed | submitting | submitted | cancelling | applied | cancelled
     created_at TEXT NOT NULL,
     finished_at TEXT,
-    counts_json TEXT
+    counts_json TEXT,
+    library_id TEXT,                -- the database the run belongs to
+    db_path TEXT,
+    run_id TEXT                     -- tags its jobs at the service (set when submission starts)
+);
+CREATE TABLE IF NOT EXISTS objbatch_parts (
+    run_name TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    parts INTEGER NOT NULL,
+    request_count INTEGER NOT NULL,
+    input_file TEXT,                -- the uploaded requests, recorded before the job is created
+    job_id TEXT,
+    PRIMARY KEY (run_name, part)
 );
 CREATE TABLE IF NOT EXISTS objbatch_jobs (
     job_id TEXT PRIMARY KEY,
@@ -63,6 +81,9 @@ CREATE TABLE IF NOT EXISTS objbatch_claims (
     file_path TEXT NOT NULL,
     state TEXT NOT NULL,            -- claimed (in flight) | done
     claimed_at TEXT NOT NULL,
+    custom_id TEXT,                 -- what was sent for the file (set when submission starts)
+    part INTEGER,
+    manifest_json TEXT,             -- build-jsonl's manifest line, while the run is unfinished
     PRIMARY KEY (run_name, file_path)
 );
 CREATE INDEX IF NOT EXISTS idx_objbatch_claims_state ON objbatch_claims(state, file_path);
@@ -76,18 +97,44 @@ CREATE TABLE IF NOT EXISTS objbatch_applied (
 CREATE TABLE IF NOT EXISTS objbatch_files (
     file_path TEXT PRIMARY KEY,
     attempts INTEGER NOT NULL DEFAULT 0,
-    reasons_json TEXT NOT NULL DEFAULT '[]'
+    reasons_json TEXT NOT NULL DEFAULT '[]',
+    skip_kind TEXT                  -- missing | unreadable: skipped for now, retried once readable
 );
 """
+# Columns later versions added to ledger tables an earlier version created.
+LEDGER_COLUMNS = {
+    "objbatch_runs": {"library_id": "TEXT", "db_path": "TEXT", "run_id": "TEXT"},
+    "objbatch_claims": {"custom_id": "TEXT", "part": "INTEGER", "manifest_json": "TEXT"},
+    "objbatch_files": {"skip_kind": "TEXT"},
+}
+# What objbatch reads and writes in the library's own tables: checked before anything is claimed or paid.
+LIBRARY_COLUMNS = {
+    "files": ("file_path", "content_hash", "filename", "file_size", "metadata_json", "is_deleted",
+              "ai_metadata_status", "ai_confidence_score", "error_message", "updated_at"),
+    "file_metadata_ai": ("file_path", "metadata_json", "model", "prompt_version", "extraction_config_hash",
+                         "is_current", "created_at"),
+    "file_primary_topics": ("file_path", "topic_tag"),
+}
+COLUMN_TYPES = {"ai_confidence_score": "REAL", "is_deleted": "INTEGER DEFAULT 0", "file_size": "INTEGER",
+                "ai_metadata_status": "TEXT DEFAULT 'pending'"}
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
-    """Open the library database (it must exist and hold `files`), waiting on locks instead of failing."""
+class Library(sqlite3.Connection):
+    """A connection to a library database that knows the database's identity."""
+
+    library_id: str = ""
+    path: str = ""
+
+
+def connect(path: str | Path) -> Library:
+    """Open the library database (it must exist and hold `files`), waiting on locks instead of failing;
+    check it can take objbatch's results and give it an identity, before anything else happens."""
     path = Path(path)
     if not path.exists():
         raise Failure(f"database {path} does not exist; pass --db with the library's SQLite file (or DB= to make)")
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, factory=Library)
     conn.row_factory = sqlite3.Row
+    conn.path = str(path.resolve())
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -95,24 +142,102 @@ def connect(path: str | Path) -> sqlite3.Connection:
         raise Failure(f"{path} is not a usable SQLite database ({exc}); check --db") from None
     if "files" not in tables:
         raise Failure(f"{path} has no 'files' table; --db must be the library database")
-    if not tables.issuperset({"objbatch_runs", "objbatch_claims", "objbatch_applied"}) or \
-            "ai_metadata_json" not in _columns(conn, "files"):
+    check_library_tables(conn, path, tables)
+    if _needs_setup(conn, tables):
         with transaction(conn):
             _add_what_we_need(conn)
+    conn.library_id = _identity(conn)
     return conn
 
 
-def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+def columns(conn: sqlite3.Connection, table: str) -> dict[str, sqlite3.Row]:
+    return {row["name"]: row for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def check_library_tables(conn: sqlite3.Connection, path: Path, tables: set[str]) -> None:
+    """Every library column objbatch reads or writes must be there, and an existing history table must take
+    the rows objbatch inserts: found out now, not by apply-sql after the job was paid."""
+    for table, needed in LIBRARY_COLUMNS.items():
+        if table not in tables:
+            continue  # the history tables are created when absent
+        have = columns(conn, table)
+        missing = [c for c in needed if c not in have]
+        if missing:
+            fix = "; ".join(f"ALTER TABLE {table} ADD COLUMN {c} {COLUMN_TYPES.get(c, 'TEXT')}" for c in missing)
+            raise Failure(f"database {path}: table {table} has no column {', '.join(missing)}, which objbatch "
+                          f"needs; it is not a current library database (let objlib upgrade it, or: {fix})")
+        if table != "files":
+            blocking = [n for n, c in have.items() if c["notnull"] and c["dflt_value"] is None and not c["pk"]
+                        and n not in needed]
+            if blocking:
+                raise Failure(f"database {path}: table {table} requires {', '.join(blocking)}, which objbatch "
+                              "does not write; give those columns a default or drop the NOT NULL")
+
+
+def _needs_setup(conn: sqlite3.Connection, tables: set[str]) -> bool:
+    own = {"objbatch_meta", "objbatch_runs", "objbatch_parts", "objbatch_jobs", "objbatch_claims",
+           "objbatch_applied", "objbatch_files", "file_metadata_ai", "file_primary_topics"}
+    if not own <= tables or "ai_metadata_json" not in columns(conn, "files"):
+        return True
+    return any(c not in columns(conn, t) for t, cols in LEDGER_COLUMNS.items() for c in cols)
 
 
 def _add_what_we_need(conn: sqlite3.Connection) -> None:
-    if "ai_metadata_json" not in _columns(conn, "files"):
+    if "ai_metadata_json" not in columns(conn, "files"):
         conn.execute("ALTER TABLE files ADD COLUMN ai_metadata_json TEXT")
     for statement in OWN_TABLES.split(";"):
         if statement.strip():
             conn.execute(statement)
+    for table, wanted in LEDGER_COLUMNS.items():
+        have = columns(conn, table)
+        for name, kind in wanted.items():
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
+
+# ------------------------------------------------------------------ identity
+
+def _identity(conn: Library) -> str:
+    """The database's identity, made the first time objbatch touches it. A database found at another path
+    than it was made at was either moved (the old path is gone: it keeps its identity) or copied (the
+    original is still there: the copy gets an identity of its own, so runs of the original are never
+    resumed, fetched, applied or cancelled in the copy)."""
+    meta = {r["key"]: r["value"] for r in conn.execute("SELECT key, value FROM objbatch_meta")}
+    library_id, recorded = meta.get("library_id"), meta.get("db_path")
+    if library_id and recorded == conn.path:
+        return library_id
+    with transaction(conn):
+        if not library_id:
+            library_id = str(uuid.uuid4())
+        elif _is_original(recorded, library_id, conn.path):
+            log(f"objbatch: database {conn.path} is a copy of {recorded}: it gets an identity of its own; "
+                f"runs started in {recorded} stay with it")
+            library_id = str(uuid.uuid4())
+        conn.executemany("INSERT INTO objbatch_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                         "value = excluded.value", [("library_id", library_id), ("db_path", conn.path)])
+        conn.execute("UPDATE objbatch_runs SET library_id = ?, db_path = ? WHERE library_id IS NULL",
+                     (library_id, conn.path))  # runs from before identities belong to the database they are in
+    return library_id
+
+
+def _is_original(recorded: str | None, library_id: str, here: str) -> bool:
+    """Whether `recorded` is another database file that still carries this identity."""
+    if not recorded or not os.path.exists(recorded):
+        return False
+    try:
+        if os.path.samefile(recorded, here):
+            return False  # the same file reached by another path (a symlink, a bind mount)
+        other = sqlite3.connect(f"file:{recorded}?mode=ro", uri=True, timeout=5)
+        try:
+            row = other.execute("SELECT value FROM objbatch_meta WHERE key = 'library_id'").fetchone()
+        finally:
+            other.close()
+    except (OSError, sqlite3.Error):
+        return False
+    return bool(row) and row[0] == library_id
+
+
+# ------------------------------------------------------------------ transactions
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
@@ -127,7 +252,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 @contextmanager
-def opened(path: str | Path) -> Iterator[sqlite3.Connection]:
+def opened(path: str | Path) -> Iterator[Library]:
     conn = connect(path)
     try:
         yield conn
@@ -135,29 +260,9 @@ def opened(path: str | Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-# ------------------------------------------------------------------ runs and jobs
-
-def ensure_run(conn: sqlite3.Connection, run_name: str, model: str | None, state: str = "claimed") -> None:
-    conn.execute("INSERT INTO objbatch_runs (run_name, model, state, created_at) VALUES (?, ?, ?, ?) "
-                 "ON CONFLICT(run_name) DO NOTHING", (run_name, model, state, now_iso()))
-
-
-def record_jobs(db: str, record: dict) -> None:
-    """Link a run's jobs to it in the ledger (called by batch-submit --db)."""
-    with opened(db) as conn, transaction(conn):
-        ensure_run(conn, record["run_name"], record.get("model"))
-        conn.execute("UPDATE objbatch_runs SET state = 'submitted' WHERE run_name = ? AND state = 'claimed'",
-                     (record["run_name"],))
-        for entry in record["jobs"]:
-            conn.execute(
-                "INSERT INTO objbatch_jobs (job_id, run_name, run_id, model, status, total_requests, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO NOTHING",
-                (entry["job_id"], record["run_name"], record["run_id"], record.get("model"), entry.get("status"),
-                 entry["request_count"], entry.get("created_at"), now_iso()))
-
-
-def update_jobs(db: str, jobs: list[dict]) -> None:
-    with opened(db) as conn, transaction(conn):
+def update_jobs(conn: sqlite3.Connection, jobs: list[dict]) -> None:
+    """Record the service's view of jobs (status and counters)."""
+    with transaction(conn):
         for job in jobs:
             conn.execute(
                 "INSERT INTO objbatch_jobs (job_id, run_name, model, status, total_requests, completed_requests, "
@@ -168,20 +273,6 @@ def update_jobs(db: str, jobs: list[dict]) -> None:
                 ((job["id"], (job.get("metadata") or {}).get("objbatch_run_name"), job.get("model"), job["status"],
                   job["total_requests"], job["completed_requests"], job["succeeded_requests"],
                   job["failed_requests"], job["created_at"], now_iso())))
-
-
-def in_flight(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    """Runs with files still claimed, and their jobs."""
-    return conn.execute(
-        "SELECT c.run_name, COUNT(*) AS files, "
-        "(SELECT group_concat(job_id || ':' || COALESCE(status, '?'), ' ') FROM objbatch_jobs j "
-        " WHERE j.run_name = c.run_name) AS jobs "
-        "FROM objbatch_claims c WHERE c.state = ? GROUP BY c.run_name ORDER BY c.run_name", (IN_FLIGHT,)).fetchall()
-
-
-def release_claims(conn: sqlite3.Connection, run_name: str) -> int:
-    return conn.execute("UPDATE objbatch_claims SET state = 'done' WHERE run_name = ? AND state = ?",
-                        (run_name, IN_FLIGHT)).rowcount
 
 
 def load_json(text: Any, default: Any) -> Any:

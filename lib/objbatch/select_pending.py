@@ -1,70 +1,139 @@
 """select-pending: the files to extract, as JSONL, in a stable order.
 
-Eligible: status pending, NULL or failed_validation (under the attempt cap), not deleted, not claimed by a
-run still in flight. With --claim RUN the selection is claimed for that run in the same transaction, so
-two runs at once never take the same file; rerunning with the same RUN returns the same claim.
+Eligible: status pending, NULL or failed_validation (under the attempt cap), or skipped because the file
+was missing or unreadable and it can be read again; not deleted; not claimed by a run still in flight. With
+--claim RUN the selection is claimed for that run in the same transaction (the run enters the ledger), so
+two runs at once never take the same file; rerunning with the same RUN returns the same claim. A finished
+run claims nothing again. A row whose path is not valid UTF-8 is set aside with a reason; the rest goes on.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from typing import Iterator
 
 import click
 
-from . import ledger
-from .common import atomic_output, command, log, write_jsonl
+from . import ledger, runs
+from .common import Failure, atomic_output, check_run_name, command, log, now_iso, write_jsonl
 
 DEFAULT_MAX_ATTEMPTS = 3
 
-ELIGIBLE = """
-SELECT f.file_path, f.filename, f.file_size, f.content_hash, f.metadata_json, f.ai_metadata_status,
-       COALESCE(o.attempts, 0) AS attempts
+COLUMNS = """f.rowid AS row_id, f.file_path, f.filename, f.file_size, f.content_hash, f.metadata_json,
+       f.ai_metadata_status, COALESCE(o.attempts, 0) AS attempts, o.skip_kind"""
+ELIGIBLE = f"""
+SELECT {COLUMNS}
 FROM files f LEFT JOIN objbatch_files o ON o.file_path = f.file_path
 WHERE COALESCE(f.is_deleted, 0) = 0
-  AND (f.ai_metadata_status IS NULL OR f.ai_metadata_status IN ('pending', 'failed_validation'))
-  AND (f.ai_metadata_status IS NOT 'failed_validation' OR COALESCE(o.attempts, 0) < :max_attempts
-       OR :retry_exhausted)
+  AND (f.ai_metadata_status IS NULL OR f.ai_metadata_status = 'pending'
+       OR (f.ai_metadata_status = 'failed_validation' AND (COALESCE(o.attempts, 0) < :max_attempts
+                                                           OR :retry_exhausted))
+       OR (f.ai_metadata_status = 'skipped' AND (o.skip_kind IN ('missing', 'unreadable')
+           OR (o.skip_kind IS NULL AND (f.error_message LIKE 'file not found on disk%'
+               OR f.error_message LIKE 'file cannot be read%' OR f.error_message LIKE 'file no longer on disk%')))))
   AND NOT EXISTS (SELECT 1 FROM objbatch_claims c WHERE c.file_path = f.file_path AND c.state = 'claimed')
 ORDER BY f.file_path
-LIMIT :limit
 """
-
-CLAIMED = """
-SELECT f.file_path, f.filename, f.file_size, f.content_hash, f.metadata_json, f.ai_metadata_status,
-       COALESCE(o.attempts, 0) AS attempts
+CLAIMED = f"""
+SELECT {COLUMNS}
 FROM objbatch_claims c JOIN files f ON f.file_path = c.file_path
 LEFT JOIN objbatch_files o ON o.file_path = f.file_path
 WHERE c.run_name = ? ORDER BY f.file_path
 """
+NOT_UTF8 = "file_path is not valid UTF-8 in the database; fix the row (rescan the file with objlib)"
 
 
 def as_record(row: sqlite3.Row) -> dict:
     scanner = ledger.load_json(row["metadata_json"], row["metadata_json"])
     return {"file_path": row["file_path"], "filename": row["filename"], "file_size": row["file_size"],
-            "content_hash": row["content_hash"], "scanner_metadata": scanner or {},
+            "content_hash": row["content_hash"] or "", "scanner_metadata": scanner or {},
             "status": row["ai_metadata_status"] or "pending", "attempts": row["attempts"]}
 
 
-def select(conn: sqlite3.Connection, limit: int | None, max_attempts: int, retry_exhausted: bool,
+def candidates(conn: sqlite3.Connection, params: dict, bad: list[int]) -> Iterator[sqlite3.Row]:
+    """Eligible rows, lazily. A path that is not valid UTF-8 cannot be selected (nor sent, nor matched
+    back): its rowid goes to `bad`. Decoding turns tolerant only once such a row is met; the rows already
+    yielded are not yielded again."""
+    done = 0
+    try:
+        for row in conn.execute(ELIGIBLE, params):
+            done += 1
+            yield row
+        return
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+    try:
+        for index, row in enumerate(conn.execute(ELIGIBLE, params)):
+            if index < done:
+                continue
+            if _undecodable(row["file_path"]):
+                bad.append(row["row_id"])
+            else:
+                yield _clean(row)
+    finally:
+        conn.text_factory = str
+
+
+def _undecodable(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _clean(row: sqlite3.Row) -> dict:
+    """A row read tolerantly, with undecodable bytes in its other text fields shown as U+FFFD."""
+    return {k: (row[k].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                if isinstance(row[k], str) else row[k]) for k in row.keys()}
+
+
+def eligible(conn: sqlite3.Connection, params: dict, limit: int | None, bad: list[int]) -> list:
+    """Up to `limit` eligible rows; a file skipped as missing or unreadable only once it can be read."""
+    out = []
+    for row in candidates(conn, params, bad):
+        if limit is not None and len(out) >= limit:
+            break
+        if row["ai_metadata_status"] == "skipped" and not os.access(row["file_path"], os.R_OK):
+            continue
+        out.append(row)
+    return out
+
+
+def select(conn: ledger.Library, limit: int | None, max_attempts: int, retry_exhausted: bool,
            claim: str | None, model: str | None) -> list[dict]:
-    params = {"limit": -1 if limit is None else limit, "max_attempts": max_attempts,
-              "retry_exhausted": int(retry_exhausted)}
+    params = {"max_attempts": max_attempts, "retry_exhausted": int(retry_exhausted)}
+    bad: list[int] = []
     if not claim:
-        return [as_record(r) for r in conn.execute(ELIGIBLE, params)]
+        rows = eligible(conn, params, limit, bad)
+        if bad:
+            log(f"select-pending: {len(bad)} files left out: {NOT_UTF8}")
+        return [as_record(r) for r in rows]
     with ledger.transaction(conn):
-        if conn.execute("SELECT 1 FROM objbatch_claims WHERE run_name = ? LIMIT 1", (claim,)).fetchone():
+        run = runs.belonging(conn, claim)
+        if run and run.finished:
+            raise Failure(f"run {claim} is finished ({run.state} {run.finished_at}); it claims nothing again: "
+                          "start a new run (make batch without NAME)")
+        if run:
             log(f"select-pending: run {claim} already holds its files; returning the same selection")
             return [as_record(r) for r in conn.execute(CLAIMED, (claim,))]
-        rows = conn.execute(ELIGIBLE, params).fetchall()
+        rows = eligible(conn, params, limit, bad)
+        _set_aside(conn, bad)
         if rows:
-            ledger.ensure_run(conn, claim, model)
+            runs.create(conn, claim, model)
             conn.executemany("INSERT INTO objbatch_claims (run_name, file_path, state, claimed_at) "
-                             "VALUES (?, ?, 'claimed', ?)", [(claim, r["file_path"], ledger.now_iso()) for r in rows])
+                             "VALUES (?, ?, 'claimed', ?)", [(claim, r["file_path"], now_iso()) for r in rows])
     return [as_record(r) for r in rows]
 
 
+def _set_aside(conn: sqlite3.Connection, bad: list[int]) -> None:
+    if bad:
+        conn.executemany("UPDATE files SET ai_metadata_status = 'skipped', error_message = ?, updated_at = ? "
+                         "WHERE rowid = ?", [(NOT_UTF8, now_iso(), rowid) for rowid in bad])
+        log(f"select-pending: {len(bad)} files set aside as skipped: {NOT_UTF8}")
+
+
 def report_others(conn: sqlite3.Connection, claim: str | None) -> None:
-    for row in ledger.in_flight(conn):
+    for row in runs.in_flight(conn):
         if row["run_name"] != claim:
             log(f"select-pending: skipping {row['files']} files in flight in run {row['run_name']}"
                 + (f" (jobs {row['jobs']})" if row["jobs"] else ""))
@@ -85,6 +154,8 @@ def report_others(conn: sqlite3.Connection, claim: str | None) -> None:
 def main(db: str, limit: int | None, max_attempts: int, retry_exhausted: bool, claim: str | None,
          model: str | None, output: str) -> None:
     """Print the files to extract as JSONL: path, name, size, content hash, scanner metadata, attempts."""
+    if claim is not None:
+        check_run_name(claim)
     with ledger.opened(db) as conn:
         records = select(conn, limit, max_attempts, retry_exhausted, claim, model)
         report_others(conn, claim)

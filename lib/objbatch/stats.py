@@ -8,7 +8,7 @@ import sqlite3
 
 import click
 
-from . import ledger
+from . import ledger, runs
 from .common import SCHEMAS, command
 from .select_pending import DEFAULT_MAX_ATTEMPTS
 
@@ -23,19 +23,19 @@ def cost(model: str | None, prompt_tokens: int, completion_tokens: int, table: d
     return (prompt_tokens * price["input"] + completion_tokens * price["output"]) / 1_000_000
 
 
-def gather(conn: sqlite3.Connection, runs: int, max_attempts: int) -> dict:
+def gather(conn: sqlite3.Connection, recent: int, max_attempts: int) -> dict:
     statuses = {row[0] or "pending": row[1] for row in conn.execute(
         "SELECT COALESCE(ai_metadata_status, 'pending'), COUNT(*) FROM files WHERE COALESCE(is_deleted, 0) = 0 "
         "GROUP BY 1 ORDER BY 1")}
     deleted = conn.execute("SELECT COUNT(*) FROM files WHERE COALESCE(is_deleted, 0) != 0").fetchone()[0]
-    flight = [{"run": r["run_name"], "files": r["files"], "jobs": (r["jobs"] or "").split()}
-              for r in ledger.in_flight(conn)]
+    flight = [{"run": r["run_name"], "state": r["state"], "files": r["files"], "jobs": (r["jobs"] or "").split()}
+              for r in runs.in_flight(conn)]
     exhausted = [{"file_path": r["file_path"], "attempts": r["attempts"],
                   "reasons": ledger.load_json(r["reasons_json"], [])} for r in conn.execute(
         "SELECT o.file_path, o.attempts, o.reasons_json FROM objbatch_files o JOIN files f USING (file_path) "
         "WHERE f.ai_metadata_status = 'failed_validation' AND o.attempts >= ? ORDER BY o.file_path", (max_attempts,))]
     return {"statuses": statuses, "deleted": deleted, "in_flight": flight, "exhausted": exhausted,
-            "runs": recent_runs(conn, runs)}
+            "runs": recent_runs(conn, recent)}
 
 
 def recent_runs(conn: sqlite3.Connection, limit: int) -> list[dict]:
@@ -60,8 +60,8 @@ def render(data: dict) -> str:
     lines.append(f"  {'(deleted)':<18} {data['deleted']:>6}")
     if data["in_flight"]:
         lines.append("In flight:")
-        lines += [f"  run {f['run']}: {f['files']} files, jobs {' '.join(f['jobs']) or '(not submitted yet)'}"
-                  for f in data["in_flight"]]
+        lines += [f"  run {f['run']} ({f['state']}): {f['files']} files, jobs "
+                  f"{' '.join(f['jobs']) or '(not submitted yet)'}" for f in data["in_flight"]]
     else:
         lines.append("In flight: none")
     if data["exhausted"]:
@@ -81,15 +81,15 @@ def render(data: dict) -> str:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
-@click.option("--runs", default=10, show_default=True, help="How many recent runs to show.")
+@click.option("--runs", "recent", default=10, show_default=True, help="How many recent runs to show.")
 @click.option("--max-attempts", default=DEFAULT_MAX_ATTEMPTS, show_default=True,
               help="Attempt cap used to list files that ran out of attempts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @command
-def main(db: str, runs: int, max_attempts: int, as_json: bool) -> None:
+def main(db: str, recent: int, max_attempts: int, as_json: bool) -> None:
     """Where the library stands: statuses, work in flight, exhausted files, recent runs and their cost."""
     with ledger.opened(db) as conn:
-        data = gather(conn, runs, max_attempts)
+        data = gather(conn, recent, max_attempts)
     click.echo(json.dumps(data, indent=2) if as_json else render(data))
 
 

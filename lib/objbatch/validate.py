@@ -31,8 +31,8 @@ def decide(result: dict, entry: dict | None, threshold: float) -> dict:
     custom_id = result.get("custom_id")
     decision = {"custom_id": custom_id, "job_id": result.get("job_id")}
     if entry:
-        decision.update({k: entry.get(k) for k in ("file_path", "filename", "db_hash", "sent_hash", "model",
-                                                   "prompt_version", "config_hash")})
+        decision.update({k: entry.get(k) for k in ("file_path", "filename", "db_hash", "sent_hash", "sent_stat",
+                                                   "model", "prompt_version", "config_hash")})
     decision["usage"] = result.get("usage") or {}
     decision["counts_attempt"] = result.get("attempted", True)
     if not result.get("ok"):
@@ -48,8 +48,8 @@ def decide(result: dict, entry: dict | None, threshold: float) -> dict:
 
 def skipped(entry: dict) -> dict:
     return {"custom_id": None, "job_id": None, "file_path": entry["file_path"], "filename": entry.get("filename"),
-            "db_hash": entry.get("db_hash"), "decision": "skipped", "metadata": None, "confidence": None,
-            "reasons": [entry["skip"]], "repairs": [], "usage": {}}
+            "db_hash": entry.get("db_hash"), "decision": "skipped", "skip_kind": entry.get("skip_kind"),
+            "metadata": None, "confidence": None, "reasons": [entry["skip"]], "repairs": [], "usage": {}}
 
 
 def decisions(results: IO[str], manifest: dict[str, dict], threshold: float, counts: dict) -> Iterator[dict]:

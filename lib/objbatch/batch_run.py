@@ -1,0 +1,236 @@
+"""batch-run: one run of the pipeline, as `make batch` does it, with exit codes scripts can trust.
+
+    batch-run [VAR=VALUE ...]        the same variables as make batch (make help lists them)
+
+1. The variables are resolved by the Makefile (its defaults; an unknown variable is refused, exit 2).
+2. The database is checked (it exists, it has every column objbatch writes) and given its identity.
+3. The run: NAME, or the oldest unfinished run in the database's ledger, or a new one. A finished run is
+   finished (nothing happens); a run of another database, or a run folder holding another database's
+   run, is refused naming both.
+4. Before anything is claimed: the API key is usable and the service answers (a dead URL fails within
+   seconds).
+5. The run's lock is taken (another process working on it is waited for), then make builds the run's
+   stages ($(RUNS)/NAME/applied.json), each rebuilding from the ledger what its folder lacks.
+
+Exit 0: done (or nothing to do); 75: a job is still running (rerun later: nothing is lost); 1: something
+needs attention (the stage said what); 2: a usage error. make itself can only exit 0 or 2: scripts and
+cron that need the difference call batch-run (or batch-cron).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import click
+
+from . import config, ledger, runs, select_pending, stats
+from .common import (EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE, ROOT, Failure, atomic_write_json,
+                     check_run_name, command, log)
+
+STAGE_FILES = ("select.jsonl", "requests.jsonl", "manifest.jsonl", "job.json", "wait.jsonl", "results.jsonl",
+               "decisions.jsonl", "applied.json")
+MAKE_ERROR = re.compile(rb"^make(\[\d+\])?: \*\*\* ")
+ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def make_env(**extra: str) -> dict:
+    """The environment for a make of our own: without the outer make's flags and variables."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    return {**env, **extra}
+
+
+def resolve(assignments: list[str]) -> dict[str, str]:
+    """Every make variable with the Makefile's defaults applied; make refuses unknown ones."""
+    bad = [a for a in assignments if not ASSIGNMENT.match(a)]
+    if bad:
+        raise Failure(f"{bad[0]!r} is not VAR=VALUE; give make variables, e.g. batch-run MAX=100", EXIT_USAGE)
+    proc = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(ROOT), "vars", *assignments],
+                          capture_output=True, text=True, env=make_env())
+    if proc.returncode:
+        message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "make vars failed"
+        raise Failure(re.sub(r"^.*?\*\*\* |\.\s+Stop\.$", "", message), EXIT_USAGE)
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+
+
+class Plan:
+    """Which run this invocation works on, and what is known of it."""
+
+    def __init__(self, conn: ledger.Library, settings: dict[str, str]):
+        self.conn, self.settings = conn, settings
+        self.runs_dir = Path(settings["RUNS"])
+        given = settings.get("NAME", "")
+        self.name = check_run_name(given) if given else ""
+        self.resumed = False
+        if not self.name:
+            self.name = self._unfinished_or_new()
+        self.folder = self.runs_dir / self.name
+
+    def _unfinished_or_new(self) -> str:
+        open_runs = runs.unfinished(self.conn)
+        if open_runs:
+            others = f" ({len(open_runs) - 1} more unfinished after it)" if len(open_runs) > 1 else ""
+            log(f"Resuming unfinished run {open_runs[0].name}{others} (make cancel NAME={open_runs[0].name} drops it).")
+            self.resumed = True
+            return open_runs[0].name
+        return time.strftime("run-%Y%m%d-%H%M%S-", time.gmtime()) + os.urandom(2).hex()
+
+    @property
+    def run(self) -> runs.Run | None:
+        return runs.belonging(self.conn, self.name)
+
+    def check_folder(self) -> None:
+        """The folder is a cache of this database's run: one holding another database's run, or stage
+        files of a run this database does not know (an older copy of it), is not used."""
+        info = self.folder / "run.json"
+        if info.exists():
+            owner = ledger.load_json(info.read_text(), {})
+            if owner.get("library_id") and owner["library_id"] != self.conn.library_id:
+                raise Failure(f"run {self.name} belongs to database {owner.get('db_path')}, not {self.conn.path}; "
+                              f"resume it with DB={owner.get('db_path')}, or choose another NAME")
+        if self.run is None and any(_nonempty(self.folder / f) for f in STAGE_FILES):
+            raise Failure(f"{self.folder} holds files of a run database {self.conn.path} does not know (another "
+                          "database's, or from before this database was restored); move it away or choose "
+                          "another NAME")
+
+    def anything_to_do(self) -> bool:
+        if self.run is not None:
+            return True
+        s = self.settings
+        return bool(select_pending.select(self.conn, 1, int(s["MAX_ATTEMPTS"]), bool(s["RETRY_EXHAUSTED"]),
+                                          None, None))
+
+
+def _nonempty(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
+def check_before_paying() -> None:
+    """The key is usable and the service answers it, before anything is claimed."""
+    config.api_key()
+    from . import client  # the SDK is loaded only when the service is called
+
+    with client.Service(before_paying=True) as service:
+        service.check_access()
+
+
+def run_make(plan: Plan, assignments: list[str]) -> tuple[int, dict]:
+    """make the run's stages; (exit status, what the failing stage reported). Make's own error lines are
+    dropped: the stage's one line, and batch-run's exit code, say what happened. A stage that could not
+    report (killed) is described by make's last error line."""
+    with tempfile.NamedTemporaryFile(prefix="objbatch-status-", suffix=".json", delete=False) as handle:
+        status_path = Path(handle.name)
+    env = make_env(OBJBATCH_STATUS_FILE=str(status_path), **({"OBJBATCH_TTY": "1"} if sys.stderr.isatty() else {}))
+    target = f"{plan.folder}/applied.json"
+    try:
+        proc = subprocess.Popen(["make", "--no-print-directory", "-C", str(ROOT), target, *assignments,
+                                 f"NAME={plan.name}"], env=env, stderr=subprocess.PIPE)
+        dropped: list[bytes] = []
+        pump = threading.Thread(target=_forward, args=(proc.stderr, sys.stderr.buffer, dropped), daemon=True)
+        pump.start()
+        code = proc.wait()
+        pump.join()
+        reported = json.loads(status_path.read_text()) if code and _nonempty(status_path) else {}
+    finally:
+        status_path.unlink(missing_ok=True)
+    if code and not reported:
+        last = dropped[-1].decode(errors="replace") if dropped else f"make exited {code}"
+        reported = {"code": EXIT_FAILED, "message": re.sub(r"^make(\[\d+\])?: \*\*\* ", "", last)}
+        log(f"make batch: a stage of run {plan.name} stopped without reporting ({reported['message']}); "
+            "rerun make batch to resume it")
+    return code, reported
+
+
+def _forward(source: IO[bytes], sink: IO[bytes], dropped: list[bytes]) -> None:
+    """Copy stderr through as it comes (live progress lines included), minus make's '***' lines (kept in
+    `dropped`): only a partial line that could still become one is held back until its end."""
+    pending = b""
+    while chunk := source.read1(4096):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        dropped.extend(line for line in lines if MAKE_ERROR.match(line))
+        sink.write(b"".join(line + b"\n" for line in lines if not MAKE_ERROR.match(line)))
+        if pending and not (pending.startswith(b"make") or b"make".startswith(pending)):
+            sink.write(pending)
+            pending = b""
+        sink.flush()
+    if pending and not MAKE_ERROR.match(pending):
+        sink.write(pending)
+        sink.flush()
+
+
+def batch(assignments: list[str], wait_for_lock: bool = True) -> int:
+    settings = resolve(assignments)
+    with ledger.opened(settings["DB"]) as conn:
+        plan = Plan(conn, settings)
+        if plan.run and plan.run.finished:
+            log(f"Run {plan.name} is finished ({plan.run.state} {plan.run.finished_at}); nothing to do. "
+                "make batch without NAME starts a new run.")
+            return EXIT_OK
+        plan.check_folder()
+        if not plan.anything_to_do():
+            log("No pending files: nothing to do.")
+            return EXIT_OK
+        if plan.run is None or not plan.run.frozen:
+            check_before_paying()
+        with runs.lock(conn.library_id, plan.name, wait=wait_for_lock, who="make batch") as got:
+            if not got:
+                log(f"Run {plan.name} is being worked on by another process; it is collected later.")
+                return EXIT_TEMPFAIL
+            return _locked(plan, assignments)
+
+
+def _locked(plan: Plan, assignments: list[str]) -> int:
+    run = plan.run
+    if run and run.finished:
+        log(f"Run {plan.name} was finished by another process ({run.state}).")
+        return EXIT_OK
+    created = not plan.folder.exists()
+    atomic_write_json(plan.folder / "run.json", {"run_name": plan.name, "library_id": plan.conn.library_id,
+                                                 "db_path": plan.conn.path})
+    code, reported = run_make(plan, assignments)
+    run = plan.run
+    if run is None:  # nothing was claimed: the folder made for it goes again
+        if created:
+            _remove_own_folder(plan.folder)
+        if code == 0:
+            log("No pending files: nothing to do.")
+    if code == 0:
+        if run is not None:
+            summary(plan, run)
+        return EXIT_OK
+    return reported["code"] if reported["code"] in (EXIT_FAILED, EXIT_TEMPFAIL, EXIT_USAGE) else EXIT_FAILED
+
+
+def _remove_own_folder(folder: Path) -> None:
+    """Only a folder this invocation made, holding only files objbatch writes, is removed."""
+    ours = set(STAGE_FILES) | {"run.json", "raw"}
+    if folder.is_dir() and all(p.name in ours or p.name.startswith(".") for p in folder.iterdir()):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def summary(plan: Plan, run: runs.Run) -> None:
+    click.echo(f"Run {run.name} {run.state}:")
+    click.echo(stats.render(stats.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True})
+@click.argument("assignments", nargs=-1, metavar="[VAR=VALUE]...")
+@click.option("--no-wait", is_flag=True, help="If another process holds the run, exit 75 at once instead of waiting.")
+@command
+def main(assignments: tuple[str, ...], no_wait: bool) -> None:
+    """Run the pipeline once, as make batch does, and exit 0 (done), 75 (still running), 1 or 2."""
+    sys.exit(batch(list(assignments), wait_for_lock=not no_wait))
+
+
+if __name__ == "__main__":
+    main()
