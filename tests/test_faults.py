@@ -211,7 +211,7 @@ def test_attempt_cap_then_retry_exhausted(crash_env):
     sent = [len(j["custom_ids"]) for j in emu.record()["jobs_created"]]
     assert sent == [len(text)] * 3
     capped = batch(emu, db, runs, "NAME=r3")
-    assert capped.returncode == 0 and "No pending files" in capped.stdout
+    assert capped.returncode == 0 and "No pending files" in capped.stderr
     stats = json.loads(run("stats", "--db", db, "--json").stdout)
     assert sorted(e["file_path"] for e in stats["exhausted"]) == sorted(text)
     assert all(len(e["reasons"]) == 3 and "answer contained no JSON" in e["reasons"][0] for e in stats["exhausted"])

@@ -113,12 +113,14 @@ def test_content_changed_in_flight_goes_back_to_pending(emulator, library, runs_
     conn.commit()
     conn.close()
     __import__("os").unlink(gone)
-    assert batch(emulator, db, runs_dir, "NAME=t3").returncode == 0
+    applied = batch(emulator, db, runs_dir, "NAME=t3")
+    assert applied.returncode == 0
+    assert "1 stored though the file cannot be read now (kept: the database still has that content)" in applied.stderr
     after = rows(db)
     assert after[on_disk]["ai_metadata_status"] == "pending" and after[on_disk]["ai_metadata_json"] is None
     assert "changed since it was sent" in after[on_disk]["error_message"]
     assert after[in_db]["ai_metadata_status"] == "pending"
-    assert after[gone]["ai_metadata_status"] == "skipped" and "no longer on disk" in after[gone]["error_message"]
+    assert after[gone]["ai_metadata_status"] in ("extracted", "needs_review")  # paid for, and the content it describes
     assert len(emulator.record()["jobs_created"]) == 1
     nxt = batch(emulator, db, runs_dir, "NAME=t4")
     assert nxt.returncode == 0

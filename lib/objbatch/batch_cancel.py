@@ -55,10 +55,12 @@ def _cancel_locked(conn: ledger.Library, run: runs.Run, poll: float, timeout: fl
     with client.Service() as service:
         if any(not entry["job_id"] for entry in record["jobs"]):
             find_unrecorded(service, conn, record)
-        with ledger.transaction(conn):
-            runs.set_state(conn, run.name, "cancelling")
         job_ids = [entry["job_id"] for entry in record["jobs"] if entry["job_id"]]
-        stop(service, job_ids)
+        if stop(service, job_ids) or len(job_ids) < len(record["jobs"]):
+            with ledger.transaction(conn):
+                runs.set_state(conn, run.name, "cancelling")
+        else:
+            log(f"batch-cancel: every job of run {run.name} had already ended; it is collected as it is")
         jobs = wait(service, job_ids, poll, timeout) if job_ids else []
     ledger.update_jobs(conn, jobs)
     report(jobs)
@@ -77,13 +79,17 @@ def find_unrecorded(service: client.Service, conn: ledger.Library, record: dict)
     runs.save_record(conn, record)
 
 
-def stop(service: client.Service, job_ids: list[str]) -> None:
+def stop(service: client.Service, job_ids: list[str]) -> int:
+    """Cancel every job still running; how many were."""
+    stopped = 0
     for job_id in job_ids:
         job = service.get_job(job_id)
         if client.terminal(job["status"]):
             log(f"batch-cancel: job {job['id']} already ended {job['status']}")
         else:
             log(f"batch-cancel: job {job['id']}: {service.cancel_job(job['id'])['status']}")
+            stopped += 1
+    return stopped
 
 
 def report(jobs: list[dict]) -> None:

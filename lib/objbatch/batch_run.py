@@ -68,8 +68,7 @@ class Plan:
     def __init__(self, conn: ledger.Library, settings: dict[str, str]):
         self.conn, self.settings = conn, settings
         self.runs_dir = Path(settings["RUNS"])
-        given = settings.get("NAME", "")
-        self.name = check_run_name(given) if given else ""
+        self.name = settings.get("NAME", "")
         self.resumed = False
         if not self.name:
             self.name = self._unfinished_or_new()
@@ -107,7 +106,7 @@ class Plan:
             return True
         s = self.settings
         return bool(select_pending.select(self.conn, 1, int(s["MAX_ATTEMPTS"]), bool(s["RETRY_EXHAUSTED"]),
-                                          None, None))
+                                          None, None)) and s.get("MAX") != "0"
 
 
 def _nonempty(path: Path) -> bool:
@@ -168,8 +167,31 @@ def _forward(source: IO[bytes], sink: IO[bytes], dropped: list[bytes]) -> None:
         sink.flush()
 
 
+NUMBERS = {"MAX": (int, 0, None), "MAX_ATTEMPTS": (int, 1, None), "POLL": (float, 0, None),
+           "TIMEOUT": (float, 0, None), "THRESHOLD": (float, 0, 1), "MAX_IN_FLIGHT": (int, 1, None)}
+
+
+def check_settings(settings: dict[str, str]) -> None:
+    """Numbers are numbers and the run name is safe, before any file or database is touched."""
+    if settings.get("NAME"):
+        check_run_name(settings["NAME"])
+    for name, (kind, low, high) in NUMBERS.items():
+        text = settings.get(name, "")
+        if not text:
+            continue
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise Failure(f"{name} must be a {'whole ' if kind is int else ''}number {span} (got {text!r})",
+                          EXIT_USAGE)
+
+
 def batch(assignments: list[str], wait_for_lock: bool = True) -> int:
     settings = resolve(assignments)
+    check_settings(settings)
     with ledger.opened(settings["DB"]) as conn:
         plan = Plan(conn, settings)
         if plan.run and plan.run.finished:

@@ -23,7 +23,7 @@ ENDPOINT = "/v1/chat/completions"
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 RUN_ID_KEY = "objbatch_run_id"
 LOOKBACK_DAYS = 30  # how far back the job list is searched for a run whose record was lost
-FIRST_CONTACT_SECONDS = 8.0  # before paying, a service that cannot be reached at all fails this fast
+FIRST_CONTACT_SECONDS = 6.0  # before paying, a service that cannot be reached at all fails this fast
 
 
 @dataclass
@@ -79,14 +79,18 @@ class Service:
                 waited = time.monotonic() - started
                 if not transient:
                     raise Failure(f"{what} failed: {describe(exc)}{_hint(exc)}") from None
-                if isinstance(exc, httpx2.ConnectError) and not self._reached \
-                        and waited >= min(FIRST_CONTACT_SECONDS, self.policy.max_elapsed):
-                    raise Failure(f"cannot reach the Mistral service at {self.url} ({describe(exc)}); check "
+                first_contact = isinstance(exc, httpx2.ConnectError) and not self._reached
+                if first_contact and waited >= min(FIRST_CONTACT_SECONDS, self.policy.max_elapsed):
+                    reason = scrub(str(exc)) or "no connection"
+                    raise Failure(f"cannot reach the Mistral service at {self.url} ({reason}); check "
                                   "MISTRAL_SERVER_URL and the network, then rerun") from None
                 if waited >= self.policy.max_elapsed:  # still transient: exit 75 so cron comes back later
                     raise NotFinished(f"{what} failed: {describe(exc)}{_hint(exc)}") from None
                 pause = self.policy.delay(attempt, retry_after)
-                log(f"{what}: {describe(exc)}; retrying in {pause:.1f}s")
+                if first_contact:  # a service never reached is reported once, when given up on
+                    pause = max(0.1, min(pause, FIRST_CONTACT_SECONDS - waited))
+                else:
+                    log(f"{what}: {describe(exc)}; retrying in {pause:.1f}s")
                 time.sleep(pause)
                 attempt += 1
 

@@ -16,7 +16,7 @@ from typing import Iterator
 import click
 
 from . import ledger, runs
-from .common import Failure, atomic_output, check_run_name, command, log, now_iso, write_jsonl
+from .common import Failure, atomic_output, check_run_name, command, kill_point, log, now_iso, write_jsonl
 
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -159,6 +159,7 @@ def main(db: str, limit: int | None, max_attempts: int, retry_exhausted: bool, c
     with ledger.opened(db) as conn:
         records = select(conn, limit, max_attempts, retry_exhausted, claim, model)
         report_others(conn, claim)
+    kill_point("after-claim")
     with atomic_output(output) as out:
         write_jsonl(records, out)
     log(f"select-pending: {len(records)} files selected" + (f" for run {claim}" if claim else ""))
