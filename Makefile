@@ -20,14 +20,18 @@ RUNS ?= runs## folder of run folders (caches: rebuilt from the database when mis
 NAME ?=## run name (default: resume the database's unfinished run, else a new one)
 MAX ?=## at most this many files in a new run (default: every pending file)
 MODEL ?= mistral-small-latest## model (prices in schemas/prices.json)
+ALLOW_UNPRICED ?=## set to 1 to use a MODEL that has no price in schemas/prices.json
+BUDGET ?=## refuse a run whose estimate is over this many US dollars (before anything is sent)
 POLL ?= 30## seconds between job status checks
 TIMEOUT ?= 7200## stop waiting after this many seconds (the job runs on; rerun to collect it)
 MAX_ATTEMPTS ?= 3## a failed file is retried until it failed this often
 RETRY_EXHAUSTED ?=## set to 1 to retry files that used up their attempts
 THRESHOLD ?=## confidence below which a valid answer needs review (default 0.85)
 FAULTS ?= none## make demo: the emulator's fault mix (none, real, chaos)
+FORMAT ?= csv## make export: csv, json or nl (JSON lines)
 MAX_IN_FLIGHT ?= 1## make cron: start a new run only while fewer runs are in flight
-VARS := PYTHON DB RUNS NAME MAX MODEL POLL TIMEOUT MAX_ATTEMPTS RETRY_EXHAUSTED THRESHOLD FAULTS MAX_IN_FLIGHT
+VARS := PYTHON DB RUNS NAME MAX MODEL ALLOW_UNPRICED BUDGET POLL TIMEOUT MAX_ATTEMPTS RETRY_EXHAUSTED THRESHOLD \
+  FAULTS MAX_IN_FLIGHT FORMAT
 
 # A variable make does not know (a typo: MAXX=5, max=5) is refused before anything runs.
 $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(if $(filter $(v),$(VARS)),,\
@@ -52,7 +56,7 @@ R := $(RUNS)/$(NAME)
 # Command-line variables, passed on to batch-run (which hands them to the stages' make).
 given = $(foreach v,$(filter-out $(1),$(VARS)),$(if $(filter command line,$(origin $(v))),$(call shq,$(v)=$($(v)))))
 
-.PHONY: help vars batch cancel cron stats review demo bench test test-slow test-all venv clean-venv
+.PHONY: help vars estimate batch cancel cron stats review export demo bench test test-slow test-all venv clean-venv
 .PRECIOUS: $(RUNS)/%/select.jsonl $(RUNS)/%/requests.jsonl $(RUNS)/%/job.json $(RUNS)/%/wait.jsonl \
            $(RUNS)/%/results.jsonl $(RUNS)/%/decisions.jsonl $(RUNS)/%/applied.json
 
@@ -72,8 +76,11 @@ vars: ## print every variable as make resolves it (used by batch-run)
 
 # ---------------------------------------------------------------- the pipeline
 
+estimate: $(STAMP) ## what make batch would do and cost now (same variables); pays nothing
+	@$(BIN)/batch-run --estimate $(call given,)
+
 batch: $(STAMP) ## run the pipeline once: select, build, submit, wait, fetch, validate, apply (paid)
-	@$(BIN)/batch-run $(call given,) 
+	@$(BIN)/batch-run $(call given,)
 
 $(R)/select.jsonl: | $(STAMP)
 	@mkdir -p $(call shq,$(R))
@@ -87,6 +94,7 @@ $(R)/requests.jsonl: $(R)/select.jsonl
 
 $(R)/job.json: $(R)/requests.jsonl
 	@$(BIN)/batch-submit --db $(call shq,$(DB)) --run-name $(call shq,$(NAME)) --model $(call shq,$(MODEL)) \
+	  $(if $(BUDGET),--budget $(call shq,$(BUDGET))) $(if $(ALLOW_UNPRICED),--allow-unpriced) \
 	  --manifest $(call shq,$(R)/manifest.jsonl) -o $(call shq,$@) $(call shq,$<)
 
 $(R)/wait.jsonl: $(R)/job.json
@@ -115,8 +123,11 @@ cron: $(STAMP) ## one unattended step: collect finished jobs, start a new run if
 stats: $(STAMP) ## where the library stands: statuses, runs in flight, cost
 	@$(BIN)/stats --db $(call shq,$(DB)) --max-attempts $(call shq,$(MAX_ATTEMPTS))
 
-review: $(STAMP) ## files whose metadata deserves a look
+review: $(STAMP) ## files whose metadata deserves a look (then: bin/show, bin/approve, bin/requeue)
 	@$(BIN)/review --db $(call shq,$(DB)) $(if $(THRESHOLD),--threshold $(call shq,$(THRESHOLD)))
+
+export: $(STAMP) ## the stored metadata on stdout (FORMAT=csv, json or nl)
+	@$(BIN)/export-metadata --db $(call shq,$(DB)) $(call shq,--$(FORMAT))
 
 # ---------------------------------------------------------------- offline demo
 

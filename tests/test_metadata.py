@@ -32,9 +32,12 @@ def test_corpus_answer_gets_its_decision_and_reason(case):
         assert verdict.confidence == pytest.approx(case["confidence"], abs=0.001)
     if verdict.decision == "failed_validation":
         assert verdict.metadata is None and verdict.reasons
-    else:
+    else:  # what is stored: the whole contract, exactly 8 topics and a confidence_score
         assert not metadata.hard_errors(verdict.metadata)
-        assert len(verdict.metadata["primary_topics"]) == len(set(verdict.metadata["primary_topics"]))
+        assert len(set(verdict.metadata["primary_topics"])) == 8
+        assert 0 <= verdict.metadata["confidence_score"] <= 1
+        if any("confidence_score was missing" in r for r in verdict.repairs):
+            assert verdict.metadata["confidence_score"] == verdict.confidence
 
 
 def test_confidence_is_monotone_and_reachable():
@@ -60,7 +63,38 @@ def test_prompt_and_schema_state_the_same_contract():
     for tag in metadata.VOCABULARY + metadata.CATEGORIES + metadata.DIFFICULTIES:
         assert tag in text
     topics = schema["properties"]["primary_topics"]
-    assert f"{topics['minItems']}-{topics['maxItems']} distinct tags" in text
+    assert topics["minItems"] == topics["maxItems"] == 8
+    assert "primary_topics: exactly 8 distinct tags" in text
     wire = prompt.response_format()
     assert wire["type"] == "json_schema" and wire["json_schema"]["strict"] is True
     assert wire["json_schema"]["schema"]["properties"] == schema["properties"]
+
+
+def test_topics_are_trimmed_and_padded_by_evidence_in_the_text():
+    base = json.loads(CORPUS[0]["content"])
+    text = ("Induction and logic. Induction again, and causality; " * 5) + "Free will, free-will and honesty."
+    evidence = metadata.topic_evidence(text)
+    assert evidence == {"induction": 10, "logic": 5, "causality": 5, "free_will": 2, "honesty": 1}
+    many = {**base, "primary_topics": ["ethics", "values", "reason", "integrity", "justice", "independence",
+                                       "identity", "honesty", "logic", "induction", "causality"]}
+    trimmed = metadata.judge(json.dumps(many), "stop", CORPUS[0]["filename"], evidence=evidence)
+    assert trimmed.metadata["primary_topics"] == ["ethics", "values", "reason", "integrity", "honesty", "logic",
+                                                  "induction", "causality"]  # best supported, in the model's order
+    assert trimmed.repairs == ["kept the 8 topics best supported by the text; dropped justice, independence, identity"]
+    few = {**base, "primary_topics": ["ethics", "values", "honesty"]}
+    padded = metadata.judge(json.dumps(few), "stop", CORPUS[0]["filename"], evidence=evidence)
+    assert padded.metadata["primary_topics"] == ["ethics", "values", "honesty", "induction", "causality", "logic",
+                                                 "free_will", "epistemology"]
+    assert padded.repairs[0] == "added topic 'induction' (10 mentions in the text)"
+    assert len(padded.repairs) == 5 and padded.confidence == pytest.approx(base["confidence_score"] - 0.05)
+    assert metadata.judge(json.dumps({**base, "primary_topics": ["ethics", "values"]}), "stop").decision \
+        == "failed_validation"
+
+
+def test_a_missing_confidence_score_is_stored_as_computed():
+    base = json.loads(CORPUS[0]["content"])
+    del base["confidence_score"]
+    verdict = metadata.judge(json.dumps(base), "stop", CORPUS[0]["filename"])
+    assert verdict.metadata["confidence_score"] == verdict.confidence == 0.7
+    assert "confidence_score was missing; stored the computed 0.70" in verdict.repairs
+    assert verdict.decision == "needs_review" and "the model gave no confidence_score" in verdict.reasons

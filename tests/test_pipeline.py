@@ -207,9 +207,10 @@ def test_stats_and_review(emulator, library, runs_dir):
     assert run_info["prompt_tokens"] > 0 and run_info["cost_usd"] > 0 and run_info["jobs"][0]["status"] == "SUCCESS"
     text = run("stats", "--db", db).stdout
     assert "Files by status:" in text and "t5" in text
-    listed = jsonl(run("review", "--db", db, "--json").stdout)
+    listed = jsonl(run("review", "--db", db, "--nl").stdout)
     assert len(listed) == data["statuses"].get("needs_review", 0)
     assert [x["confidence"] for x in listed] == sorted(x["confidence"] for x in listed)
+    assert json.loads(run("review", "--db", db, "--json").stdout) == listed
 
 
 def test_a_busy_database_is_waited_for(library):

@@ -22,6 +22,7 @@ from . import ledger, runs
 from .common import Failure, atomic_output, check_run_name, command, kill_point, log, now_iso, read_jsonl
 
 PROTECTED = ("approved",)
+STORED = ("extracted", "needs_review")
 
 
 def result_key(decision: dict, run_name: str | None) -> str:
@@ -60,9 +61,24 @@ class Applier:
                                 (decision["file_path"],)).fetchone()
         outcome = self._outcome(decision, row)
         self._count(outcome)
-        self.conn.execute("INSERT INTO objbatch_applied (result_key, file_path, decision, outcome, applied_at) "
-                          "VALUES (?, ?, ?, ?, ?)", (key, decision["file_path"], decision["decision"], outcome, self.now))
+        if outcome not in STORED and row is not None and not row["is_deleted"] \
+                and row["ai_metadata_status"] not in PROTECTED:
+            self._refresh_mirror(decision["file_path"])
+        self.conn.execute(
+            "INSERT INTO objbatch_applied (result_key, file_path, decision, outcome, applied_at, run_name, confidence, "
+            "reasons_json, repairs_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, decision["file_path"], decision["decision"], outcome, self.now, self.run_name,
+             decision.get("confidence"), json.dumps(decision.get("reasons") or [], ensure_ascii=False),
+             json.dumps(decision.get("repairs") or [], ensure_ascii=False)))
         self._add_usage(decision)
+
+    def _refresh_mirror(self, file_path: str) -> None:
+        """files.ai_metadata_json mirrors the current file_metadata_ai row (the library's own review edits
+        that row, not the mirror)."""
+        self.conn.execute("UPDATE files SET ai_metadata_json = (SELECT metadata_json FROM file_metadata_ai WHERE "
+                          "file_path = ?1 AND is_current = 1 ORDER BY metadata_id DESC LIMIT 1) WHERE file_path = ?1 "
+                          "AND EXISTS (SELECT 1 FROM file_metadata_ai WHERE file_path = ?1 AND is_current = 1)",
+                          (file_path,))
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1

@@ -5,8 +5,10 @@
    fetched, validated and applied. A run another process is working on is left to it.
 2. Submit: if fewer than --max-in-flight runs are still in flight and nothing failed, start a new run
    (which submits and checks once).
-Quiet unless something needs attention. Exit 0: nothing in flight; 75: jobs still running (normal, come
-back later); 1: a run needs attention (its output is printed). A lock keeps two cron runs from overlapping.
+Each action is one line, appended to cron.log in the runs folder (and printed when run on a terminal);
+otherwise quiet unless something needs attention. Exit 0: nothing in flight; 75: jobs still running
+(normal, come back later); 1: a run needs attention (its output is printed). A lock keeps two cron runs
+from overlapping.
 """
 
 from __future__ import annotations
@@ -29,30 +31,63 @@ def batch_run(settings: list[str]) -> tuple[int, str]:
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def describe(conn: ledger.Library, name: str, code: int, printed: str) -> str:
+    """What one batch-run did, in one line, from the ledger (the authority) and its exit status."""
+    run = runs.get(conn, name)
+    if code == EXIT_OK:
+        if run is None:
+            return "nothing pending: no new run"
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(ledger.load_json(
+            conn.execute("SELECT counts_json FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()[0],
+            {}).items()) if k != "claims released")
+        return f"run {name} {run.state}: {counts or 'nothing to apply'}"
+    if code == EXIT_TEMPFAIL:
+        jobs = conn.execute("SELECT job_id, status, completed_requests, total_requests FROM objbatch_jobs "
+                            "WHERE run_name = ?", (name,)).fetchall()
+        progress = ", ".join(f"job {j[0]} {j[1]} {j[2] or 0}/{j[3] or 0}" for j in jobs)
+        return f"run {name} still running: {progress or 'being worked on by another process'}"
+    last = (printed.strip().splitlines() or ["no output"])[-1]
+    return f"run {name} needs attention: {last}"
+
+
+def note(runs_dir: Path, line: str) -> None:
+    """One action: appended to the runs folder's cron.log, and shown when a person is watching."""
+    stamped = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}"
+    with open(runs_dir / "cron.log", "a", encoding="utf-8") as handle:
+        handle.write(stamped + "\n")
+    if sys.stderr.isatty():
+        log(f"batch-cron: {line}")
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", default="data/library.db", show_default=True, help="The library database.")
 @click.option("--runs", "runs_folder", default="runs", show_default=True, help="The runs folder (make's RUNS).")
 @click.option("--max-in-flight", default=1, show_default=True, type=click.IntRange(min=1),
               help="Start a new run only while fewer runs than this are in flight.")
 @click.option("--set", "settings", multiple=True, metavar="VAR=VALUE",
-              help="Extra make variables for the runs, e.g. --set MAX=200 --set MODEL=mistral-small-latest.")
+              help="Make variables for the runs, e.g. --set MAX=200 --set BUDGET=5 (a cap on each run's estimate).")
 @command
 def main(db: str, runs_folder: str, max_in_flight: int, settings: tuple[str, ...]) -> None:
     """Collect finished jobs, then submit a new batch if there is room; never blocks for long."""
     runs_dir = Path(runs_folder).resolve()
     base = [f"DB={Path(db).resolve()}", f"RUNS={runs_dir}", *settings, "TIMEOUT=0", "POLL=0"]
+    runs_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(runs_dir / ".cron.lock", wait=False) as locked:
         if not locked:
-            sys.exit(EXIT_TEMPFAIL)  # another cron run is still working: quietly come back later
+            note(runs_dir, "another cron run is still working: nothing done")
+            sys.exit(EXIT_TEMPFAIL)  # quietly come back later
         with ledger.opened(db) as conn:
             names = [run.name for run in runs.unfinished(conn)]
-        outcomes = {name: batch_run([*base, f"NAME={name}"]) for name in names}
-        in_flight = [name for name, (code, _) in outcomes.items() if code == EXIT_TEMPFAIL]
-        if len(in_flight) < max_in_flight and all(code == EXIT_OK for code, _ in outcomes.values()
-                                                   if code != EXIT_TEMPFAIL):
-            name = time.strftime("cron-%Y%m%d-%H%M%S", time.gmtime())
-            outcomes[name] = batch_run([*base, f"NAME={name}"])
-            in_flight += [name] if outcomes[name][0] == EXIT_TEMPFAIL else []
+            outcomes = {}
+            for name in names:
+                outcomes[name] = batch_run([*base, f"NAME={name}"])
+                note(runs_dir, describe(conn, name, *outcomes[name]))
+            in_flight = [name for name, (code, _) in outcomes.items() if code == EXIT_TEMPFAIL]
+            if len(in_flight) < max_in_flight and all(code in (EXIT_OK, EXIT_TEMPFAIL) for code, _ in outcomes.values()):
+                name = time.strftime("cron-%Y%m%d-%H%M%S", time.gmtime())
+                outcomes[name] = batch_run([*base, f"NAME={name}"])
+                note(runs_dir, describe(conn, name, *outcomes[name]))
+                in_flight += [name] if outcomes[name][0] == EXIT_TEMPFAIL else []
     failed = {name: output for name, (code, output) in outcomes.items() if code not in (EXIT_OK, EXIT_TEMPFAIL)}
     for name, output in failed.items():
         log(f"batch-cron: run {name} needs attention:\n{output.rstrip()}")

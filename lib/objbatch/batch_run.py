@@ -33,7 +33,8 @@ from typing import IO
 
 import click
 
-from . import config, ledger, runs, select_pending, stats
+from . import build_jsonl, config, costs, ledger, prompt, runs, select_pending, stats
+from .estimate import over_budget
 from .common import (EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE, ROOT, Failure, atomic_write_json,
                      check_run_name, command, log)
 
@@ -168,13 +169,16 @@ def _forward(source: IO[bytes], sink: IO[bytes], dropped: list[bytes]) -> None:
 
 
 NUMBERS = {"MAX": (int, 0, None), "MAX_ATTEMPTS": (int, 1, None), "POLL": (float, 0, None),
-           "TIMEOUT": (float, 0, None), "THRESHOLD": (float, 0, 1), "MAX_IN_FLIGHT": (int, 1, None)}
+           "TIMEOUT": (float, 0, None), "THRESHOLD": (float, 0, 1), "MAX_IN_FLIGHT": (int, 1, None),
+           "BUDGET": (float, 0, None)}
 
 
 def check_settings(settings: dict[str, str]) -> None:
-    """Numbers are numbers and the run name is safe, before any file or database is touched."""
+    """Numbers are numbers, the run name is safe and the model has a price, before any file or database
+    is touched."""
     if settings.get("NAME"):
         check_run_name(settings["NAME"])
+    costs.check_model(settings["MODEL"], bool(settings.get("ALLOW_UNPRICED")))
     for name, (kind, low, high) in NUMBERS.items():
         text = settings.get(name, "")
         if not text:
@@ -187,6 +191,51 @@ def check_settings(settings: dict[str, str]) -> None:
             span = f"from {low} to {high}" if high is not None else f"of at least {low}"
             raise Failure(f"{name} must be a {'whole ' if kind is int else ''}number {span} (got {text!r})",
                           EXIT_USAGE)
+
+
+def estimate(assignments: list[str]) -> int:
+    """What make batch would do now, and what it would cost; creates, uploads and claims nothing."""
+    settings = resolve(assignments)
+    check_settings(settings)
+    with ledger.opened(settings["DB"]) as conn:
+        plan = Plan(conn, settings)
+        run = plan.run
+        if run is not None:
+            known = ledger.load_json(conn.execute("SELECT estimate_json FROM objbatch_runs WHERE run_name = ?",
+                                                  (run.name,)).fetchone()[0], None)
+            click.echo(f"make batch would {'do nothing: run' if run.finished else 'resume run'} {run.name} "
+                       f"({run.state}); " + (f"its estimate was {costs.money(known.get('batch_usd'))} for "
+                                             f"{known['requests']:,} requests" if known else "it has no estimate yet"))
+            return EXIT_OK
+        figures = new_run_estimate(conn, settings)
+    files = figures.requests + sum(figures.skipped.values())
+    if not files:
+        click.echo("make batch would do nothing: no pending files.")
+        return EXIT_OK
+    click.echo(f"make batch would start a new run with {files:,} files:")
+    click.echo(figures.render())
+    refusal = over_budget(figures, float(settings["BUDGET"]) if settings.get("BUDGET") else None)
+    if refusal:
+        log(f"make batch would refuse: {refusal}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def new_run_estimate(conn: ledger.Library, settings: dict[str, str]) -> costs.Estimate:
+    """Build, in memory, every request a new run would send."""
+    answer = costs.answer_tokens(conn)
+    figures = costs.Estimate(model=settings["MODEL"], answer_tokens=answer[0], answer_basis=answer[1])
+    limit = int(settings["MAX"]) if settings.get("MAX") else None
+    selected = select_pending.select(conn, limit, int(settings["MAX_ATTEMPTS"]), bool(settings["RETRY_EXHAUSTED"]),
+                                     None, None)
+    config = prompt.config_hash(settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS)
+    for record in selected:
+        request, entry = build_jsonl.build(record, settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS, config)
+        if request:
+            figures.add_request(request["body"])
+        else:
+            figures.add_skip(entry.get("skip_kind") or "other")
+    return figures
 
 
 def batch(assignments: list[str], wait_for_lock: bool = True) -> int:
@@ -248,9 +297,13 @@ def summary(plan: Plan, run: runs.Run) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True})
 @click.argument("assignments", nargs=-1, metavar="[VAR=VALUE]...")
 @click.option("--no-wait", is_flag=True, help="If another process holds the run, exit 75 at once instead of waiting.")
+@click.option("--estimate", "only_estimate", is_flag=True,
+              help="Only say what make batch would do and what it would cost (make estimate); pays nothing.")
 @command
-def main(assignments: tuple[str, ...], no_wait: bool) -> None:
+def main(assignments: tuple[str, ...], no_wait: bool, only_estimate: bool) -> None:
     """Run the pipeline once, as make batch does, and exit 0 (done), 75 (still running), 1 or 2."""
+    if only_estimate:
+        sys.exit(estimate(list(assignments)))
     sys.exit(batch(list(assignments), wait_for_lock=not no_wait))
 
 

@@ -12,13 +12,14 @@ import hashlib
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
 import click
 
-from . import client, ledger, runs
+from . import client, config, costs, ledger, runs
+from .estimate import over_budget
 from .common import (Failure, atomic_output, atomic_write_json, check_run_name, command, dumps, file_lock,
                      kill_point, log, read_jsonl, state_dir)
 
@@ -36,12 +37,13 @@ class Part:
     size: int = 0
 
 
-def read_parts(stream: IO[str], max_requests: int, max_bytes: int) -> list[Part]:
-    """Check every line and split into parts that each fit one job."""
+def read_parts(stream: IO[str], max_requests: int, max_bytes: int, figures: costs.Estimate) -> list[Part]:
+    """Check every line and split into parts that each fit one job; count what they would cost."""
     seen: dict[str, int] = {}
     parts: list[Part] = []
     for lineno, request in read_jsonl(stream, "request"):
         custom_id = check_request(lineno, request, seen)
+        figures.add_request(request["body"])
         line = (dumps({"custom_id": custom_id, "body": request["body"]}) + "\n").encode("utf-8")
         size = len(line)
         if not parts or len(parts[-1].custom_ids) >= max_requests or parts[-1].size + size > max_bytes:
@@ -84,8 +86,11 @@ class FileStore:
     def existing(self) -> dict | None:
         return json.loads(self.path.read_text()) if self.path.exists() else None
 
-    def begin(self, record: dict) -> None:
+    def begin(self, record: dict, figures: costs.Estimate) -> None:
         refuse_other_requests(self.folder, self.path, self.run_name)
+
+    def refuse(self, reason: str) -> None:
+        raise Failure(f"{reason}; nothing was submitted")
 
     def save(self, record: dict) -> None:
         atomic_write_json(self.path, record)
@@ -104,12 +109,19 @@ class LedgerStore:
     def existing(self) -> dict | None:
         return runs.record(self.conn, self.run) if self.run.frozen else None
 
-    def begin(self, record: dict) -> None:
+    def begin(self, record: dict, figures: costs.Estimate) -> None:
         entries = self._manifest(record)
         with ledger.transaction(self.conn):
             runs.freeze(self.conn, self.run.name, record["run_id"], entries,
-                        [entry["custom_ids"] for entry in record["jobs"]])
+                        [entry["custom_ids"] for entry in record["jobs"]], figures.as_dict())
         record.update(library_id=self.conn.library_id, db_path=self.conn.path)
+
+    def refuse(self, reason: str) -> None:
+        """Over budget: nothing was sent, and the run gives its files back (a new run can take them)."""
+        with ledger.transaction(self.conn):
+            runs.finish(self.conn, replace(self.run, state="cancelling"), {"over budget": 1})
+        raise Failure(f"{reason}; nothing was submitted and run {self.run.name} was cancelled (its files are "
+                      "back in the queue): raise BUDGET, or lower MAX")
 
     def _manifest(self, record: dict) -> list[dict]:
         if not self.manifest_path:
@@ -214,29 +226,35 @@ def new_record(run_name: str, run_id: str, model: str, parts: list[Part]) -> dic
 @click.option("--inline-max-requests", default=10_000, show_default=True, envvar="OBJBATCH_INLINE_MAX_REQUESTS",
               help="Send inline up to this many requests (and --inline-max-bytes); upload a file above.")
 @click.option("--inline-max-bytes", default=8_000_000, show_default=True, help="Inline payload limit in bytes.")
+@click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="USD",
+              help="Refuse, before anything is uploaded or created, if the estimate is over this many dollars.")
+@click.option("--allow-unpriced", is_flag=True, help="Submit with a model that has no price in schemas/prices.json.")
 @click.option("--max-requests-per-job", default=MAX_JOB_REQUESTS, show_default=True, hidden=True)
 @click.option("--max-bytes-per-job", default=MAX_JOB_BYTES, show_default=True, hidden=True)
 @command
 def main(requests: IO[str], output: str, run_name: str, model: str, record_dir: str | None, db: str | None,
-         manifest: str | None, timeout_hours: int, inline_max_requests: int, inline_max_bytes: int,
-         max_requests_per_job: int, max_bytes_per_job: int) -> None:
+         manifest: str | None, timeout_hours: int, inline_max_requests: int, inline_max_bytes: int, budget: float | None,
+         allow_unpriced: bool, max_requests_per_job: int, max_bytes_per_job: int) -> None:
     """Check REQUESTS (JSONL of {"custom_id", "body"}; - for stdin) and create the batch job(s).
 
     Prints the job record (JSON) for batch-wait and batch-fetch. Rerunning with the same requests and
     run name creates no new job."""
     check_run_name(run_name)
-    parts = read_parts(requests, max_requests_per_job, max_bytes_per_job)
+    costs.check_model(model, allow_unpriced)
+    figures = costs.Estimate(model=model)
+    parts = read_parts(requests, max_requests_per_job, max_bytes_per_job, figures)
     run_id = run_id_for(run_name, parts)
     fresh = new_record(run_name, run_id, model, parts)
+    plan = Plan(fresh, figures, budget, (inline_max_requests, inline_max_bytes), timeout_hours)
     with file_lock(state_dir() / "locks" / f"submit-{run_id}.lock"):  # a second submitter waits, then finds it
         if db:
             with ledger.opened(db) as conn:
-                record = submit_once(parts, LedgerStore(conn, run_name, manifest), fresh,
-                                     (inline_max_requests, inline_max_bytes), timeout_hours)
+                figures.answer_tokens, figures.answer_basis = costs.answer_tokens(conn)
+                record = submit_once(parts, LedgerStore(conn, run_name, manifest), plan)
         else:
             folder = Path(record_dir) if record_dir else state_dir() / "jobs"
-            record = submit_once(parts, FileStore(folder, run_id, run_name), fresh,
-                                 (inline_max_requests, inline_max_bytes), timeout_hours)
+            figures.answer_tokens, figures.answer_basis = costs.answer_tokens(None)
+            record = submit_once(parts, FileStore(folder, run_id, run_name), plan)
     with atomic_output(output) as out:
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -257,28 +275,44 @@ def refuse_other_requests(records: Path, record_path: Path, run_name: str) -> No
                           "finish or cancel that run, or submit these under a new run name")
 
 
-def submit_once(parts: list[Part], store: FileStore | LedgerStore, fresh: dict, inline_max: tuple[int, int],
-                timeout_hours: int) -> dict:
+@dataclass
+class Plan:
+    """What this invocation would submit, and how."""
+
+    fresh: dict
+    figures: costs.Estimate
+    budget: float | None
+    inline_max: tuple[int, int]
+    timeout_hours: int
+
+
+def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -> dict:
     record = store.existing()
     if record is None:
         if not parts:
             log("batch-submit: no requests in the input; nothing to submit")
-            return fresh
-        store.begin(fresh)
-        record = fresh
+            return plan.fresh
+        config.api_key()  # a missing or unusable key is said first, before any figure
+        refusal = over_budget(plan.figures, plan.budget)
+        if refusal:
+            store.refuse(f"{refusal} ({plan.figures.requests:,} requests, {plan.figures.input_tokens:,} input tokens)")
+        log(f"batch-submit: estimate {costs.money(plan.figures.usd)} for {plan.figures.requests:,} requests "
+            f"({plan.figures.input_tokens:,} input tokens)")
+        store.begin(plan.fresh, plan.figures)
+        record = plan.fresh
     run_name = record["run_name"]
     if all(entry.get("job_id") for entry in record["jobs"]):
         log(f"batch-submit: run {run_name} was already submitted as job "
             f"{', '.join(e['job_id'] for e in record['jobs'])}; not submitting again")
         return record
     with client.Service(before_paying=True) as service:
-        submission = Submission(service, store, record, inline_max)
-        if record["run_id"] != fresh["run_id"] or len(record["jobs"]) != len(parts):
+        submission = Submission(service, store, record, plan.inline_max)
+        if record["run_id"] != plan.fresh["run_id"] or len(record["jobs"]) != len(parts):
             finish_changed(submission, parts)
         elif isinstance(store, LedgerStore) and store.run.state == "cancelling":
-            submission.submit([], timeout_hours)  # a cancelled run creates nothing new
+            submission.submit([], plan.timeout_hours)  # a cancelled run creates nothing new
         else:
-            submission.submit(parts, timeout_hours)
+            submission.submit(parts, plan.timeout_hours)
     return record
 
 

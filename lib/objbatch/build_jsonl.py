@@ -13,7 +13,7 @@ from typing import IO
 
 import click
 
-from . import ledger, prompt, runs
+from . import ledger, metadata, prompt, runs
 from .common import (Failure, atomic_output, check_run_name, command, dumps, kill_point, log,
                      read_jsonl, write_jsonl)
 
@@ -23,10 +23,11 @@ DEFAULT_MODEL = "mistral-small-latest"
 
 
 class Skip(Exception):
-    """This file cannot be sent; the message is the reason stored in error_message. `kind` says whether it
-    may pass later: a missing or unreadable file is retried once it can be read again."""
+    """This file cannot be sent; the message is the reason stored in error_message. `kind` groups reasons
+    (not_text, too_big, missing, unreadable, binary, undecodable, empty); a missing or unreadable file is
+    retried once it can be read again."""
 
-    def __init__(self, reason: str, kind: str | None = None):
+    def __init__(self, reason: str, kind: str):
         super().__init__(reason)
         self.kind = kind
 
@@ -41,19 +42,21 @@ def read_text(record: dict) -> tuple[str, str, str, dict]:
     path = Path(record["file_path"])
     suffix = path.suffix.lower()
     if suffix not in TEXT_SUFFIXES:
-        raise Skip(f"not a text file ({suffix or 'no extension'}); only {', '.join(sorted(TEXT_SUFFIXES))} are sent")
+        raise Skip(f"not a text file ({suffix or 'no extension'}); only {', '.join(sorted(TEXT_SUFFIXES))} are sent",
+                   "not_text")
     try:
         with open(path, "rb") as handle:
             stat = os.fstat(handle.fileno())
             if stat.st_size >= MAX_BYTES:
-                raise Skip(f"file is {stat.st_size:,} bytes; files of {MAX_BYTES:,} bytes or more are not sent")
+                raise Skip(f"file is {stat.st_size:,} bytes; files of {MAX_BYTES:,} bytes or more are not sent",
+                           "too_big")
             data = handle.read()
     except FileNotFoundError:
         raise Skip("file not found on disk (deleted, moved or on an unmounted disk)", "missing") from None
     except (PermissionError, IsADirectoryError, OSError) as exc:
         raise Skip(f"file cannot be read ({exc.strerror or type(exc).__name__})", "unreadable") from None
     if b"\x00" in data[:8192]:
-        raise Skip("file looks binary (NUL bytes), not text")
+        raise Skip("file looks binary (NUL bytes), not text", "binary")
     digest = hashlib.sha256(data).hexdigest()
     for encoding in ("utf-8-sig", "cp1252"):
         try:
@@ -62,9 +65,9 @@ def read_text(record: dict) -> tuple[str, str, str, dict]:
         except UnicodeDecodeError:
             continue
     else:
-        raise Skip("text is not decodable as UTF-8 or Windows-1252")
+        raise Skip("text is not decodable as UTF-8 or Windows-1252", "undecodable")
     if not text.strip():
-        raise Skip("file is empty")
+        raise Skip("file is empty", "empty")
     return text, digest, encoding, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
@@ -75,12 +78,13 @@ def build(record: dict, model: str, text_tokens: int, config: str) -> tuple[dict
     try:
         text, sent_hash, encoding, stat = read_text(record)
     except Skip as exc:
-        return None, {**base, "skip": str(exc), **({"skip_kind": exc.kind} if exc.kind else {})}
+        return None, {**base, "skip": str(exc), "skip_kind": exc.kind}
     custom_id = custom_id_for(record["file_path"], sent_hash)
     body, excerpted = prompt.request_body(model, record, text, text_tokens)
     manifest = {**base, "custom_id": custom_id, "sent_hash": sent_hash, "sent_stat": stat,
                 "encoding": encoding.replace("-sig", ""), "chars": len(text), "excerpted": excerpted, "model": model,
-                "prompt_version": prompt.PROMPT_VERSION, "config_hash": config}
+                "prompt_version": prompt.PROMPT_VERSION, "config_hash": config,
+                "topic_evidence": metadata.topic_evidence(text)}
     return {"custom_id": custom_id, "body": body}, manifest
 
 

@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS objbatch_runs (
     counts_json TEXT,
     library_id TEXT,                -- the database the run belongs to
     db_path TEXT,
-    run_id TEXT                     -- tags its jobs at the service (set when submission starts)
+    run_id TEXT,                    -- tags its jobs at the service (set when submission starts)
+    estimate_json TEXT              -- what it was expected to cost, when submission started
 );
 CREATE TABLE IF NOT EXISTS objbatch_parts (
     run_name TEXT NOT NULL,
@@ -92,8 +93,13 @@ CREATE TABLE IF NOT EXISTS objbatch_applied (
     file_path TEXT NOT NULL,
     decision TEXT NOT NULL,
     outcome TEXT NOT NULL,
-    applied_at TEXT NOT NULL
+    applied_at TEXT NOT NULL,
+    run_name TEXT,
+    confidence REAL,
+    reasons_json TEXT,              -- why it went to review or failed
+    repairs_json TEXT               -- what validate repaired, each with its weight in soft-rules.json
 );
+CREATE INDEX IF NOT EXISTS idx_objbatch_applied_path ON objbatch_applied(file_path, applied_at);
 CREATE TABLE IF NOT EXISTS objbatch_files (
     file_path TEXT PRIMARY KEY,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -103,9 +109,10 @@ CREATE TABLE IF NOT EXISTS objbatch_files (
 """
 # Columns later versions added to ledger tables an earlier version created.
 LEDGER_COLUMNS = {
-    "objbatch_runs": {"library_id": "TEXT", "db_path": "TEXT", "run_id": "TEXT"},
+    "objbatch_runs": {"library_id": "TEXT", "db_path": "TEXT", "run_id": "TEXT", "estimate_json": "TEXT"},
     "objbatch_claims": {"custom_id": "TEXT", "part": "INTEGER", "manifest_json": "TEXT"},
     "objbatch_files": {"skip_kind": "TEXT"},
+    "objbatch_applied": {"run_name": "TEXT", "confidence": "REAL", "reasons_json": "TEXT", "repairs_json": "TEXT"},
 }
 # What objbatch reads and writes in the library's own tables: checked before anything is claimed or paid.
 LIBRARY_COLUMNS = {

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import jsonschema
 
 from .common import SCHEMAS
 
@@ -163,16 +163,63 @@ def _repair_topics(obj: dict, done: list) -> None:
         done.append(("duplicate_topics_removed", {"items": ", ".join(dupes)}))
     known = [t for t in unique if t in VOCABULARY]
     unknown = [t for t in unique if t not in VOCABULARY]
-    if unknown and len(known) >= 3:
+    if unknown and len(known) >= soft_rules()["topics"]["min_valid"]:
         done.append(("unknown_topics_dropped", {"items": ", ".join(unknown)}))
         unique = known
     obj["primary_topics"] = unique
 
 
+def topic_count() -> tuple[int, int]:
+    """(fewest, most) topics stored: the schema's minItems and maxItems (both 8 by default)."""
+    prop = schema()["properties"]["primary_topics"]
+    return prop["minItems"], prop["maxItems"]
+
+
+def fit_topics(obj: dict, evidence: dict[str, int] | None, done: list) -> str | None:
+    """Trim or pad valid topics to the stored count, by evidence in the text; the reason if too few are
+    valid to pad honestly. More than the count: keep those the text supports most (then the model's order),
+    in the model's order. Fewer: add the vocabulary tags the text supports most, each one a repair."""
+    topics = obj.get("primary_topics")
+    if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+        return None  # the schema says what is wrong
+    valid = sum(1 for t in topics if t in VOCABULARY)
+    if valid < soft_rules()["topics"]["min_valid"]:
+        return (f"primary_topics has only {valid} topic{'s' if valid != 1 else ''} from the vocabulary; at least "
+                f"{soft_rules()['topics']['min_valid']} are needed")
+    fewest, most = topic_count()
+    evidence = evidence or {}
+    if len(topics) > most:
+        ranked = sorted(range(len(topics)), key=lambda i: (-evidence.get(topics[i], 0), i))[:most]
+        kept = [topics[i] for i in sorted(ranked)]
+        done.append(("topics_trimmed", {"count": most, "items": ", ".join(t for t in topics if t not in kept)}))
+        obj["primary_topics"] = kept
+    elif len(topics) < fewest:
+        candidates = sorted((t for t in VOCABULARY if t not in topics),
+                            key=lambda t: (-evidence.get(t, 0), VOCABULARY.index(t)))
+        added = candidates[:fewest - len(topics)]
+        done.extend(("topic_added", {"tag": tag, "evidence": evidence.get(tag, 0)}) for tag in added)
+        obj["primary_topics"] = topics + added
+    return None
+
+
+_WORD = re.compile(r"[a-z]+")
+
+
+def topic_evidence(text: str) -> dict[str, int]:
+    """How often the text names each vocabulary tag (its words in a row, any case or separator): the
+    evidence topics are ranked by. Only tags the text names at all."""
+    words = _WORD.findall(text.lower())
+    counts = Counter(words)
+    counts.update(f"{a}_{b}" for a, b in zip(words, words[1:]))
+    return {tag: counts[tag] for tag in VOCABULARY if counts.get(tag)}
+
+
 # ------------------------------------------------------------------ hard rules
 
 @lru_cache(maxsize=None)
-def _validator() -> jsonschema.protocols.Validator:
+def _validator() -> Any:
+    import jsonschema  # loaded only where answers are validated
+
     cls = jsonschema.validators.validator_for(schema())
     return cls(schema())
 
@@ -188,7 +235,8 @@ def hard_errors(obj: dict) -> list[str]:
     return list(reasons.values())
 
 
-def _explain(error: jsonschema.ValidationError) -> str | None:
+def _explain(error: Any) -> str | None:
+    """One reason in plain words for a jsonschema ValidationError."""
     where = _path(error.absolute_path) or "answer"
     value = error.instance
     if error.validator == "required":
@@ -283,20 +331,25 @@ def _message(kind: str, params: dict) -> str:
 
 
 def judge(content: Any, finish_reason: str | None, filename: str | None = None,
-          threshold: float | None = None) -> Verdict:
-    """The whole decision for one answer."""
+          threshold: float | None = None, evidence: dict[str, int] | None = None) -> Verdict:
+    """The whole decision for one answer. `evidence`: how often the text names each vocabulary tag
+    (topic_evidence), used to trim or pad the topics to the stored count."""
     threshold = soft_rules()["threshold"] if threshold is None else threshold
     try:
         obj, parse_repairs = parse_answer(content, finish_reason)
     except Unusable as exc:
         return Verdict("failed_validation", reasons=[str(exc)])
     obj, repairs = repair(obj)
-    errors = hard_errors(obj)
+    too_few = fit_topics(obj, evidence, repairs)
+    errors = [too_few] if too_few else hard_errors(obj)
     if errors:
         return Verdict("failed_validation", reasons=errors)
     repairs = [(kind, {}) for kind in parse_repairs] + repairs
     warnings = soft_warnings(obj, filename)
     score = confidence(obj.get("confidence_score"), [k for k, _ in repairs] + [k for k, _ in warnings])
+    if "confidence_score" not in obj:  # downstream needs one (the search index's quality_score): ours
+        obj["confidence_score"] = score
+        repairs.append(("confidence_filled", {"score": score}))
     reasons = [_message(k, p) for k, p in warnings]
     if score < threshold:
         reasons.append(f"confidence {score:.2f} is below the threshold {threshold:.2f}")

@@ -9,7 +9,7 @@ import json
 
 from . import metadata
 
-PROMPT_VERSION = "objbatch-2"
+PROMPT_VERSION = "objbatch-3"
 CHARS_PER_TOKEN = 4          # measured on the library: 16-17K tokens for a 64 KB transcript
 DEFAULT_TEXT_TOKENS = 24_000  # text budget per request; longer texts are excerpted (see excerpt())
 TEMPERATURE = 0.1            # near-deterministic: metadata should not vary between runs
@@ -18,14 +18,15 @@ MAX_TOKENS = 2_048           # a full answer is ~400 tokens; generous so answers
 
 def system_prompt() -> str:
     props = metadata.schema()["properties"]
-    topics = props["primary_topics"]
+    fewest, most = metadata.topic_count()
+    count = f"exactly {most}" if fewest == most else f"{fewest}-{most}"
     warn = metadata.soft_rules()["warnings"]
     return "\n".join([
         "You catalogue lecture transcripts from a library on Objectivist philosophy.",
         "Answer with one JSON object only (no prose, no markdown fences), with exactly these fields:",
         f"- category: one of {', '.join(metadata.CATEGORIES)}.",
         f"- difficulty: one of {', '.join(metadata.DIFFICULTIES)}.",
-        f"- primary_topics: {topics['minItems']}-{topics['maxItems']} distinct tags, only from this vocabulary: "
+        f"- primary_topics: {count} distinct tags, the most central first, only from this vocabulary: "
         f"{', '.join(metadata.VOCABULARY)}.",
         f"- topic_aspects: {props['topic_aspects']['minItems']}-{warn['too_many_aspects']['max']} short phrases "
         f"naming the specific aspects treated, each at most {warn['long_aspects']['max_chars']} characters.",

@@ -1,60 +1,82 @@
-"""review: the files worth a person's look (needs_review, or low confidence), most doubtful first."""
+"""review: what deserves a person's look, most doubtful first.
+
+Groups: needs_review (with the reasons and the confidence; extracted files below --threshold too),
+failed_validation (every reason, and the attempts), and with --skipped the skipped files and why. A count
+per group goes to stderr. --nl and --json carry file_path on every line, so the output pipes into show,
+approve and requeue.
+"""
 
 from __future__ import annotations
 
-import json
+import sqlite3
+import sys
+from typing import Iterator
 
 import click
 
-from . import ledger, metadata
-from .common import command
+from . import ledger, library, metadata, output
+from .common import command, log
 
-QUERY = """
-SELECT file_path, ai_metadata_status, ai_confidence_score, error_message, ai_metadata_json
-FROM files
-WHERE COALESCE(is_deleted, 0) = 0
-  AND (ai_metadata_status = 'needs_review'
-       OR (ai_metadata_status = 'extracted' AND ai_confidence_score < :threshold))
-ORDER BY COALESCE(ai_confidence_score, 0), file_path
-LIMIT :limit
-"""
+GROUPS = {
+    "needs_review": ("f.ai_metadata_status = 'needs_review' OR (f.ai_metadata_status = 'extracted' "
+                     "AND f.ai_confidence_score < :threshold)"),
+    "failed_validation": "f.ai_metadata_status IN ('failed_validation', 'failed_json')",
+    "skipped": "f.ai_metadata_status = 'skipped'",
+}
 
 
-def rows(db: str, limit: int, threshold: float) -> list[dict]:
-    with ledger.opened(db) as conn:
-        found = conn.execute(QUERY, {"limit": limit, "threshold": threshold}).fetchall()
-    out = []
-    for row in found:
-        meta = ledger.load_json(row["ai_metadata_json"], {})
-        out.append({"file_path": row["file_path"], "status": row["ai_metadata_status"],
-                    "confidence": row["ai_confidence_score"], "category": meta.get("category"),
-                    "difficulty": meta.get("difficulty"), "topics": meta.get("primary_topics", []),
-                    "reason": row["error_message"]})
-    return out
+def rows(conn: sqlite3.Connection, groups: list[str], threshold: float, limit: int | None) -> Iterator[dict]:
+    counts = {group: 0 for group in groups}
+    for group in groups:
+        found = [_row(item, group) for item in library.stored(conn, f"COALESCE(f.is_deleted, 0) = 0 AND "
+                                                                   f"({GROUPS[group]})", {"threshold": threshold})]
+        found.sort(key=lambda r: (r["confidence"] if r["confidence"] is not None else 0, r["file_path"])
+                   if group == "needs_review" else (-r["attempts"], r["file_path"]))
+        counts[group] = len(found)
+        yield from found[:limit]
+    log("review: " + ", ".join(f"{n} {group}" for group, n in counts.items()))
+
+
+def _row(item: dict, group: str) -> dict:
+    meta = item["metadata"] or {}
+    reasons = item["reasons"] if group == "failed_validation" and item["reasons"] else \
+        [r for r in (item["error_message"] or "").split("; ") if r]
+    return {"file_path": item["file_path"], "group": group, "status": item["status"],
+            "confidence": item["confidence"], "attempts": item["attempts"], "reasons": reasons,
+            "category": meta.get("category"), "difficulty": meta.get("difficulty"),
+            "topics": meta.get("primary_topics", [])}
+
+
+def table(found: list[dict]) -> str:
+    lines = []
+    for item in found:
+        confidence = "-" if item["confidence"] is None else f"{item['confidence']:.2f}"
+        head = f"{item['group']:<17} {confidence:>5}  {item['file_path']}"
+        if item["group"] == "needs_review":
+            head += f"\n      {item['category']}/{item['difficulty']}: {', '.join(item['topics'])}"
+        elif item["group"] == "failed_validation":
+            head += f"\n      {item['attempts']} attempt(s)"
+        lines.append(head + "".join(f"\n      - {reason}" for reason in item["reasons"]))
+    return "\n".join(lines)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
-@click.option("--limit", default=50, show_default=True, help="At most this many files.")
+@click.option("--skipped", is_flag=True, help="Also list skipped files and why.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Also list extracted files below this confidence (default from schemas/soft-rules.json).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSONL for scripts.")
+@click.option("-n", "--limit", type=click.IntRange(min=0), default=None, help="At most this many files per group.")
+@output.options()
 @command
-def main(db: str, limit: int, threshold: float | None, as_json: bool) -> None:
+def main(db: str, skipped: bool, threshold: float | None, limit: int | None, fmt: str) -> None:
     """List files whose metadata deserves a look, most doubtful first."""
     threshold = metadata.soft_rules()["threshold"] if threshold is None else threshold
-    found = rows(db, limit, threshold)
-    if as_json:
-        for item in found:
-            click.echo(json.dumps(item, ensure_ascii=False))
-        return
-    if not found:
+    groups = ["needs_review", "failed_validation"] + (["skipped"] if skipped else [])
+    with ledger.opened(db) as conn:
+        count = output.write(rows(conn, groups, threshold, limit), fmt, sys.stdout, table)
+    if not count and fmt == "table":
         click.echo("Nothing to review.")
-    for item in found:
-        confidence = "-" if item["confidence"] is None else f"{item['confidence']:.2f}"
-        click.echo(f"{confidence}  {item['category']}/{item['difficulty']}  {item['file_path']}\n"
-                   f"      topics: {', '.join(item['topics'])}\n      reason: {item['reason'] or '-'}")
 
 
 if __name__ == "__main__":

@@ -126,9 +126,10 @@ def lock(library_id: str, name: str, wait: bool = True, who: str = "objbatch") -
 
 # ------------------------------------------------------------------ what a run sends
 
-def freeze(conn: sqlite3.Connection, name: str, run_id: str, manifest: list[dict], parts: list[list[str]]) -> None:
+def freeze(conn: sqlite3.Connection, name: str, run_id: str, manifest: list[dict], parts: list[list[str]],
+           estimate: dict) -> None:
     """Record, before anything is created at the service, exactly what the run sends: the manifest line and
-    custom_id of every file, the split into parts, and the run id that tags its jobs."""
+    custom_id of every file, the split into parts, the run id that tags its jobs, and its cost estimate."""
     part_of = {cid: index for index, ids in enumerate(parts, 1) for cid in ids}
     conn.executemany("UPDATE objbatch_claims SET custom_id = ?, part = ?, manifest_json = ? "
                      "WHERE run_name = ? AND file_path = ?",
@@ -137,7 +138,8 @@ def freeze(conn: sqlite3.Connection, name: str, run_id: str, manifest: list[dict
     conn.executemany("INSERT INTO objbatch_parts (run_name, part, parts, request_count) VALUES (?, ?, ?, ?) "
                      "ON CONFLICT(run_name, part) DO NOTHING",
                      [(name, index, len(parts), len(ids)) for index, ids in enumerate(parts, 1)])
-    conn.execute("UPDATE objbatch_runs SET run_id = ?, state = 'submitting' WHERE run_name = ?", (run_id, name))
+    conn.execute("UPDATE objbatch_runs SET run_id = ?, state = 'submitting', estimate_json = ? WHERE run_name = ?",
+                 (run_id, json.dumps(estimate), name))
 
 
 def manifest(conn: sqlite3.Connection, name: str) -> Iterator[dict]:

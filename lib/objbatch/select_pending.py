@@ -1,7 +1,8 @@
 """select-pending: the files to extract, as JSONL, in a stable order.
 
-Eligible: status pending, NULL or failed_validation (under the attempt cap), or skipped because the file
-was missing or unreadable and it can be read again; not deleted; not claimed by a run still in flight. With
+Eligible: status pending or NULL, retry_scheduled and failed_json (set by the library's own tools),
+failed_validation (under the attempt cap), or skipped because the file was missing or unreadable and it
+can be read again; not deleted; not claimed by a run still in flight. With
 --claim RUN the selection is claimed for that run in the same transaction (the run enters the ledger), so
 two runs at once never take the same file; rerunning with the same RUN returns the same claim. A finished
 run claims nothing again. A row whose path is not valid UTF-8 is set aside with a reason; the rest goes on.
@@ -26,7 +27,7 @@ ELIGIBLE = f"""
 SELECT {COLUMNS}
 FROM files f LEFT JOIN objbatch_files o ON o.file_path = f.file_path
 WHERE COALESCE(f.is_deleted, 0) = 0
-  AND (f.ai_metadata_status IS NULL OR f.ai_metadata_status = 'pending'
+  AND (f.ai_metadata_status IS NULL OR f.ai_metadata_status IN ('pending', 'retry_scheduled', 'failed_json')
        OR (f.ai_metadata_status = 'failed_validation' AND (COALESCE(o.attempts, 0) < :max_attempts
                                                            OR :retry_exhausted))
        OR (f.ai_metadata_status = 'skipped' AND (o.skip_kind IN ('missing', 'unreadable')

@@ -1,26 +1,18 @@
 """stats: counts per status, files in flight and in which job, files out of attempts, recent runs with
-their counts and cost (from the usage the results carried and schemas/prices.json)."""
+their counts, their cost from the usage the results carried (schemas/prices.json) and the estimate made
+before they were paid."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 
 import click
 
-from . import ledger, runs
-from .common import SCHEMAS, command
+from . import costs, ledger, output, runs
+from .common import command
 from .select_pending import DEFAULT_MAX_ATTEMPTS
-
-
-def prices() -> dict:
-    with open(SCHEMAS / "prices.json", encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def cost(model: str | None, prompt_tokens: int, completion_tokens: int, table: dict) -> float:
-    price = table["models"].get(model or "", table["default"])
-    return (prompt_tokens * price["input"] + completion_tokens * price["output"]) / 1_000_000
 
 
 def gather(conn: sqlite3.Connection, recent: int, max_attempts: int) -> dict:
@@ -39,18 +31,19 @@ def gather(conn: sqlite3.Connection, recent: int, max_attempts: int) -> dict:
 
 
 def recent_runs(conn: sqlite3.Connection, limit: int) -> list[dict]:
-    table = prices()
     out = []
     for run in conn.execute("SELECT * FROM objbatch_runs ORDER BY created_at DESC LIMIT ?", (limit,)):
         jobs = conn.execute("SELECT * FROM objbatch_jobs WHERE run_name = ?", (run["run_name"],)).fetchall()
         tokens_in = sum(j["prompt_tokens"] for j in jobs)
         tokens_out = sum(j["completion_tokens"] for j in jobs)
+        spent = [costs.cost(j["model"] or run["model"], j["prompt_tokens"], j["completion_tokens"]) for j in jobs]
+        estimate = ledger.load_json(run["estimate_json"], {})
         out.append({"run": run["run_name"], "state": run["state"], "created_at": run["created_at"],
                     "model": run["model"], "jobs": [{"id": j["job_id"], "status": j["status"]} for j in jobs],
                     "counts": ledger.load_json(run["counts_json"], {}), "prompt_tokens": tokens_in,
                     "completion_tokens": tokens_out,
-                    "cost_usd": round(sum(cost(j["model"] or run["model"], j["prompt_tokens"],
-                                               j["completion_tokens"], table) for j in jobs), 6)})
+                    "cost_usd": None if None in spent else round(sum(spent), 6),
+                    "estimate_usd": estimate.get("batch_usd"), "estimate_input_tokens": estimate.get("input_tokens")})
     return out
 
 
@@ -70,27 +63,37 @@ def render(data: dict) -> str:
                   for e in data["exhausted"]]
     if data["runs"]:
         lines.append("Recent runs:")
-        for run in data["runs"]:
-            counts = ", ".join(f"{n} {k}" for k, n in sorted(run["counts"].items())) or "-"
-            lines.append(f"  {run['run']:<24} {run['state']:<9} {len(run['jobs'])} job(s)  "
-                         f"{run['prompt_tokens'] + run['completion_tokens']:>10,} tokens  ${run['cost_usd']:.4f}  "
-                         f"{counts}")
+        lines += [run_line(run) for run in data["runs"]]
     return "\n".join(lines)
+
+
+def run_line(run: dict) -> str:
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(run["counts"].items())) or "-"
+    estimated = f" (estimate {costs.money(run['estimate_usd'])})" if run["estimate_usd"] is not None else ""
+    spent = costs.money(run["cost_usd"]) if run["cost_usd"] is not None or run["jobs"] else "$0.0000"
+    return (f"  {run['run']:<24} {run['state']:<10} {len(run['jobs'])} job(s) "
+            f"{run['prompt_tokens'] + run['completion_tokens']:>10,} tokens  {spent}{estimated}  {counts}")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
-@click.option("--runs", "recent", default=10, show_default=True, help="How many recent runs to show.")
+@click.option("-n", "--limit", default=10, show_default=True, type=click.IntRange(min=0),
+              help="How many recent runs to show.")
 @click.option("--max-attempts", default=DEFAULT_MAX_ATTEMPTS, show_default=True,
               help="Attempt cap used to list files that ran out of attempts.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@output.options(json_help="Print everything as one JSON object, for scripts (--nl and --csv: the runs).")
 @command
-def main(db: str, recent: int, max_attempts: int, as_json: bool) -> None:
+def main(db: str, limit: int, max_attempts: int, fmt: str) -> None:
     """Where the library stands: statuses, work in flight, exhausted files, recent runs and their cost."""
     with ledger.opened(db) as conn:
-        data = gather(conn, recent, max_attempts)
-    click.echo(json.dumps(data, indent=2) if as_json else render(data))
+        data = gather(conn, limit, max_attempts)
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+    elif fmt == "table":
+        click.echo(render(data))
+    else:
+        output.write(data["runs"], fmt, sys.stdout, render)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ def decide(result: dict, entry: dict | None, threshold: float) -> dict:
         return {**decision, "decision": "failed_validation", "metadata": None, "confidence": None,
                 "reasons": [f"request failed: {result.get('error') or 'no reason given'}"], "repairs": []}
     verdict = metadata.judge(result.get("content"), result.get("finish_reason"),
-                             entry.get("filename") if entry else None, threshold)
+                             entry.get("filename") if entry else None, threshold,
+                             entry.get("topic_evidence") if entry else None)
     if result.get("model"):
         decision["model"] = result["model"]
     return {**decision, "decision": verdict.decision, "metadata": verdict.metadata, "confidence": verdict.confidence,

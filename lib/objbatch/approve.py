@@ -1,0 +1,71 @@
+"""approve: mark files' metadata as approved by a person (a batch never overwrites approved metadata).
+
+Files come as arguments, from stdin with '-' (plain paths, or review --nl / --json lines), or from a filter
+(--min-confidence). A file without valid metadata (pending, failed, skipped, unknown) is refused by name;
+the others are approved, and the exit status is 1 if any was refused (as rm does with a missing file).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import ledger, library
+from .common import Failure, command, log, now_iso
+
+
+def chosen(conn: ledger.Library, names: list[str], min_confidence: float | None) -> tuple[dict[str, str], list[str]]:
+    """({path: current status} to approve, refusals 'path (why)')."""
+    found, unknown = library.resolve(conn, names)
+    refused = [f"{name} ({why})" for name, why in unknown.items()]
+    paths = list(dict.fromkeys(found.values()))
+    if min_confidence is not None:
+        paths += [item["file_path"] for item in library.stored(
+            conn, "f.ai_metadata_status IN ('extracted', 'needs_review') AND f.ai_confidence_score >= ? "
+                  "AND COALESCE(f.is_deleted, 0) = 0", (min_confidence,)) if item["file_path"] not in paths]
+    approve = {}
+    for path in paths:
+        item = next(library.stored(conn, "f.file_path = ?", (path,)))
+        why = _unfit(item)
+        if why:
+            refused.append(f"{path} ({why})")
+        else:
+            approve[path] = item["status"]
+    return approve, refused
+
+
+def _unfit(item: dict) -> str | None:
+    if item["is_deleted"]:
+        return "deleted"
+    if item["status"] not in library.WITH_METADATA:
+        return f"{item['status']}: no valid metadata"
+    if not item["metadata"]:
+        return "no stored metadata"
+    return None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("paths", nargs=-1)
+@click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
+              help="The library database.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
+              help="Also approve every extracted or needs_review file with at least this confidence.")
+@command
+def main(paths: tuple[str, ...], db: str, min_confidence: float | None) -> None:
+    """Approve the files named by PATHS ('-' reads paths or review --nl/--json lines from stdin)."""
+    names = library.names_from(paths, sys.stdin)
+    if not names and min_confidence is None:
+        raise Failure("name the files to approve (paths, '-' for stdin) or give --min-confidence", 2)
+    with ledger.opened(db) as conn, ledger.transaction(conn):
+        approve, refused = chosen(conn, names, min_confidence)
+        already = [path for path, status in approve.items() if status == "approved"]
+        conn.executemany("UPDATE files SET ai_metadata_status = 'approved', updated_at = ? WHERE file_path = ?",
+                         [(now_iso(), path) for path, status in approve.items() if status != "approved"])
+    log(f"approve: {len(approve) - len(already)} files approved" + (f", {len(already)} already were" if already else ""))
+    if refused:
+        raise Failure(f"{len(refused)} refused: {'; '.join(refused)}")
+
+
+if __name__ == "__main__":
+    main()

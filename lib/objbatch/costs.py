@@ -1,0 +1,132 @@
+"""What a run costs: prices (schemas/prices.json), token estimates for request lines before they are sent,
+and the expected answer length from this database's past runs. Shared by estimate, batch-submit (the
+budget), batch-run and stats."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from .common import SCHEMAS, Failure
+
+CHARS_PER_TOKEN = 3.85        # prose: 16-17K tokens for the library's 63.6 KB average transcript
+JSON_CHARS_PER_TOKEN = 2.5    # the response_format schema: JSON is denser in tokens
+TOKENS_PER_MESSAGE = 4        # role and separators
+DEFAULT_ANSWER_TOKENS = 450   # an answer, until this database's own runs say otherwise
+
+
+@lru_cache(maxsize=None)
+def prices() -> dict:
+    with open(SCHEMAS / "prices.json", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def known_models() -> list[str]:
+    return sorted(prices()["models"])
+
+
+def check_model(model: str, allow_unpriced: bool) -> None:
+    """A model without a price is refused before paying: a typo would otherwise be paid for unpriced."""
+    if model not in prices()["models"] and not allow_unpriced:
+        raise Failure(f"model {model!r} has no price in schemas/prices.json (known: {', '.join(known_models())}); "
+                      "fix the name, add its price there, or allow it explicitly (ALLOW_UNPRICED=1, "
+                      "--allow-unpriced)")
+
+
+def cost(model: str | None, input_tokens: float, output_tokens: float, synchronous: bool = False) -> float | None:
+    """USD at the batch price (or the synchronous one); None for a model without a price."""
+    price = prices()["models"].get(model or "")
+    if price is None:
+        return None
+    factor = prices().get("synchronous_factor", 2.0) if synchronous else 1.0
+    return (input_tokens * price["input"] + output_tokens * price["output"]) * factor / 1_000_000
+
+
+def request_tokens(body: dict) -> int:
+    """Input tokens of one request body as the service will count them: every message, and the schema."""
+    text = sum(len(_text(m.get("content"))) for m in body.get("messages") or [] if isinstance(m, dict))
+    messages = len(body.get("messages") or [])
+    return round(text / CHARS_PER_TOKEN + _schema_tokens(json.dumps(body.get("response_format") or "")) +
+                 TOKENS_PER_MESSAGE * messages)
+
+
+@lru_cache(maxsize=8)
+def _schema_tokens(schema_text: str) -> float:
+    return len(schema_text) / JSON_CHARS_PER_TOKEN
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(c.get("text", "") for c in content if isinstance(c, dict) and isinstance(c.get("text"), str))
+    return content if isinstance(content, str) else ""
+
+
+def answer_tokens(conn: sqlite3.Connection | None) -> tuple[float, str]:
+    """(expected completion tokens per request, where the figure comes from)."""
+    if conn is not None:
+        row = conn.execute("SELECT SUM(completion_tokens), SUM(succeeded_requests) FROM objbatch_jobs "
+                           "WHERE completion_tokens > 0 AND succeeded_requests > 0").fetchone()
+        if row and row[0] and row[1]:
+            return row[0] / row[1], f"the average of this database's past runs ({row[1]:,} answers)"
+    return float(DEFAULT_ANSWER_TOKENS), f"a default of {DEFAULT_ANSWER_TOKENS} (no past runs in this database)"
+
+
+@dataclass
+class Estimate:
+    """What a run would cost, before it is paid."""
+
+    model: str
+    requests: int = 0
+    input_tokens: int = 0
+    answer_tokens: float = DEFAULT_ANSWER_TOKENS
+    answer_basis: str = ""
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def add_request(self, body: dict) -> None:
+        self.requests += 1
+        self.input_tokens += request_tokens(body)
+
+    def add_skip(self, kind: str) -> None:
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
+
+    @property
+    def output_tokens(self) -> int:
+        return round(self.requests * self.answer_tokens)
+
+    @property
+    def usd(self) -> float | None:
+        return cost(self.model, self.input_tokens, self.output_tokens)
+
+    @property
+    def sync_usd(self) -> float | None:
+        return cost(self.model, self.input_tokens, self.output_tokens, synchronous=True)
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "files": self.requests + sum(self.skipped.values()), "requests": self.requests,
+                "skipped": self.skipped, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "answer_tokens_per_request": round(self.answer_tokens, 1), "answer_tokens_basis": self.answer_basis,
+                "batch_usd": _round(self.usd), "sync_usd": _round(self.sync_usd)}
+
+    def render(self) -> str:
+        lines = [f"Model:          {self.model}",
+                 f"Files selected: {self.requests + sum(self.skipped.values()):,}",
+                 f"Requests:       {self.requests:,}"]
+        if self.skipped:
+            lines.append(f"Skipped:        {sum(self.skipped.values()):,} (" + ", ".join(
+                f"{n:,} {kind.replace('_', ' ')}" for kind, n in sorted(self.skipped.items())) + ")")
+        lines += [f"Input tokens:   {self.input_tokens:,} (the request lines as they would be sent: prompt, "
+                  "schema and text)",
+                  f"Output tokens:  {self.output_tokens:,} ({self.answer_tokens:,.0f} a request: {self.answer_basis})",
+                  f"Cost:           {money(self.usd)} at the batch price ({money(self.sync_usd)} synchronous)"]
+        return "\n".join(lines)
+
+
+def money(usd: float | None) -> str:
+    return "unknown (no price for this model)" if usd is None else f"${usd:,.4f}"
+
+
+def _round(usd: float | None) -> float | None:
+    return None if usd is None else round(usd, 6)

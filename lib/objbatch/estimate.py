@@ -1,0 +1,80 @@
+"""estimate: what sending these request lines would cost, before anything is paid.
+
+Counts the requests and their input tokens as they would be sent (prompt, schema and text), the files
+build-jsonl skipped and why (from its manifest), the expected answer tokens (the average of this database's
+past runs, or a stated default), and the cost at the model's batch price beside the synchronous one.
+Creates nothing, uploads nothing, claims nothing. `make estimate` does this for what `make batch` would
+send.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Iterable
+
+import click
+
+from . import costs, ledger
+from .common import EXIT_FAILED, Failure, command, read_jsonl
+
+
+def estimate_requests(requests: Iterable[dict], manifest: Iterable[dict], model: str,
+                      answer: tuple[float, str]) -> costs.Estimate:
+    figures = costs.Estimate(model=model, answer_tokens=answer[0], answer_basis=answer[1])
+    for request in requests:
+        figures.add_request(request["body"])
+    for entry in manifest:
+        if entry.get("skip"):
+            figures.add_skip(entry.get("skip_kind") or "other")
+    return figures
+
+
+def over_budget(figures: costs.Estimate, budget: float | None) -> str | None:
+    """Why the run must not be paid for, or None."""
+    if budget is None:
+        return None
+    if figures.usd is None:
+        return f"the budget {costs.money(budget)} cannot be checked: model {figures.model} has no price"
+    if figures.usd > budget:
+        return f"the estimate {costs.money(figures.usd)} is over the budget {costs.money(budget)}"
+    return None
+
+
+def _requests(stream: IO[str]) -> Iterable[dict]:
+    for lineno, request in read_jsonl(stream, "request"):
+        if not isinstance(request, dict) or not isinstance(request.get("body"), dict):
+            raise Failure(f"request line {lineno} has no body; pipe build-jsonl's output")
+        yield request
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("requests", type=click.File("r", encoding="utf-8"), default="-")
+@click.option("--manifest", type=click.File("r", encoding="utf-8"), default=None,
+              help="build-jsonl's manifest: adds the files it skipped, and why.")
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="The library database: expected answer length from its past runs.")
+@click.option("--model", default="mistral-small-latest", show_default=True, help="The model the run would use.")
+@click.option("--allow-unpriced", is_flag=True, help="Estimate tokens for a model without a price in schemas/prices.json.")
+@click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="USD",
+              help="Exit 1 if the estimate is over this many dollars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@command
+def main(requests: IO[str], manifest: IO[str] | None, db: str | None, model: str, allow_unpriced: bool,
+         budget: float | None, as_json: bool) -> None:
+    """Estimate tokens and cost of REQUESTS (build-jsonl's lines; - for stdin) before paying."""
+    costs.check_model(model, allow_unpriced)
+    if db:
+        with ledger.opened(db) as conn:
+            answer = costs.answer_tokens(conn)
+    else:
+        answer = costs.answer_tokens(None)
+    entries = (entry for _, entry in read_jsonl(manifest, "manifest")) if manifest else ()
+    figures = estimate_requests(_requests(requests), entries, model, answer)
+    click.echo(json.dumps(figures.as_dict()) if as_json else figures.render())
+    refusal = over_budget(figures, budget)
+    if refusal:
+        raise Failure(f"{refusal}; nothing was sent", EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""export-metadata: the stored metadata, one row per file, as CSV, a JSON array or JSON lines.
+
+The metadata is the current file_metadata_ai row (the library's own review edits it), else the files
+mirror. Lists (topics, aspects, arguments, positions) are JSON in their CSV cell, so CSV round-trips.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Iterator
+
+import click
+
+from . import ledger, library, output
+from .common import atomic_output, command, log
+
+STATUSES = ("extracted", "needs_review", "approved", "failed_validation", "skipped", "pending")
+
+
+def rows(conn: sqlite3.Connection, statuses: tuple[str, ...], limit: int | None) -> Iterator[dict]:
+    where = "COALESCE(f.is_deleted, 0) = 0 AND COALESCE(m.metadata_json, f.ai_metadata_json) IS NOT NULL"
+    if statuses:
+        where += f" AND f.ai_metadata_status IN ({','.join('?' * len(statuses))})"
+    for count, item in enumerate(library.stored(conn, where, statuses)):
+        if limit is not None and count >= limit:
+            return
+        yield flat(item)
+
+
+def flat(item: dict) -> dict:
+    meta = item["metadata"] if isinstance(item["metadata"], dict) else {}
+    description = meta.get("semantic_description") or {}
+    return {"file_path": item["file_path"], "status": item["status"], "confidence": item["confidence"],
+            "category": meta.get("category"), "difficulty": meta.get("difficulty"),
+            "primary_topics": meta.get("primary_topics"), "topic_aspects": meta.get("topic_aspects"),
+            "summary": description.get("summary"), "key_arguments": description.get("key_arguments"),
+            "philosophical_positions": description.get("philosophical_positions"),
+            "confidence_score": meta.get("confidence_score"), "model": item["model"],
+            "prompt_version": item["prompt_version"], "extracted_at": item["extracted_at"]}
+
+
+def table(found: list[dict]) -> str:
+    return "\n".join(f"{r['status']:<13} {r['category'] or '-':<22} {r['difficulty'] or '-':<13} {r['file_path']}"
+                     for r in found)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
+              help="The library database.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
+              help="Only files with this status (repeatable; default: every file with metadata).")
+@click.option("-n", "--limit", type=click.IntRange(min=0), default=None, help="At most this many files.")
+@click.option("-o", "--output", "path", default="-", help="Write here (atomically) instead of stdout.")
+@output.options(default="json")
+@command
+def main(db: str, statuses: tuple[str, ...], limit: int | None, path: str, fmt: str) -> None:
+    """Write the stored metadata of the library's files."""
+    with ledger.opened(db) as conn, atomic_output(path) as out:
+        count = output.write(rows(conn, statuses, limit), fmt, out, table)
+    log(f"export-metadata: {count} files")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""What the library holds for a file, as objbatch's readers (review, show, export, approve, requeue) see
+it: its status and its current metadata. The current file_metadata_ai row is the authority (the library's
+own review edits it); files.ai_metadata_json is a mirror. And the paths a person names or pipes in."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import IO, Iterable, Iterator
+
+from .common import Failure
+from .ledger import load_json
+
+STORED = """
+SELECT f.file_path, f.filename, f.ai_metadata_status AS status, f.ai_confidence_score AS confidence,
+       f.error_message, COALESCE(f.is_deleted, 0) AS is_deleted,
+       COALESCE(m.metadata_json, f.ai_metadata_json) AS metadata_json, m.model, m.prompt_version,
+       m.created_at AS extracted_at, COALESCE(o.attempts, 0) AS attempts, o.reasons_json
+FROM files f
+LEFT JOIN file_metadata_ai m ON m.metadata_id = (SELECT MAX(metadata_id) FROM file_metadata_ai
+                                                  WHERE file_path = f.file_path AND is_current = 1)
+LEFT JOIN objbatch_files o ON o.file_path = f.file_path
+"""
+WITH_METADATA = ("extracted", "needs_review", "approved")
+
+
+def stored(conn: sqlite3.Connection, where: str = "", params: dict | tuple = ()) -> Iterator[dict]:
+    """Files (filtered by `where`, a condition on f, m and o) with their current metadata parsed."""
+    for row in conn.execute(STORED + (f" WHERE {where}" if where else "") + " ORDER BY f.file_path", params):
+        item = dict(row)
+        item["metadata"] = load_json(item.pop("metadata_json"), None)
+        item["status"] = item["status"] or "pending"
+        item["reasons"] = load_json(item.pop("reasons_json"), [])
+        yield item
+
+
+def names_from(arguments: Iterable[str], stdin: IO[str]) -> list[str]:
+    """Paths given as arguments; '-' reads more from stdin: plain paths, JSON lines with a file_path (as
+    review --nl writes), or a JSON array of such objects (review --json)."""
+    names: list[str] = []
+    for argument in arguments:
+        names.extend(_read(stdin) if argument == "-" else [argument])
+    return names
+
+
+def _read(stream: IO[str]) -> list[str]:
+    text = stream.read()
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise Failure(f"stdin looks like a JSON array but is not valid JSON ({exc.msg}); pipe review --json") from None
+        return [_path(item, f"item {i + 1}") for i, item in enumerate(items)]
+    names = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                names.append(_path(json.loads(line), f"line {lineno}"))
+            except json.JSONDecodeError:
+                raise Failure(f"stdin line {lineno} starts like JSON but is not valid JSON; give one path or "
+                              "one JSON object a line") from None
+        else:
+            names.append(line)
+    return names
+
+
+def _path(item: object, where: str) -> str:
+    if not isinstance(item, dict) or not isinstance(item.get("file_path"), str):
+        raise Failure(f"stdin {where} has no file_path; pipe review --json or --nl, or give plain paths")
+    return item["file_path"]
+
+
+def resolve(conn: sqlite3.Connection, names: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Each name to the file_path it means: the path itself, else the one path ending with it. Returns
+    (name -> file_path, name -> why it matches none)."""
+    found, unknown = {}, {}
+    for name in dict.fromkeys(names):
+        if conn.execute("SELECT 1 FROM files WHERE file_path = ?", (name,)).fetchone():
+            found[name] = name
+            continue
+        like = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        matches = [r[0] for r in conn.execute("SELECT file_path FROM files WHERE file_path LIKE ? ESCAPE '\\' "
+                                              "LIMIT 3", (f"%/{like}",))]
+        if len(matches) == 1:
+            found[name] = matches[0]
+        else:
+            unknown[name] = "not in the database" if not matches else "matches several files; give more of its path"
+    return found, unknown

@@ -1,0 +1,70 @@
+"""requeue: send files back to the queue (status pending, attempt count reset), for the next run to take.
+
+Files come as arguments, from stdin with '-' (plain paths, or review --nl / --json lines), or by status
+(--status skipped, failed_validation or needs_review). Approved files only with --include-approved. A file
+a run still has in flight, a deleted or unknown one is refused by name; the others are requeued, and the
+exit status is 1 if any was refused. Their metadata stays until a run replaces it; the results history
+(show) keeps every earlier outcome.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import ledger, library, runs
+from .common import Failure, command, log, now_iso
+
+STATUSES = ("skipped", "failed_validation", "needs_review", "extracted")
+
+
+def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
+           include_approved: bool) -> tuple[list[str], list[str]]:
+    found, unknown = library.resolve(conn, names)
+    refused = [f"{name} ({why})" for name, why in unknown.items()]
+    paths = list(dict.fromkeys(found.values()))
+    for status in statuses:
+        paths += [r[0] for r in conn.execute("SELECT file_path FROM files WHERE ai_metadata_status = ? AND "
+                                             "COALESCE(is_deleted, 0) = 0 ORDER BY file_path", (status,))
+                  if r[0] not in paths]
+    flying = {r[0]: r[1] for r in conn.execute("SELECT file_path, run_name FROM objbatch_claims WHERE state = ?",
+                                               (runs.IN_FLIGHT,))}
+    keep = []
+    for path in paths:
+        row = conn.execute("SELECT ai_metadata_status, COALESCE(is_deleted, 0) FROM files WHERE file_path = ?",
+                           (path,)).fetchone()
+        why = ("deleted" if row[1] else f"in flight in run {flying[path]}" if path in flying else
+               "approved: add --include-approved to requeue it" if row[0] == "approved" and not include_approved
+               else None)
+        (refused.append(f"{path} ({why})") if why else keep.append(path))
+    return keep, refused
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("paths", nargs=-1)
+@click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
+              help="The library database.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
+              help="Also requeue every file with this status (repeatable).")
+@click.option("--include-approved", is_flag=True, help="Allow approved files among those named.")
+@command
+def main(paths: tuple[str, ...], db: str, statuses: tuple[str, ...], include_approved: bool) -> None:
+    """Send the files named by PATHS ('-' reads stdin) or --status back to the queue."""
+    names = library.names_from(paths, sys.stdin)
+    if not names and not statuses:
+        raise Failure("name the files to requeue (paths, '-' for stdin) or give --status", 2)
+    with ledger.opened(db) as conn, ledger.transaction(conn):
+        keep, refused = chosen(conn, names, statuses, include_approved)
+        now = now_iso()
+        conn.executemany("UPDATE files SET ai_metadata_status = 'pending', error_message = NULL, updated_at = ? "
+                         "WHERE file_path = ?", [(now, path) for path in keep])
+        conn.executemany("UPDATE objbatch_files SET attempts = 0, reasons_json = '[]', skip_kind = NULL "
+                         "WHERE file_path = ?", [(path,) for path in keep])
+    log(f"requeue: {len(keep)} files back in the queue")
+    if refused:
+        raise Failure(f"{len(refused)} refused: {'; '.join(refused)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""show: one file as the library holds it: status, confidence, reasons, the repairs its result needed,
+attempts, the current metadata (the current file_metadata_ai row) and its history of versions and results."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import click
+
+from . import ledger, library, output
+from .common import Failure, command
+
+
+def details(conn: sqlite3.Connection, path: str) -> dict:
+    item = next(library.stored(conn, "f.file_path = ?", (path,)))
+    versions = [dict(r) for r in conn.execute(
+        "SELECT metadata_id, created_at, model, prompt_version, is_current FROM file_metadata_ai "
+        "WHERE file_path = ? ORDER BY metadata_id DESC", (path,))]
+    results = [{**dict(r), "reasons": ledger.load_json(r["reasons_json"], []),
+                "repairs": ledger.load_json(r["repairs_json"], [])} for r in conn.execute(
+        "SELECT applied_at, run_name, result_key, decision, outcome, confidence, reasons_json, repairs_json "
+        "FROM objbatch_applied WHERE file_path = ? ORDER BY applied_at DESC, rowid DESC", (path,))]
+    for result in results:
+        del result["reasons_json"], result["repairs_json"]
+    latest = results[0] if results else {}
+    return {"file_path": path, "status": item["status"], "confidence": item["confidence"],
+            "reasons": [r for r in (item["error_message"] or "").split("; ") if r],
+            "repairs": latest.get("repairs", []), "attempts": item["attempts"], "attempt_reasons": item["reasons"],
+            "deleted": bool(item["is_deleted"]), "model": item["model"], "prompt_version": item["prompt_version"],
+            "metadata": item["metadata"], "versions": versions, "results": results}
+
+
+def render(info: dict) -> str:
+    lines = [info["file_path"], f"  status      {info['status']}" + ("  (deleted)" if info["deleted"] else "")]
+    if info["confidence"] is not None:
+        lines.append(f"  confidence  {info['confidence']:.2f}")
+    lines += _listed("reasons", info["reasons"]) + _listed("repairs", info["repairs"])
+    if info["attempts"]:
+        lines += _listed(f"attempts    {info['attempts']}, failed with", info["attempt_reasons"])
+    meta = info["metadata"]
+    if meta:
+        description = meta.get("semantic_description") or {}
+        lines += [f"  metadata    (current version: {info['model'] or '?'}, prompt {info['prompt_version'] or '?'})",
+                  f"    category      {meta.get('category')}", f"    difficulty    {meta.get('difficulty')}",
+                  f"    topics        {', '.join(meta.get('primary_topics') or [])}",
+                  f"    confidence    {meta.get('confidence_score')}",
+                  f"    summary       {description.get('summary')}"]
+        lines += _listed("  aspects", meta.get("topic_aspects") or [], "    ")
+        lines += _listed("  arguments", description.get("key_arguments") or [], "    ")
+        lines += _listed("  positions", description.get("philosophical_positions") or [], "    ")
+    else:
+        lines.append("  metadata    none yet")
+    if info["versions"]:
+        lines.append(f"  versions    {len(info['versions'])} (newest first)")
+        lines += [f"    {v['created_at'] or '?'}  {'current ' if v['is_current'] else '        '} {v['model'] or '?'}  "
+                  f"{v['prompt_version'] or ''}" for v in info["versions"]]
+    if info["results"]:
+        lines.append(f"  results     {len(info['results'])} (newest first)")
+        lines += [f"    {r['applied_at']}  run {r['run_name'] or '-'}  {r['decision']} -> {r['outcome']}"
+                  for r in info["results"]]
+    return "\n".join(lines)
+
+
+def _listed(label: str, items: list, indent: str = "  ") -> list[str]:
+    if not items:
+        return []
+    return [f"{indent}{label}:"] + [f"{indent}  - {item}" for item in items]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("path")
+@click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
+              help="The library database.")
+@output.options(formats=("table", "json"), json_help="Print one JSON object, for scripts.")
+@command
+def main(path: str, db: str, fmt: str) -> None:
+    """Show one file: PATH as stored, or the end of it (a file name) if that names one file."""
+    with ledger.opened(db) as conn:
+        found, unknown = library.resolve(conn, [path])
+        if unknown:
+            raise Failure(f"{path}: {unknown[path]}; review --nl lists the stored paths")
+        info = details(conn, found[path])
+    click.echo(json.dumps(info, ensure_ascii=False, indent=2) if fmt == "json" else render(info))
+
+
+if __name__ == "__main__":
+    main()
