@@ -46,9 +46,9 @@ def render(info: dict) -> str:
                   f"    topics        {', '.join(meta.get('primary_topics') or [])}",
                   f"    confidence    {meta.get('confidence_score')}",
                   f"    summary       {description.get('summary')}"]
-        lines += _listed("  aspects", meta.get("topic_aspects") or [], "    ")
-        lines += _listed("  arguments", description.get("key_arguments") or [], "    ")
-        lines += _listed("  positions", description.get("philosophical_positions") or [], "    ")
+        lines += _listed("aspects", meta.get("topic_aspects") or [], "    ")
+        lines += _listed("arguments", description.get("key_arguments") or [], "    ")
+        lines += _listed("positions", description.get("philosophical_positions") or [], "    ")
     else:
         lines.append("  metadata    none yet")
     if info["versions"]:
