@@ -28,6 +28,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
     monkeypatch.setenv("OBJBATCH_RETRY_SECONDS", "20")
+    monkeypatch.setenv("OBJBATCH_MIN_POLL", "0.05")  # the emulator does not rate-limit reads: tests poll fast
 
 
 class Emulator:

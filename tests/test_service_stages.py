@@ -25,7 +25,7 @@ def test_submit_wait_fetch_by_hand(emulator, tmp_path):
     waited = run("batch-wait", "--poll", "0.05", tmp_path / "job.json", env=emulator.env)
     assert waited.returncode == 0, waited.stderr
     assert jsonl(waited.stdout)[0]["status"] == "SUCCESS"
-    assert "SUCCESS 12/12 done, 12 succeeded, 0 failed" in waited.stderr
+    assert "SUCCESS 12/12 (100%) done, 12 succeeded, 0 failed" in waited.stderr
     fetched = run("batch-fetch", tmp_path / "job.json", env=emulator.env)
     assert fetched.returncode == 0, fetched.stderr
     results = jsonl(fetched.stdout)

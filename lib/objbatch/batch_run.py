@@ -33,7 +33,7 @@ from typing import IO
 
 import click
 
-from . import build_jsonl, config, costs, ledger, prompt, runs, select_pending, stats
+from . import build_jsonl, client, config, costs, ledger, prompt, runs, select_pending, stats
 from .estimate import over_budget
 from .common import (EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE, ROOT, Failure, atomic_write_json,
                      check_run_name, command, log)
@@ -117,8 +117,6 @@ def _nonempty(path: Path) -> bool:
 def check_before_paying() -> None:
     """The key is usable and the service answers it, before anything is claimed."""
     config.api_key()
-    from . import client  # the SDK is loaded only when the service is called
-
     with client.Service(before_paying=True) as service:
         service.check_access()
 

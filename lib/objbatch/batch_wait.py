@@ -1,63 +1,135 @@
-"""batch-wait: poll a run's jobs until every one is terminal; progress on stderr, final states on stdout."""
+"""batch-wait: poll a run's jobs until every one is terminal; progress on stderr, final states on stdout.
+
+Polling adapts to the job: it learns the rate at which requests complete, predicts when the job will end,
+and polls more often as that moment approaches and right after it, less often while the job is queued or
+far from done. --poll is the longest interval; the shortest is 2 s (the service rate-limits reads), which
+OBJBATCH_MIN_POLL lowers for the local emulator and the tests.
+"""
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import click
 
 from . import client
-from .common import NotFinished, Progress, atomic_output, command, log, write_jsonl
+from .client import RUNNING
+from .common import Failure, NotFinished, Progress, atomic_output, command, log, write_jsonl
 from .job_record import load_record, recording
 
 FIELDS = ("id", "status", "total_requests", "completed_requests", "succeeded_requests", "failed_requests",
           "output_file", "error_file", "errors", "created_at", "started_at", "completed_at")
+SERVICE_FLOOR = 2.0  # seconds between status requests, at least (per job: the service rate-limits reads)
 
 
-def progress_line(jobs: list[dict], elapsed: float) -> str:
+def min_poll() -> float:
+    text = os.environ.get("OBJBATCH_MIN_POLL", "").strip()
+    try:
+        return float(text) if text else SERVICE_FLOOR
+    except ValueError:
+        raise Failure(f"OBJBATCH_MIN_POLL must be a number of seconds (got {text!r}); unset it for "
+                      f"{SERVICE_FLOOR:g}") from None
+
+
+@dataclass
+class Schedule:
+    """When to look again. `ceiling` is --poll, `floor` the shortest interval. The rate is measured from the
+    first look at which requests were completing; the end is predicted from it."""
+
+    ceiling: float
+    floor: float
+    started: float
+    first: tuple[float, int] | None = None   # (time, completed) when progress was first seen
+    last: tuple[float, int, int] = (0.0, 0, 0)  # (time, completed, total) of the latest look
+
+    def observe(self, now: float, completed: int, total: int) -> None:
+        if self.first is None and completed > 0:
+            self.first = (now, completed)
+        self.last = (now, completed, total)
+
+    def rate(self) -> float | None:
+        """Requests completed a second, over the time the job has been making progress."""
+        if self.first is None:
+            return None
+        span = self.last[0] - self.first[0]
+        return (self.last[1] - self.first[1]) / span if span > 0 and self.last[1] > self.first[1] else None
+
+    def eta(self) -> float | None:
+        """Seconds from the latest look to the predicted end."""
+        rate = self.rate()
+        return (self.last[2] - self.last[1]) / rate if rate else None
+
+    def interval(self, now: float) -> float:
+        eta = self.eta()
+        if eta is None:  # queued, or no rate yet: look often at first, then less (the job may be quick)
+            wanted = (now - self.started) / 4
+        else:
+            ends = self.last[0] + eta
+            # before the predicted end: half the time left; after it, a little more each time
+            wanted = (ends - now) / 2 if now < ends else (now - ends) / 2
+        return min(max(wanted, self.floor), max(self.ceiling, self.floor))
+
+
+def progress_line(jobs: list[dict], elapsed: float, schedule: Schedule | None = None) -> str:
     total = sum(j["total_requests"] for j in jobs)
     done = sum(j["completed_requests"] for j in jobs)
     ok = sum(j["succeeded_requests"] for j in jobs)
     failed = sum(j["failed_requests"] for j in jobs)
     statuses = ",".join(sorted({j["status"] for j in jobs}))
-    return f"batch-wait: {statuses} {done}/{total} done, {ok} succeeded, {failed} failed, {_clock(elapsed)} elapsed"
+    percent = f" ({100 * done // total}%)" if total else ""
+    line = f"batch-wait: {statuses} {done}/{total}{percent} done, {ok} succeeded, {failed} failed"
+    rate = schedule.rate() if schedule else None
+    if rate:
+        line += f", {rate:,.1f}/s"
+    line += f", {_clock(elapsed)} elapsed"
+    eta = schedule.eta() if schedule else None
+    if eta is not None and any(j["status"] in RUNNING for j in jobs):
+        line += f", ETA {_clock(eta)}"
+    return line
 
 
 def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
+    minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def wait(service: client.Service, job_ids: list[str], poll: float, timeout: float,
-         on_poll=lambda jobs: None) -> list[dict]:
-    """Poll until all jobs are terminal; NotFinished after `timeout` seconds."""
-    started = time.monotonic()
+def wait(service, job_ids: list[str], poll: float, timeout: float, on_poll: Callable = lambda jobs: None,
+         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> list[dict]:
+    """Poll until all jobs are terminal (on the adaptive schedule); NotFinished after `timeout` seconds."""
+    started = clock()
+    schedule = Schedule(ceiling=poll, floor=min_poll(), started=started)
     progress = Progress()
     while True:
         jobs = [service.get_job(job_id) for job_id in job_ids]
+        now = clock()
         on_poll(jobs)
-        elapsed = time.monotonic() - started
-        line = progress_line(jobs, elapsed)
+        schedule.observe(now, sum(j["completed_requests"] for j in jobs), sum(j["total_requests"] for j in jobs))
+        line = progress_line(jobs, now - started, schedule)
         progress.update(line, line.split(",", 1)[0] + str([j["completed_requests"] for j in jobs]))
-        if all(client.terminal(j["status"]) for j in jobs):
+        running = [j for j in jobs if j["status"] in RUNNING]
+        if not running:
             progress.done()
             return jobs
-        if elapsed + poll > timeout:
+        pause = schedule.interval(now)
+        if now - started + pause > timeout:
             progress.done()
-            running = [j for j in jobs if not client.terminal(j["status"])]
             raise NotFinished(
                 f"job {', '.join(j['id'] for j in running)} is still {running[0]['status']} "
                 f"({sum(j['completed_requests'] for j in running)}/{sum(j['total_requests'] for j in running)}) "
-                f"after {_clock(elapsed)}; nothing is lost: rerun the same command (or make batch) later to "
+                f"after {_clock(now - started)}; nothing is lost: rerun the same command (or make batch) later to "
                 "collect it", label="still running")
-        time.sleep(poll)
+        sleep(pause)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("job_record", type=click.Path(dir_okay=False), default="-")
-@click.option("--poll", default=30.0, show_default=True, help="Seconds between status checks.")
-@click.option("--timeout", default=7200.0, show_default=True,
+@click.option("--poll", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="The longest wait between status checks; shorter near the job's predicted end.")
+@click.option("--timeout", default=7200.0, show_default=True, type=click.FloatRange(min=0),
               help="Give up waiting after this many seconds and exit 75; the job keeps running and a rerun resumes.")
 @click.option("-o", "--output", default="-", help="Write the final job states here (atomically) instead of stdout.")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Also record job states in this database.")
@@ -70,8 +142,10 @@ def main(job_record: str, poll: float, timeout: float, output: str, db: str | No
     job_ids = [entry["job_id"] for entry in record["jobs"]]
     if not job_ids:
         log("batch-wait: the record holds no job; nothing to wait for")
-    with recording(db, record, job_record) as on_poll, client.Service() as service:
-        jobs = wait(service, job_ids, poll, timeout, on_poll=on_poll) if job_ids else []
+        jobs: list[dict] = []
+    else:
+        with recording(db, record, job_record) as on_poll, client.Service() as service:
+            jobs = wait(service, job_ids, poll, timeout, on_poll=on_poll)
     for job in jobs:
         if job["status"] != "SUCCESS":
             log(f"batch-wait: job {job['id']} ended {job['status']}; batch-fetch will harvest what it returned")

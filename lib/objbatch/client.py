@@ -1,4 +1,6 @@
-"""The one module that talks to the Mistral SDK: files, batch jobs, retries and error wording."""
+"""The one module that talks to the Mistral service through its SDK: files, batch jobs, retries and error
+wording. Importing it is cheap: the SDK (most of a second to import) is loaded when a Service first makes
+an SDK call; the check before paying uses the SDK's own transport (httpx2) without it."""
 
 from __future__ import annotations
 
@@ -11,15 +13,13 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator, TypeVar
 
 import httpx2
-from mistralai.client import Mistral
-from mistralai.client import errors as sdk_errors
-from mistralai.extra.batch import is_terminal
 
 from . import config
 from .common import Failure, NotFinished, atomic_writer, log, scrub
 
 T = TypeVar("T")
 ENDPOINT = "/v1/chat/completions"
+RUNNING = ("QUEUED", "RUNNING", "CANCELLATION_REQUESTED")  # every other status is terminal, as the SDK says
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 RUN_ID_KEY = "objbatch_run_id"
 LOOKBACK_DAYS = 30  # how far back the job list is searched for a run whose record was lost
@@ -48,15 +48,25 @@ class Service:
         """`before_paying`: a service that cannot be reached at all on the first call is a mistake to report
         within seconds (wrong MISTRAL_SERVER_URL, no network), not a blip to ride out for 15 minutes."""
         self.url = url or config.server_url()
-        self._sdk = Mistral(api_key=key or config.api_key(), server_url=self.url, timeout_ms=120_000)
+        self.key = key or config.api_key()
         self.policy = policy or RetryPolicy()
         self._reached = not before_paying
+        self._client: Any = None
+
+    @property
+    def _sdk(self) -> Any:
+        if self._client is None:
+            from mistralai.client import Mistral  # loaded on first use
+
+            self._client = Mistral(api_key=self.key, server_url=self.url, timeout_ms=120_000)
+        return self._client
 
     def __enter__(self) -> "Service":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._sdk.__exit__(None, None, None)
+        if self._client is not None:
+            self._client.__exit__(None, None, None)
 
     # ----------------------------------------------------------- retries
 
@@ -74,7 +84,9 @@ class Service:
                 result = fn()
                 self._reached = True
                 return result
-            except (sdk_errors.SDKError, httpx2.TransportError) as exc:
+            except Exception as exc:
+                if not _from_service(exc):
+                    raise
                 transient, retry_after = _classify(exc)
                 waited = time.monotonic() - started
                 if not transient:
@@ -135,8 +147,16 @@ class Service:
             reconcile=already_created)
 
     def check_access(self) -> None:
-        """One cheap authenticated call: the key is accepted and the service answers."""
-        self.call("checking the service", lambda: self._sdk.batch.jobs.list(page=0, page_size=1))
+        """One cheap authenticated call (the job list, one item): the key is accepted and the service
+        answers. Made over the SDK's transport without loading the SDK, which this process may not need."""
+        def probe() -> None:
+            with httpx2.Client(timeout=30) as http:
+                answer = http.get(f"{self.url}/v1/batch/jobs", params={"page": 0, "page_size": 1},
+                                  headers={"Authorization": f"Bearer {self.key}", "Accept": "application/json"})
+            if answer.status_code != 200:
+                raise ServiceAnswer(answer.status_code, answer.text, answer.headers)
+
+        self.call("checking the service", probe)
 
     def get_job(self, job_id: str) -> dict:
         return job_dict(self.call(f"status of job {job_id}", lambda: self._sdk.batch.jobs.get(job_id=job_id)))
@@ -163,18 +183,35 @@ class Service:
             page += 1
 
 
+class ServiceAnswer(Exception):
+    """A non-200 answer to a call made without the SDK (the same fields as the SDK's SDKError)."""
+
+    def __init__(self, status_code: int, body: str, headers: Any):
+        super().__init__(f"HTTP {status_code}")
+        self.status_code, self.body, self.headers = status_code, body, headers
+
+
+def _from_service(exc: BaseException) -> bool:
+    """An answer or a transport failure of the service (retried or worded), not a bug of ours."""
+    if isinstance(exc, (httpx2.TransportError, ServiceAnswer)):
+        return True
+    from mistralai.client import errors  # loaded already: the SDK made the call that raised
+
+    return isinstance(exc, errors.SDKError)
+
+
 def job_dict(job: Any) -> dict:
     return job.model_dump(mode="json")
 
 
 def terminal(status: str) -> bool:
-    return is_terminal(status)
+    return status not in RUNNING
 
 
 def describe(exc: BaseException) -> str:
     """Words for an SDK or transport error, without bodies that could be long, and never the key (a
     transport error's text can quote the request's headers)."""
-    if isinstance(exc, sdk_errors.SDKError):
+    if getattr(exc, "status_code", None) is not None and hasattr(exc, "body"):
         body = (exc.body or "").strip().replace("\n", " ")
         return f"HTTP {exc.status_code}" + (f" ({scrub(body[:200])})" if body else "")
     if isinstance(exc, httpx2.ConnectError):

@@ -8,10 +8,9 @@ change its faults at POST /_emulator/faults.
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import json
 import math
+import os
 import random
 import re
 import sys
@@ -21,7 +20,7 @@ import uuid
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import click
@@ -98,26 +97,59 @@ class State:
         saved = json.loads((root / "state.json").read_text()) if (root / "state.json").exists() else {}
         self.files: dict[str, dict] = saved.get("files", {})
         self.jobs: dict[str, dict] = saved.get("jobs", {})
-        self.seen: dict[str, int] = saved.get("seen", {})
         self.record: dict[str, Any] = saved.get("record", {"uploads": [], "jobs_created": [], "polls": {},
                                                           "calls": 0, "http_faults": 0, "cancels": []})
         self.faults = {**DEFAULT_FAULTS, **saved.get("faults", {}), **faults}
         self.pace = {**DEFAULT_PACE, **saved.get("pace", {}), **pace}
+        seen = root / "seen.json"  # how often each custom_id was submitted: written only when a job is created
+        self.seen: dict[str, int] = json.loads(seen.read_text()) if seen.exists() else {}
+        self._ids: dict[str, tuple[list[str], dict[str, int]]] = {}
+        self._kinds: dict[str, list[str]] = {}
         self.save()
 
     def save(self) -> None:
+        """The small state (file and job metadata, counters): cheap enough to write on every call. Each
+        job's custom_ids live in a file of their own, written once."""
         atomic_write_json(self.root / "state.json", {
-            "files": self.files, "jobs": self.jobs, "seen": self.seen, "record": self.record,
-            "faults": self.faults, "pace": self.pace})
+            "files": self.files, "jobs": self.jobs, "record": self.record, "faults": self.faults,
+            "pace": self.pace})
+
+    def add_job_ids(self, job_id: str, custom_ids: list[str]) -> None:
+        occurrences = {cid: self.seen.get(cid, 0) for cid in custom_ids}
+        for cid in custom_ids:
+            self.seen[cid] = self.seen.get(cid, 0) + 1
+        atomic_write_json(self.root / "files" / f"{job_id}.ids.json",
+                          {"custom_ids": custom_ids, "occurrences": occurrences})
+        atomic_write_json(self.root / "seen.json", self.seen)
+        self._ids[job_id] = (custom_ids, occurrences)
+
+    def ids(self, job_id: str) -> tuple[list[str], dict[str, int]]:
+        """(custom_ids in order, how often each was submitted before this job)."""
+        if job_id not in self._ids:
+            data = json.loads((self.root / "files" / f"{job_id}.ids.json").read_text())
+            self._ids[job_id] = (data["custom_ids"], data["occurrences"])
+        return self._ids[job_id]
 
     # ---------------------------------------------------------------- files
 
     def add_file(self, name: str, content: bytes, purpose: str, sample_type: str, source: str) -> dict:
+        path = self.root / "files" / f".{uuid.uuid4()}.part"
+        atomic_write_bytes(path, content)
+        return self.register_file(path, name, purpose, sample_type, source)
+
+    def register_file(self, path: Path, name: str, purpose: str, sample_type: str, source: str) -> dict:
+        """Give a written file an id and its metadata."""
         file_id = str(uuid.uuid4())
-        atomic_write_bytes(self.root / "files" / file_id, content)
-        meta = {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()),
+        lines = trailing = 0
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                lines += block.count(b"\n")
+                trailing = block[-1:] != b"\n"
+        size = path.stat().st_size
+        os.replace(path, self.root / "files" / file_id)
+        meta = {"id": file_id, "object": "file", "bytes": size, "created_at": int(time.time()),
                 "filename": name, "purpose": purpose, "sample_type": sample_type, "source": source,
-                "num_lines": content.count(b"\n") + (0 if content.endswith(b"\n") or not content else 1),
+                "num_lines": lines + int(bool(trailing)),
                 "mimetype": "application/jsonl" if name.endswith(".jsonl") else "application/octet-stream",
                 "signature": None, "expires_at": None, "visibility": "workspace", "deleted": False}
         self.files[file_id] = meta
@@ -188,15 +220,17 @@ class State:
         return min(job["total_requests"], math.floor(job["total_requests"] * frac))
 
     def _count(self, job: dict, done: int) -> None:
-        fates = [self._fate(job, cid) for cid in job["custom_ids"][:done]]
+        if job["id"] not in self._kinds:  # fates are fixed at creation: worked out once per job
+            self._kinds[job["id"]] = [self._fate(job, cid)["kind"] for cid in self.ids(job["id"])[0]]
+        kinds = self._kinds[job["id"]][:done]
         job["completed_requests"] = done
-        job["failed_requests"] = sum(1 for f in fates if f["kind"] in ("error_output", "error_file"))
-        job["succeeded_requests"] = sum(1 for f in fates if f["kind"] == "ok")
+        job["failed_requests"] = sum(1 for k in kinds if k in ("error_output", "error_file"))
+        job["succeeded_requests"] = sum(1 for k in kinds if k == "ok")
 
     def _fate(self, job: dict, custom_id: str) -> dict:
         """Reproducible per request: seeded by the seed, the custom_id and how often it was seen before."""
         fault = job["fault"]
-        occurrence = job["occurrences"].get(custom_id, 0)
+        occurrence = self.ids(job["id"])[1].get(custom_id, 0)
         rng = random.Random(f"{fault['seed']}|{custom_id}|{occurrence}")
         roll = rng.random()
         kind = "ok"
@@ -216,35 +250,35 @@ class State:
                 "salt": f"{fault['seed']}|{custom_id}|{occurrence}"}
 
     def _finish(self, job: dict, status: str, done: int, ended: float) -> None:
-        requests = self._requests(job)
-        output, errors = [], []
-        for request in requests[:done]:
+        """Answer the first `done` requests, streaming result lines to the output and error files."""
+        sinks = {"batch_result": _Sink(self.root), "batch_error": _Sink(self.root)}
+        shuffle = job["fault"]["shuffle"]
+        failed = answered = 0
+        for index, request in enumerate(self._requests(job)):
+            if index >= done:
+                break
             fate = self._fate(job, request["custom_id"])
             if fate["kind"] == "missing":
                 continue
             line = self._result_line(job, request, fate)
-            (errors if fate["kind"] == "error_file" else output).append(line)
-        if job["fault"]["shuffle"]:
-            random.Random(f"shuffle|{job['id']}").shuffle(output)
-            random.Random(f"shuffle-e|{job['id']}").shuffle(errors)
-        failed = sum(1 for line in output + errors if line["error"] is not None)
+            sinks["batch_error" if fate["kind"] == "error_file" else "batch_result"].add(line, shuffle)
+            answered += 1
+            failed += line["error"] is not None
         job.update({"status": status, "completed_requests": done, "failed_requests": failed,
-                    "succeeded_requests": len(output) + len(errors) - failed, "completed_at": int(ended),
+                    "succeeded_requests": answered - failed, "completed_at": int(ended),
                     "started_at": job["started_at"] or (int(job["timeline"]["start"]) if done else None)})
-        if output:
-            job["output_file"] = self._result_file(job, output, "batch_result")
-        if errors:
-            job["error_file"] = self._result_file(job, errors, "batch_error")
+        for sample_type, sink in sinks.items():
+            meta = sink.close(f"shuffle|{sample_type}|{job['id']}" if shuffle else None)
+            if meta:
+                key = "output_file" if sample_type == "batch_result" else "error_file"
+                job[key] = self.register_file(meta, f"{job['id']}_{sample_type}.jsonl", "batch", sample_type,
+                                              "mistral")["id"]
         if failed:
             job["errors"] = [{"message": "Some requests failed", "count": failed}]
         if status in ("FAILED", "TIMEOUT_EXCEEDED"):
-            job["errors"].append({"message": f"Job ended {status} after {done} of {len(requests)} requests",
-                                  "count": 1})
+            job["errors"].append({"message": f"Job ended {status} after {done} of {job['total_requests']} "
+                                  "requests", "count": 1})
         self.save()
-
-    def _result_file(self, job: dict, lines: list[dict], sample_type: str) -> str:
-        data = "".join(json.dumps(line) + "\n" for line in lines).encode()
-        return self.add_file(f"{job['id']}_{sample_type}.jsonl", data, "batch", sample_type, "mistral")["id"]
 
     def _result_line(self, job: dict, request: dict, fate: dict) -> dict:
         line_id = "batch-" + uuid.uuid5(uuid.NAMESPACE_URL, job["id"] + request["custom_id"]).hex[:24]
@@ -260,25 +294,57 @@ class State:
         return {"id": line_id, "custom_id": request["custom_id"],
                 "response": {"status_code": 200, "body": completion}, "error": None}
 
-    def _requests(self, job: dict) -> list[dict]:
-        if job["input_files"]:
-            return [r for fid in job["input_files"] for r in parse_requests(self.content(fid), fid)]
-        return [json.loads(line) for line in (self.root / "files" / f"{job['id']}.requests").read_text().splitlines()]
+    def _requests(self, job: dict) -> Iterator[dict]:
+        """The job's requests, one at a time (a large job is never held in memory whole)."""
+        paths = [self.root / "files" / fid for fid in job["input_files"]] or \
+            [self.root / "files" / f"{job['id']}.requests"]
+        for path in paths:
+            with open(path, "rb") as handle:
+                for line in handle:
+                    if line.strip():
+                        yield json.loads(line)
 
 
-def parse_requests(data: bytes, where: str) -> list[dict]:
-    requests = []
-    for lineno, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            request = json.loads(line)
-        except json.JSONDecodeError:
-            raise _unprocessable(f"line {lineno} of {where} is not valid JSON", ["body", "input_files"])
-        if not isinstance(request, dict) or not isinstance(request.get("body"), dict):
-            raise _unprocessable(f"line {lineno} of {where} has no body object", ["body", "input_files"])
-        requests.append(request)
-    return requests
+class _Sink:
+    """A result file being written line by line (kept in memory only when its lines are to be shuffled)."""
+
+    def __init__(self, root: Path):
+        self.path = root / "files" / f".{uuid.uuid4()}.part"
+        self.handle = open(self.path, "wb")
+        self.held: list[bytes] = []
+        self.count = 0
+
+    def add(self, line: dict, hold: bool) -> None:
+        data = (json.dumps(line) + "\n").encode()
+        self.held.append(data) if hold else self.handle.write(data)
+        self.count += 1
+
+    def close(self, shuffle_seed: str | None) -> Path | None:
+        if shuffle_seed:
+            random.Random(shuffle_seed).shuffle(self.held)
+            self.handle.writelines(self.held)
+        self.handle.close()
+        if not self.count:
+            self.path.unlink()
+            return None
+        return self.path
+
+
+def scan_requests(path: Path, where: str) -> list[str]:
+    """Check every line of an input file; the custom_ids, in order."""
+    custom_ids = []
+    with open(path, "rb") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                request = json.loads(line)
+            except json.JSONDecodeError:
+                raise _unprocessable(f"line {lineno} of {where} is not valid JSON", ["body", "input_files"])
+            if not isinstance(request, dict) or not isinstance(request.get("body"), dict):
+                raise _unprocessable(f"line {lineno} of {where} has no body object", ["body", "input_files"])
+            custom_ids.append(str(request.get("custom_id")))
+    return custom_ids
 
 
 class Api:
@@ -346,7 +412,8 @@ class Api:
     def _control(self, method: str, path: str, body: bytes) -> Any:
         state = self.state
         if path == "/_emulator/record":
-            return {**state.record, "files": list(state.files.values()),
+            created = [{**entry, "custom_ids": state.ids(entry["id"])[0]} for entry in state.record["jobs_created"]]
+            return {**state.record, "jobs_created": created, "files": list(state.files.values()),
                     "jobs": [state.job_view(j) for j in state.jobs.values()]}
         if path in ("/_emulator/faults", "/_emulator/pace"):
             target = state.faults if path.endswith("faults") else state.pace
@@ -415,7 +482,7 @@ class Api:
 
     def create_job(self, query: dict, body: bytes, headers: Any) -> dict:
         spec = _json_body(body)
-        requests = self._job_requests(spec)
+        custom_ids = self._job_custom_ids(spec)
         if spec.get("endpoint") not in ENDPOINTS:
             raise _unprocessable(f"endpoint {spec.get('endpoint')!r} is not supported", ["body", "endpoint"])
         timeout_hours = spec.get("timeout_hours", 24)
@@ -423,20 +490,18 @@ class Api:
             raise _unprocessable("timeout_hours must be an integer of at least 1", ["body", "timeout_hours"])
         state, pace = self.state, self.state.pace
         job_id = str(uuid.uuid4())
-        custom_ids = [str(r.get("custom_id")) for r in requests]
-        occurrences = {cid: state.seen.get(cid, 0) for cid in custom_ids}
-        for cid in custom_ids:
-            state.seen[cid] = state.seen.get(cid, 0) + 1
+        state.add_job_ids(job_id, custom_ids)
         if spec.get("requests") is not None:
-            (state.root / "files" / f"{job_id}.requests").write_text("".join(json.dumps(r) + "\n" for r in requests))
+            (state.root / "files" / f"{job_id}.requests").write_text(
+                "".join(json.dumps(r) + "\n" for r in spec["requests"]))
         created = time.time()
-        run = min(pace["max_run_seconds"], max(pace["min_run_seconds"], pace["seconds_per_request"] * len(requests)))
+        run = min(pace["max_run_seconds"], max(pace["min_run_seconds"], pace["seconds_per_request"] * len(custom_ids)))
         job = {"id": job_id, "object": "batch", "input_files": list(spec.get("input_files") or []),
                "metadata": spec.get("metadata"), "endpoint": spec["endpoint"], "model": spec.get("model"),
                "agent_id": spec.get("agent_id"), "output_file": None, "error_file": None, "errors": [],
-               "status": "QUEUED", "created_at": int(created), "total_requests": len(requests),
+               "status": "QUEUED", "created_at": int(created), "total_requests": len(custom_ids),
                "completed_requests": 0, "succeeded_requests": 0, "failed_requests": 0, "started_at": None,
-               "completed_at": None, "custom_ids": custom_ids, "occurrences": occurrences,
+               "completed_at": None,
                "fault": {k: state.faults[k] for k in ("seed", "answers", "error_in_output", "error_in_error_file",
                                                       "error_as_string", "missing", "shuffle", "job_status",
                                                       "partial")},
@@ -446,12 +511,13 @@ class Api:
                "timeout_hours": timeout_hours}
         state.jobs[job_id] = job
         state.record["jobs_created"].append({"id": job_id, "metadata": job["metadata"], "model": job["model"],
-                                             "custom_ids": custom_ids, "inline": spec.get("requests") is not None,
+                                             "inline": spec.get("requests") is not None,
                                              "input_files": job["input_files"], "at": created})
         state.save()
         return state.job_view(job)
 
-    def _job_requests(self, spec: dict) -> list[dict]:
+    def _job_custom_ids(self, spec: dict) -> list[str]:
+        """The custom_ids of the requests the job would run, every request checked."""
         has_files, has_inline = spec.get("input_files") is not None, spec.get("requests") is not None
         if has_files == has_inline:
             raise _unprocessable("exactly one of input_files or requests must be given", ["body"])
@@ -461,15 +527,15 @@ class Api:
             for i, request in enumerate(spec["requests"]):
                 if not isinstance(request, dict) or not isinstance(request.get("body"), dict):
                     raise _unprocessable("body is required", ["body", "requests", i, "body"])
-            return spec["requests"]
+            return [str(r.get("custom_id")) for r in spec["requests"]]
         if not spec["input_files"]:
             raise _unprocessable("input_files must not be empty", ["body", "input_files"])
-        requests = []
+        custom_ids = []
         for file_id in spec["input_files"]:
             if file_id not in self.state.files or self.state.files[file_id]["deleted"]:
                 raise _error(404, f"Input file {file_id} not found", "file_not_found")
-            requests += parse_requests(self.state.content(file_id), file_id)
-        return requests
+            custom_ids += scan_requests(self.state.root / "files" / file_id, file_id)
+        return custom_ids
 
     def list_jobs(self, query: dict, body: bytes, headers: Any) -> dict:
         jobs = [self.state.job_view(j) for j in self.state.jobs.values()]
@@ -547,14 +613,21 @@ def _json_body(body: bytes) -> dict:
 
 
 def _multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
-    if not content_type.startswith("multipart/form-data"):
+    """The parts of a multipart/form-data body: name -> (filename, bytes). Split on the boundary directly
+    (the email parser takes seconds on a large upload)."""
+    found = re.search(r'boundary="?([^";]+)"?', content_type) if content_type.startswith("multipart/form-data") \
+        else None
+    if not found:
         raise _unprocessable("expected multipart/form-data", ["body"])
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body)
     parts = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        parts[name] = (part.get_filename(), part.get_payload(decode=True) or b"")
+    for chunk in body.split(b"--" + found.group(1).encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, data = chunk.partition(b"\r\n\r\n")
+        text = head.decode("utf-8", "replace")
+        name, filename = re.search(r'\bname="([^"]*)"', text), re.search(r'\bfilename="([^"]*)"', text)
+        if name:
+            parts[name.group(1)] = (filename.group(1) if filename else None, data[:-2] if data.endswith(b"\r\n") else data)
     return parts
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
+from functools import lru_cache
 from typing import Any
 
 from .metadata import VOCABULARY, CATEGORIES
@@ -22,6 +24,7 @@ ANSWER_FAULTS = (
 )
 
 _FILLER_TOPICS = ["reason", "ethics", "epistemology", "values", "metaphysics"]
+_TWO_WORD_TAGS = {tag for tag in VOCABULARY if "_" in tag}
 
 
 def complete(body: dict, fault: str | None, salt: str) -> dict:
@@ -30,7 +33,7 @@ def complete(body: dict, fault: str | None, salt: str) -> dict:
     answer = clean_answer(text, salt, _topics_asked(body))
     content, finish = _render(answer, fault, body.get("response_format") or {}, salt)
     prompt_tokens = sum(count_tokens(_content_text(m.get("content"))) + 4 for m in body.get("messages") or []
-                        if isinstance(m, dict)) + count_tokens(json.dumps(body.get("response_format") or ""))
+                        if isinstance(m, dict)) + _schema_tokens(json.dumps(body.get("response_format") or ""))
     completion_tokens = max(1, count_tokens(content if isinstance(content, str) else json.dumps(content)))
     return {
         "id": "cmpl-" + _digest(salt)[:24],
@@ -94,6 +97,11 @@ def count_tokens(text: str) -> int:
     return len(_PIECE.findall(text))
 
 
+@lru_cache(maxsize=16)
+def _schema_tokens(text: str) -> int:
+    return count_tokens(text)  # the same schema comes with every request: counted once
+
+
 def _content_text(content: Any) -> str:
     if isinstance(content, list):
         return "".join(c.get("text", "") for c in content if isinstance(c, dict))
@@ -113,8 +121,10 @@ def _field(text: str, label: str) -> str | None:
 
 def _topics(text: str, fewest: int, most: int) -> list[str]:
     """The vocabulary words the text contains, most frequent first; general topics make up the number."""
-    lowered = text.lower()
-    counts = {tag: lowered.count(tag.replace("_", " ")) + lowered.count(tag) for tag in VOCABULARY}
+    words = re.findall(r"[a-z]+", text.lower())
+    seen = Counter(words)
+    seen.update(f"{a}_{b}" for a, b in zip(words, words[1:]) if f"{a}_{b}" in _TWO_WORD_TAGS)
+    counts = {tag: seen[tag] for tag in VOCABULARY}
     found = [tag for tag, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n > 0][:most]
     for filler in _FILLER_TOPICS + list(VOCABULARY):
         if len(found) >= fewest:
