@@ -1,18 +1,27 @@
 """make bench: figures, not assertions (machines here are shared and noisy; ratios are measured in one run).
 
-1. build-jsonl memory: peak RSS for 10x more files must stay flat (it streams).
-2. The whole make batch on a 1,000-file sample library against the emulator: seconds per stage.
-3. Convergence at the real failure rates: failed files after each of three rounds, over several seeds.
+1. make batch beside the floor (tests/bench_floor.py: one process doing the same local work, no checks, no
+   ledger) on 1,200 and 10,000 files, the emulator answering instantly: seconds, ratio, peak RSS of each.
+2. The lag between the service finishing a 723-request job (paced to take about a minute) and the
+   database holding its results, with make batch's default settings.
+3. make batch on a 100,000-file library (small files): seconds and peak RSS.
+4. Convergence at the real failure rates: failed files after each of three rounds, over a few seeds.
+
+    python tests/bench.py [--only floor,lag,scale,convergence]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,78 +31,91 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import Emulator, rows  # noqa: E402
 from objbatch.sample_library import build  # noqa: E402
 
-
-def peak_rss_mb(cmd: list[str], stdin: Path) -> tuple[float, float]:
-    started = time.monotonic()
-    with open(stdin) as source:
-        proc = subprocess.Popen(cmd, stdin=source, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-    assert status == 0, cmd
-    return usage.ru_maxrss / 1024, time.monotonic() - started
-
-
-def bench_build_memory(work: Path) -> None:
-    figures = {}
-    for count in (200, 2000):
-        lib = work / f"mem{count}"
-        build(lib / "library", lib / "lib.db", count=count, seed=1)
-        subprocess.run([BIN / "select-pending", "--db", lib / "lib.db", "-o", lib / "select.jsonl"], check=True,
-                       capture_output=True)
-        figures[count] = peak_rss_mb([str(BIN / "build-jsonl"), "--manifest", str(lib / "m.jsonl")],
-                                     lib / "select.jsonl")
-    (small_rss, small_t), (big_rss, big_t) = figures[200], figures[2000]
-    print(f"build-jsonl: 200 files {small_rss:.1f} MB peak, {small_t:.2f}s; 2,000 files {big_rss:.1f} MB peak, "
-          f"{big_t:.2f}s; memory ratio {big_rss / small_rss:.2f} for 10x the files")
+INSTANT = json.dumps({"queue_seconds": 0, "seconds_per_request": 0, "min_run_seconds": 0, "max_run_seconds": 0})
+# Runs a command and reports the peak RSS of the largest process in its tree (RUSAGE_CHILDREN of a wrapper
+# that has no other children), so the emulator's memory never counts.
+MEASURE = ("import json, resource, subprocess, sys, time\n"
+           "start = time.monotonic(); code = subprocess.run(sys.argv[2:]).returncode\n"
+           "open(sys.argv[1], 'w').write(json.dumps([time.monotonic() - start, "
+           "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, code]))")
 
 
-def bench_fetch_memory(work: Path) -> None:
-    from conftest import request_lines
-
-    emu = Emulator(work / "fetch-emulator", [])
-    figures = {}
-    try:
-        for count in (300, 3000):
-            (work / f"req{count}.jsonl").write_text(request_lines(count, prefix=f"n{count}-"))
-            record = work / f"job{count}.json"
-            with open(work / f"req{count}.jsonl") as source, open(record, "w") as out:
-                subprocess.run([BIN / "batch-submit", "--run-name", f"m{count}", "--inline-max-requests", "0"],
-                               stdin=source, stdout=out, stderr=subprocess.DEVNULL, env=emu.env, check=True)
-            subprocess.run([BIN / "batch-wait", "--poll", "0.2", record], env=emu.env, check=True,
-                           capture_output=True)
-            started = time.monotonic()
-            proc = subprocess.Popen([BIN / "batch-fetch", "--raw-dir", work / f"raw{count}", "-o",
-                                     work / f"res{count}.jsonl", record], env=emu.env, stderr=subprocess.DEVNULL)
-            _, status, usage = os.wait4(proc.pid, 0)
-            assert status == 0
-            figures[count] = (usage.ru_maxrss / 1024, time.monotonic() - started,
-                              sum(f.stat().st_size for f in (work / f"raw{count}").iterdir()) / 1e6)
-    finally:
-        emu.stop()
-    (small, small_t, small_mb), (big, big_t, big_mb) = figures[300], figures[3000]
-    print(f"batch-fetch: 300 results ({small_mb:.1f} MB) {small:.1f} MB peak, {small_t:.2f}s; 3,000 results "
-          f"({big_mb:.1f} MB) {big:.1f} MB peak, {big_t:.2f}s; memory ratio {big / small:.2f} for 10x the results")
+def measured(cmd: list[str], env: dict, work: Path) -> tuple[float, float]:
+    """(seconds, peak RSS in MB of the largest process) of one command tree; its output is discarded."""
+    figures = work / "figures.json"
+    subprocess.run([sys.executable, "-c", MEASURE, str(figures), *map(str, cmd)], env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    seconds, rss, code = json.loads(figures.read_text())
+    assert code == 0, f"{cmd[:3]} failed ({code})"
+    return seconds, rss
 
 
-def bench_pipeline(work: Path) -> None:
-    lib = work / "pipe"
-    build(lib / "library", lib / "lib.db", count=1000, seed=2)
-    emu = Emulator(lib / "emulator", [])
+def library(work: Path, count: int, small: bool = False) -> Path:
+    folder = work / f"lib{count}"
+    if not (folder / "pristine.db").exists():
+        build(folder / "library", folder / "pristine.db", count=count, seed=5, small=small)
+    return folder
+
+
+def copy_of(folder: Path, name: str) -> Path:
+    db = folder / f"{name}.db"
+    shutil.copy(folder / "pristine.db", db)
+    return db
+
+
+def bench_floor(work: Path) -> None:
+    for count in (1_200, 10_000):
+        folder = library(work, count)
+        emu = Emulator(folder / f"emu-{time.monotonic_ns()}", ["--pace", INSTANT])
+        try:
+            env = {**emu.env, "PATH": f"{BIN}:{os.environ['PATH']}"}
+            floor = measured([sys.executable, ROOT / "tests" / "bench_floor.py", copy_of(folder, "floor")], env, work)
+            ours = measured(["make", "--no-print-directory", "-C", ROOT, "batch", f"DB={copy_of(folder, 'ours')}",
+                             f"RUNS={folder / 'runs'}", "NAME=bench"], env, work)
+        finally:
+            emu.stop()
+            shutil.rmtree(folder / "runs", ignore_errors=True)
+        print(f"{count:>6,} files: floor {floor[0]:6.2f}s {floor[1]:5.0f} MB | make batch {ours[0]:6.2f}s "
+              f"{ours[1]:5.0f} MB | ratio {ours[0] / floor[0]:.2f}", flush=True)
+
+
+def bench_lag(work: Path) -> None:
+    """A 723-request job paced to about a minute, make batch with its defaults (POLL=30)."""
+    folder = library(work, 723)
+    pace = json.dumps({"queue_seconds": 15, "seconds_per_request": 45 / 723, "min_run_seconds": 1,
+                       "max_run_seconds": 300})
+    emu = Emulator(folder / "emu-lag", ["--pace", pace])
+    db = copy_of(folder, "lag")
     try:
         env = {**emu.env, "PATH": f"{BIN}:{os.environ['PATH']}"}
-        stages = ["select.jsonl", "requests.jsonl", "job.json", "wait.jsonl", "results.jsonl", "decisions.jsonl",
-                  "applied.json"]
-        timings = []
-        for stage in stages:
-            started = time.monotonic()
-            subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), f"{lib}/runs/b/{stage}",
-                            f"DB={lib / 'lib.db'}", f"RUNS={lib / 'runs'}", "NAME=b", "POLL=0.2"], env=env,
-                           check=True, capture_output=True)
-            timings.append((stage.split(".")[0], time.monotonic() - started))
+        seconds, _ = measured(["make", "--no-print-directory", "-C", ROOT, "batch", f"DB={db}",
+                               f"RUNS={folder / 'runs-lag'}", "NAME=lag"], env, work)
     finally:
         emu.stop()
-    total = sum(t for _, t in timings)
-    print(f"make batch, 1,007 files (emulator job time included): {total:.1f}s; "
-          + ", ".join(f"{name} {t:.2f}s" for name, t in timings))
+    state = json.loads((folder / "emu-lag" / "state.json").read_text())
+    job = next(iter(state["jobs"].values()))
+    ended = job["timeline"]["end"]
+    with sqlite3.connect(db) as conn:
+        applied = conn.execute("SELECT finished_at FROM objbatch_runs WHERE run_name = 'lag'").fetchone()[0]
+        polls = conn.execute("SELECT COUNT(*) FROM objbatch_jobs").fetchone()[0]
+    applied_at = datetime.strptime(applied, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc).timestamp()
+    print(f"lag: a {job['total_requests']}-request job the service ran for {ended - job['timeline']['created']:.0f}s; "
+          f"its results were in the database {applied_at - ended:.1f}s after it finished "
+          f"(make batch {seconds:.0f}s end to end, {state['record']['polls'][job['id']]} status requests, "
+          f"{polls} job)", flush=True)
+
+
+def bench_scale(work: Path) -> None:
+    folder = library(work, 100_000, small=True)
+    emu = Emulator(folder / "emu-scale", ["--pace", INSTANT])
+    try:
+        env = {**emu.env, "PATH": f"{BIN}:{os.environ['PATH']}"}
+        seconds, rss = measured(["make", "--no-print-directory", "-C", ROOT, "batch", f"DB={copy_of(folder, 'scale')}",
+                                 f"RUNS={folder / 'runs'}", "NAME=scale"], env, work)
+        jobs = len(emu.record()["jobs_created"])
+    finally:
+        emu.stop()
+    print(f"100,000 files (small): make batch {seconds:.1f}s, peak {rss:.0f} MB, {jobs} job(s)", flush=True)
 
 
 def bench_convergence(work: Path, seeds: range) -> None:
@@ -107,26 +129,30 @@ def bench_convergence(work: Path, seeds: range) -> None:
         try:
             for round_ in range(3):
                 subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "batch", f"DB={work / f'c{seed}.db'}",
-                                f"RUNS={work / f'runs{seed}'}", f"NAME=r{round_}", "POLL=0.1"], env=emu.env,
-                               check=True, capture_output=True)
+                                f"RUNS={work / f'runs{seed}'}", f"NAME=r{round_}", "POLL=0.1"],
+                               env={**emu.env, "OBJBATCH_MIN_POLL": "0.1"}, check=True, capture_output=True)
                 failed.append(sum(1 for r in rows(work / f"c{seed}.db").values()
                                   if r["ai_metadata_status"] == "failed_validation"))
         finally:
             emu.stop()
         converged += failed[-1] == 0
-        print(f"convergence seed {seed}: failed after rounds 1-3: {failed}")
+        print(f"convergence seed {seed}: failed after rounds 1-3: {failed}", flush=True)
     shutil.rmtree(home, ignore_errors=True)
     print(f"convergence: {converged}/{len(seeds)} seeds left no failed file after three rounds (301 files each)")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="floor,lag,scale,convergence")
+    chosen = parser.parse_args().only.split(",")
     work = Path(tempfile.mkdtemp(prefix="objbatch-bench-"))
     os.environ.setdefault("XDG_STATE_HOME", str(work / "state"))
+    os.environ.pop("OBJBATCH_MIN_POLL", None)  # the defaults: the service's 2 s floor between status requests
     try:
-        bench_build_memory(work)
-        bench_fetch_memory(work)
-        bench_pipeline(work)
-        bench_convergence(work, range(1, 6))
+        for name, run in (("floor", bench_floor), ("lag", bench_lag), ("scale", bench_scale),
+                          ("convergence", lambda w: bench_convergence(w, range(1, 4)))):
+            if name in chosen:
+                run(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -9,8 +9,10 @@
    run, is refused naming both.
 4. Before anything is claimed: the API key is usable and the service answers (a dead URL fails within
    seconds).
-5. The run's lock is taken (another process working on it is waited for), then make builds the run's
-   stages ($(RUNS)/NAME/applied.json), each rebuilding from the ledger what its folder lacks.
+5. The run's lock is taken (another process working on it is waited for). make says which stages are due
+   for $(RUNS)/NAME/applied.json (make -n: what is missing or stale, with every stage's arguments), and
+   batch-run runs those stage commands in its own process (one Python, the SDK loaded once); each
+   rebuilds from the ledger what its folder lacks.
 
 Exit 0: done (or nothing to do); 75: a job is still running (rerun later: nothing is lost); 1: something
 needs attention (the stage said what); 2: a usage error. make itself can only exit 0 or 2: scripts and
@@ -19,17 +21,15 @@ cron that need the difference call batch-run (or batch-cron).
 
 from __future__ import annotations
 
-import json
+import importlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import IO
 
 import click
 
@@ -40,7 +40,6 @@ from .common import (EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE, ROOT, Fail
 
 STAGE_FILES = ("select.jsonl", "requests.jsonl", "manifest.jsonl", "job.json", "wait.jsonl", "results.jsonl",
                "decisions.jsonl", "applied.json")
-MAKE_ERROR = re.compile(rb"^make(\[\d+\])?: \*\*\* ")
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
 
@@ -121,49 +120,45 @@ def check_before_paying() -> None:
         service.check_access()
 
 
-def run_make(plan: Plan, assignments: list[str]) -> tuple[int, dict]:
-    """make the run's stages; (exit status, what the failing stage reported). Make's own error lines are
-    dropped: the stage's one line, and batch-run's exit code, say what happened. A stage that could not
-    report (killed) is described by make's last error line."""
-    with tempfile.NamedTemporaryFile(prefix="objbatch-status-", suffix=".json", delete=False) as handle:
-        status_path = Path(handle.name)
-    env = make_env(OBJBATCH_STATUS_FILE=str(status_path), **({"OBJBATCH_TTY": "1"} if sys.stderr.isatty() else {}))
-    target = f"{plan.folder}/applied.json"
+def stage_commands(plan: Plan, assignments: list[str]) -> list[list[str]]:
+    """The stage commands make would run now to bring the run to applied.json, in order (make -n): make
+    decides what is stale and holds every stage's arguments; batch-run only runs them."""
+    proc = subprocess.run(["make", "-n", "-s", "--no-print-directory", "-C", str(ROOT), f"{plan.folder}/applied.json",
+                           *assignments, f"NAME={plan.name}"], capture_output=True, text=True, env=make_env())
+    if proc.returncode:
+        lines = proc.stderr.strip().splitlines() or [f"make exited {proc.returncode}"]
+        raise Failure(re.sub(r"^.*?\*\*\* |\.\s+Stop\.$", "", lines[-1]))
+    return [shlex.split(line) for line in proc.stdout.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def run_stage(argv: list[str]) -> int:
+    """One stage command, in this process (an objbatch command: no new Python, no second import of the
+    SDK); anything else in a shell. Its exit status."""
+    name = Path(argv[0]).name
+    if argv[:2] == ["mkdir", "-p"]:
+        for folder in argv[2:]:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        return EXIT_OK
     try:
-        proc = subprocess.Popen(["make", "--no-print-directory", "-C", str(ROOT), target, *assignments,
-                                 f"NAME={plan.name}"], env=env, stderr=subprocess.PIPE)
-        dropped: list[bytes] = []
-        pump = threading.Thread(target=_forward, args=(proc.stderr, sys.stderr.buffer, dropped), daemon=True)
-        pump.start()
-        code = proc.wait()
-        pump.join()
-        reported = json.loads(status_path.read_text()) if code and _nonempty(status_path) else {}
-    finally:
-        status_path.unlink(missing_ok=True)
-    if code and not reported:
-        last = dropped[-1].decode(errors="replace") if dropped else f"make exited {code}"
-        reported = {"code": EXIT_FAILED, "message": re.sub(r"^make(\[\d+\])?: \*\*\* ", "", last)}
-        log(f"make batch: a stage of run {plan.name} stopped without reporting ({reported['message']}); "
-            "rerun make batch to resume it")
-    return code, reported
+        stage = importlib.import_module(f"objbatch.{name.replace('-', '_')}").main
+    except ImportError:
+        return subprocess.run(argv).returncode
+    try:
+        stage.main(args=argv[1:], prog_name=name, standalone_mode=False)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILED
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return EXIT_OK
 
 
-def _forward(source: IO[bytes], sink: IO[bytes], dropped: list[bytes]) -> None:
-    """Copy stderr through as it comes (live progress lines included), minus make's '***' lines (kept in
-    `dropped`): only a partial line that could still become one is held back until its end."""
-    pending = b""
-    while chunk := source.read1(4096):
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        dropped.extend(line for line in lines if MAKE_ERROR.match(line))
-        sink.write(b"".join(line + b"\n" for line in lines if not MAKE_ERROR.match(line)))
-        if pending and not (pending.startswith(b"make") or b"make".startswith(pending)):
-            sink.write(pending)
-            pending = b""
-        sink.flush()
-    if pending and not MAKE_ERROR.match(pending):
-        sink.write(pending)
-        sink.flush()
+def run_stages(plan: Plan, assignments: list[str]) -> int:
+    for argv in stage_commands(plan, assignments):
+        code = run_stage(argv)
+        if code:
+            return code
+    return EXIT_OK
 
 
 NUMBERS = {"MAX": (int, 0, None), "MAX_ATTEMPTS": (int, 1, None), "POLL": (float, 0, None),
@@ -266,7 +261,7 @@ def _locked(plan: Plan, assignments: list[str]) -> int:
     created = not plan.folder.exists()
     atomic_write_json(plan.folder / "run.json", {"run_name": plan.name, "library_id": plan.conn.library_id,
                                                  "db_path": plan.conn.path})
-    code, reported = run_make(plan, assignments)
+    code = run_stages(plan, assignments)
     run = plan.run
     if run is None:  # nothing was claimed: the folder made for it goes again
         if created:
@@ -277,7 +272,7 @@ def _locked(plan: Plan, assignments: list[str]) -> int:
         if run is not None:
             summary(plan, run)
         return EXIT_OK
-    return reported["code"] if reported["code"] in (EXIT_FAILED, EXIT_TEMPFAIL, EXIT_USAGE) else EXIT_FAILED
+    return code if code in (EXIT_FAILED, EXIT_TEMPFAIL, EXIT_USAGE) else EXIT_FAILED
 
 
 def _remove_own_folder(folder: Path) -> None:

@@ -14,14 +14,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 import click
 
 from . import client, config, costs, ledger, runs
 from .estimate import over_budget
 from .common import (Failure, atomic_output, atomic_write_json, check_run_name, command, dumps, file_lock,
-                     kill_point, log, read_jsonl, state_dir)
+                     kill_point, log, read_jsonl_lines, state_dir)
 
 MAX_JOB_REQUESTS = 1_000_000
 MAX_JOB_BYTES = 512 * 1000 * 1000
@@ -41,10 +41,12 @@ def read_parts(stream: IO[str], max_requests: int, max_bytes: int, figures: cost
     """Check every line and split into parts that each fit one job; count what they would cost."""
     seen: dict[str, int] = {}
     parts: list[Part] = []
-    for lineno, request in read_jsonl(stream, "request"):
+    for lineno, request, text in read_jsonl_lines(stream, "request"):
         custom_id = check_request(lineno, request, seen)
         figures.add_request(request["body"])
-        line = (dumps({"custom_id": custom_id, "body": request["body"]}) + "\n").encode("utf-8")
+        if request.keys() != {"custom_id", "body"}:  # other keys are not the service's: send the two it reads
+            text = dumps({"custom_id": custom_id, "body": request["body"]})
+        line = (text + "\n").encode("utf-8")
         size = len(line)
         if not parts or len(parts[-1].custom_ids) >= max_requests or parts[-1].size + size > max_bytes:
             parts.append(Part(tempfile.TemporaryFile("w+b")))
@@ -110,11 +112,33 @@ class LedgerStore:
         return runs.record(self.conn, self.run) if self.run.frozen else None
 
     def begin(self, record: dict, figures: costs.Estimate) -> None:
-        entries = self._manifest(record)
+        self._check_manifest(record)
         with ledger.transaction(self.conn):
-            runs.freeze(self.conn, self.run.name, record["run_id"], entries,
+            runs.freeze(self.conn, self.run.name, record["run_id"], self._manifest(),
                         [entry["custom_ids"] for entry in record["jobs"]], figures.as_dict())
         record.update(library_id=self.conn.library_id, db_path=self.conn.path)
+
+    def _manifest(self) -> Iterator[tuple[dict, str]]:
+        """(entry, its line) of build-jsonl's manifest, one at a time."""
+        if not self.manifest_path:
+            raise Failure("submitting a run with --db needs --manifest (build-jsonl's), so the ledger knows which "
+                          "file each request is")
+        with open(self.manifest_path, encoding="utf-8") as handle:
+            for _, entry, text in read_jsonl_lines(handle, "manifest"):
+                yield entry, text
+
+    def _check_manifest(self, record: dict) -> None:
+        """The manifest names exactly the requests sent, and only files the run claimed."""
+        sent, strangers = set(), []
+        claimed = runs.claimed_paths(self.conn, self.run.name)
+        for entry, _ in self._manifest():
+            if entry.get("custom_id"):
+                sent.add(entry["custom_id"])
+            if entry.get("file_path") not in claimed:
+                strangers.append(entry.get("file_path"))
+        if sent != {cid for entry in record["jobs"] for cid in entry["custom_ids"]} or strangers:
+            raise Failure(f"the manifest {self.manifest_path} does not match the requests or run {self.run.name}'s "
+                          "files; rebuild both with build-jsonl from the run's selection")
 
     def refuse(self, reason: str) -> None:
         """Over budget: nothing was sent, and the run gives its files back (a new run can take them)."""
@@ -122,21 +146,6 @@ class LedgerStore:
             runs.finish(self.conn, replace(self.run, state="cancelling"), {"over budget": 1})
         raise Failure(f"{reason}; nothing was submitted and run {self.run.name} was cancelled (its files are "
                       "back in the queue): raise BUDGET, or lower MAX")
-
-    def _manifest(self, record: dict) -> list[dict]:
-        if not self.manifest_path:
-            raise Failure("submitting a run with --db needs --manifest (build-jsonl's), so the ledger knows which "
-                          "file each request is")
-        with open(self.manifest_path, encoding="utf-8") as handle:
-            entries = [entry for _, entry in read_jsonl(handle, "manifest")]
-        sent = {e.get("custom_id") for e in entries if e.get("custom_id")}
-        requested = {cid for entry in record["jobs"] for cid in entry["custom_ids"]}
-        claimed = runs.claimed_paths(self.conn, self.run.name)
-        strangers = [e["file_path"] for e in entries if e.get("file_path") not in claimed]
-        if sent != requested or strangers:
-            raise Failure(f"the manifest {self.manifest_path} does not match the requests or run {self.run.name}'s "
-                          "files; rebuild both with build-jsonl from the run's selection")
-        return entries
 
     def save(self, record: dict) -> None:
         runs.save_record(self.conn, record)

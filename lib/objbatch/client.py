@@ -8,6 +8,7 @@ import email.utils
 import random
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, TypeVar
@@ -55,18 +56,16 @@ class Service:
 
     @property
     def _sdk(self) -> Any:
+        """The SDK client, one a process for this URL and key (batch-run runs every stage in one process)."""
         if self._client is None:
-            from mistralai.client import Mistral  # loaded on first use
-
-            self._client = Mistral(api_key=self.key, server_url=self.url, timeout_ms=120_000)
+            self._client = _sdk_client(self.url, self.key)
         return self._client
 
     def __enter__(self) -> "Service":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._client is not None:
-            self._client.__exit__(None, None, None)
+        pass  # the SDK client is shared by the process's stages and closed when it ends
 
     # ----------------------------------------------------------- retries
 
@@ -150,7 +149,7 @@ class Service:
         """One cheap authenticated call (the job list, one item): the key is accepted and the service
         answers. Made over the SDK's transport without loading the SDK, which this process may not need."""
         def probe() -> None:
-            with httpx2.Client(timeout=30) as http:
+            with httpx2.Client(timeout=30, verify=self.url.startswith("https:")) as http:
                 answer = http.get(f"{self.url}/v1/batch/jobs", params={"page": 0, "page_size": 1},
                                   headers={"Authorization": f"Bearer {self.key}", "Accept": "application/json"})
             if answer.status_code != 200:
@@ -181,6 +180,13 @@ class Service:
             if len(data) < 100:
                 return
             page += 1
+
+
+@lru_cache(maxsize=4)
+def _sdk_client(url: str, key: str) -> Any:
+    from mistralai.client import Mistral  # loaded on first use: most of a second
+
+    return Mistral(api_key=key, server_url=url, timeout_ms=120_000)
 
 
 class ServiceAnswer(Exception):

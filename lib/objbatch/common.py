@@ -93,19 +93,10 @@ def command(fn: Callable) -> Callable:
 
 
 def _exit(name: str, message: str, code: int, label: str, verbose: bool) -> None:
-    """Print the one line (secrets masked), leave the status for a driver (batch-run) that asked for it in
-    OBJBATCH_STATUS_FILE, and exit with the code."""
+    """Print the one line (secrets masked) and exit with the code."""
     if verbose:
         click.echo(scrub(traceback.format_exc()).rstrip(), err=True)
-    message = scrub(message)
-    click.echo(f"{name}: {label}: {message}", err=True)
-    status_file = os.environ.get("OBJBATCH_STATUS_FILE")
-    if status_file:
-        try:
-            with open(status_file, "w", encoding="utf-8") as handle:
-                json.dump({"command": name, "code": code, "label": label, "message": message}, handle)
-        except OSError:
-            pass  # the exit code still tells the driver enough
+    click.echo(f"{name}: {label}: {scrub(message)}", err=True)
     sys.exit(code)
 
 
@@ -118,11 +109,18 @@ def log(message: str) -> None:
 
 def read_jsonl(stream: IO[str], what: str = "input") -> Iterator[tuple[int, Any]]:
     """Yield (line number, parsed object) lazily; blank lines skipped; a bad line is a Failure naming it."""
+    for lineno, value, _ in read_jsonl_lines(stream, what):
+        yield lineno, value
+
+
+def read_jsonl_lines(stream: IO[str], what: str = "input") -> Iterator[tuple[int, Any, str]]:
+    """As read_jsonl, with each line's text too (to pass it on without encoding it again)."""
     for lineno, line in enumerate(stream, 1):
-        if not line.strip():
+        text = line.strip()
+        if not text:
             continue
         try:
-            yield lineno, json.loads(line)
+            yield lineno, json.loads(text), text
         except json.JSONDecodeError as exc:
             raise Failure(f"{what} line {lineno} is not valid JSON ({exc.msg}); fix or remove that line") from None
 
@@ -209,7 +207,7 @@ class Progress:
 
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stderr
-        self.live = self.stream.isatty() or (stream is None and os.environ.get("OBJBATCH_TTY") == "1")
+        self.live = self.stream.isatty()
         self._last = ""
 
     def update(self, line: str, changed_key: str) -> None:

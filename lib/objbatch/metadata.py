@@ -202,15 +202,20 @@ def fit_topics(obj: dict, evidence: dict[str, int] | None, done: list) -> str | 
     return None
 
 
-_WORD = re.compile(r"[a-z]+")
+_ONE_WORD = frozenset(tag for tag in VOCABULARY if "_" not in tag)
+_TWO_WORDS = tuple((tag, f" {tag.replace('_', '  ')} ") for tag in VOCABULARY if "_" in tag)
+# Everything but letters becomes a space (ASCII, and the punctuation transcripts use): words split in C.
+_SEPARATE = str.maketrans({c: " " for c in [chr(i) for i in range(128) if not chr(i).isalpha()] + list("–—‘’“”…")})
 
 
 def topic_evidence(text: str) -> dict[str, int]:
     """How often the text names each vocabulary tag (its words in a row, any case or separator): the
     evidence topics are ranked by. Only tags the text names at all."""
-    words = _WORD.findall(text.lower())
-    counts = Counter(words)
-    counts.update(f"{a}_{b}" for a, b in zip(words, words[1:]))
+    words = text.lower().translate(_SEPARATE).split()
+    counts = Counter(filter(_ONE_WORD.__contains__, words))
+    joined = f"  {'  '.join(words)}  "  # two spaces a gap, so back-to-back phrases are all counted
+    for tag, phrase in _TWO_WORDS:
+        counts[tag] = joined.count(phrase)
     return {tag: counts[tag] for tag in VOCABULARY if counts.get(tag)}
 
 
@@ -218,14 +223,30 @@ def topic_evidence(text: str) -> dict[str, int]:
 
 @lru_cache(maxsize=None)
 def _validator() -> Any:
+    """The schema's validator, with `enum` over strings checked by set membership (the same answer as
+    jsonschema's element-by-element comparison, for a fraction of its time on 40-tag vocabularies)."""
     import jsonschema  # loaded only where answers are validated
 
     cls = jsonschema.validators.validator_for(schema())
-    return cls(schema())
+    plain_enum = cls.VALIDATORS["enum"]
+    members: dict[int, frozenset | None] = {}  # by the schema's own lists, which live as long as the schema
+
+    def enum(validator: Any, enums: list, instance: Any, subschema: dict) -> Any:
+        if id(enums) not in members:
+            members[id(enums)] = frozenset(enums) if all(isinstance(e, str) for e in enums) else None
+        allowed = members[id(enums)]
+        if allowed is None or not isinstance(instance, str):
+            yield from plain_enum(validator, enums, instance, subschema)
+        elif instance not in allowed:
+            yield jsonschema.ValidationError(f"{instance!r} is not one of {enums!r}")
+
+    return jsonschema.validators.extend(cls, {"enum": enum})(schema())
 
 
 def hard_errors(obj: dict) -> list[str]:
     """Plain-words schema violations, most useful first; a missing confidence_score is soft, not listed."""
+    if "confidence_score" in obj and _validator().is_valid(obj):
+        return []  # the common case, checked once without collecting errors
     errors = sorted(_validator().iter_errors(obj), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     reasons: dict[tuple, str] = {}
     for error in errors:

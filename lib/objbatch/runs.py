@@ -16,7 +16,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from . import ledger
 from .common import Failure, file_lock, log, now_iso, state_dir
@@ -126,15 +126,15 @@ def lock(library_id: str, name: str, wait: bool = True, who: str = "objbatch") -
 
 # ------------------------------------------------------------------ what a run sends
 
-def freeze(conn: sqlite3.Connection, name: str, run_id: str, manifest: list[dict], parts: list[list[str]],
-           estimate: dict) -> None:
+def freeze(conn: sqlite3.Connection, name: str, run_id: str, manifest: Iterable[tuple[dict, str]],
+           parts: list[list[str]], estimate: dict) -> None:
     """Record, before anything is created at the service, exactly what the run sends: the manifest line and
     custom_id of every file, the split into parts, the run id that tags its jobs, and its cost estimate."""
     part_of = {cid: index for index, ids in enumerate(parts, 1) for cid in ids}
     conn.executemany("UPDATE objbatch_claims SET custom_id = ?, part = ?, manifest_json = ? "
                      "WHERE run_name = ? AND file_path = ?",
-                     [(entry.get("custom_id"), part_of.get(entry.get("custom_id")),
-                       json.dumps(entry, ensure_ascii=False), name, entry["file_path"]) for entry in manifest])
+                     ((entry.get("custom_id"), part_of.get(entry.get("custom_id")), text, name, entry["file_path"])
+                      for entry, text in manifest))
     conn.executemany("INSERT INTO objbatch_parts (run_name, part, parts, request_count) VALUES (?, ?, ?, ?) "
                      "ON CONFLICT(run_name, part) DO NOTHING",
                      [(name, index, len(parts), len(ids)) for index, ids in enumerate(parts, 1)])

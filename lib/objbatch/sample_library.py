@@ -78,13 +78,14 @@ def transcript(rng: random.Random, subject: str, paragraphs: int) -> str:
     return "\n".join(out)
 
 
-def layout(rng: random.Random, count: int) -> list[tuple[str, dict, int]]:
-    """(relative path, scanner metadata, paragraphs) for `count` text files in the real patterns."""
+def layout(rng: random.Random, count: int, small: bool = False) -> list[tuple[str, dict, int]]:
+    """(relative path, scanner metadata, paragraphs) for `count` text files in the real patterns; `small`
+    files have a few paragraphs (about 1 KB) instead of 12-40 (about 14 KB)."""
     items = []
     for i in range(count):
         subject = SUBJECTS[i % len(SUBJECTS)]
         kind = i % 11
-        paragraphs = 2 if i % 23 == 5 else rng.randint(12, 40)  # a few short ones land in review
+        paragraphs = 2 if i % 23 == 5 else rng.randint(1, 3) if small else rng.randint(12, 40)
         if kind in (0, 1, 2, 3):
             course = COURSES[i % len(COURSES)]
             lesson = i // 6 + 1
@@ -112,12 +113,12 @@ def layout(rng: random.Random, count: int) -> list[tuple[str, dict, int]]:
     return items
 
 
-def build(root: Path, db: Path, count: int, seed: int) -> dict:
+def build(root: Path, db: Path, count: int, seed: int, small: bool = False) -> dict:
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     rows, made = [], {"text": 0, "not_text": 0, "too_big": 0, "missing": 0}
     seen: set[str] = set()
-    for i, (rel, scanner, paragraphs) in enumerate(layout(rng, count)):
+    for i, (rel, scanner, paragraphs) in enumerate(layout(rng, count, small)):
         if rel in seen:  # large samples repeat name patterns: number the repeats like the library does
             rel = rel.replace(".txt", f" (part {i}).txt")
         seen.add(rel)
@@ -170,10 +171,11 @@ def _create_db(db: Path, rows: list[dict]) -> None:
 @click.option("--db", required=True, type=click.Path(dir_okay=False), help="Database to create (replaced).")
 @click.option("--count", default=300, show_default=True, help="Number of text transcripts.")
 @click.option("--seed", default=7, show_default=True, help="Seed: the same seed gives the same library.")
+@click.option("--small", is_flag=True, help="Small transcripts (about 1 KB) instead of realistic ones (about 14 KB).")
 @command
-def main(root: str, db: str, count: int, seed: int) -> None:
+def main(root: str, db: str, count: int, seed: int, small: bool) -> None:
     """Create a sample library of transcripts and its database in the library's existing schema."""
-    made = build(Path(root), Path(db), count, seed)
+    made = build(Path(root), Path(db), count, seed, small)
     log(f"make-sample-library: {made['text']} text files, {made['not_text']} not text, {made['too_big']} too big, "
         f"{made['missing']} missing, database {db}")
 
