@@ -33,9 +33,11 @@ MAX_IN_FLIGHT ?= 1## make cron: start a new run only while fewer runs are in fli
 VARS := PYTHON DB RUNS NAME MAX MODEL ALLOW_UNPRICED BUDGET POLL TIMEOUT MAX_ATTEMPTS RETRY_EXHAUSTED THRESHOLD \
   FAULTS MAX_IN_FLIGHT FORMAT
 
-# A variable make does not know (a typo: MAXX=5, max=5) is refused before anything runs.
+# A variable make does not know (a typo: MAXX=5, max=5) is refused before anything runs, and so is a '$' in
+# a value (make would expand it: NAME='$(id)' would become another name).
 $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(if $(filter $(v),$(VARS)),,\
-  $(error unknown variable '$(v)'; the variables are: $(VARS) (make help describes them)))))
+  $(error unknown variable '$(v)'; the variables are: $(VARS) (make help describes them)))\
+  $(if $(findstring $$,$(value $(v))),$(error $(v) contains '$$', which make would expand; leave it out))))
 
 # No user value reaches a shell unquoted: $(call shq,VALUE) is VALUE as one single-quoted shell word.
 shq = '$(subst ','\'',$(1))'
@@ -85,7 +87,7 @@ batch: $(STAMP) ## run the pipeline once: select, build, submit, wait, fetch, va
 $(R)/select.jsonl: | $(STAMP)
 	@mkdir -p $(call shq,$(R))
 	@$(BIN)/select-pending --db $(call shq,$(DB)) $(if $(MAX),--max $(call shq,$(MAX))) \
-	  --max-attempts $(call shq,$(MAX_ATTEMPTS)) $(if $(RETRY_EXHAUSTED),--retry-exhausted) \
+	  --max-attempts $(call shq,$(MAX_ATTEMPTS)) $(if $(filter 1,$(RETRY_EXHAUSTED)),--retry-exhausted) \
 	  --claim $(call shq,$(NAME)) --model $(call shq,$(MODEL)) -o $(call shq,$@)
 
 $(R)/requests.jsonl: $(R)/select.jsonl
@@ -94,7 +96,7 @@ $(R)/requests.jsonl: $(R)/select.jsonl
 
 $(R)/job.json: $(R)/requests.jsonl
 	@$(BIN)/batch-submit --db $(call shq,$(DB)) --run-name $(call shq,$(NAME)) --model $(call shq,$(MODEL)) \
-	  $(if $(BUDGET),--budget $(call shq,$(BUDGET))) $(if $(ALLOW_UNPRICED),--allow-unpriced) \
+	  $(if $(BUDGET),--budget $(call shq,$(BUDGET))) $(if $(filter 1,$(ALLOW_UNPRICED)),--allow-unpriced) \
 	  --manifest $(call shq,$(R)/manifest.jsonl) -o $(call shq,$@) $(call shq,$<)
 
 $(R)/wait.jsonl: $(R)/job.json

@@ -94,8 +94,7 @@ def test_sigkill_inside_a_stage_then_rerun(crash_env, reference, point):
     emu, db, runs = crash_env
     env = {"OBJBATCH_KILL_AT": point, "OBJBATCH_INLINE_MAX_REQUESTS": "5"}
     killed = batch(emu, db, runs, "NAME=k", env=env)
-    assert killed.returncode != 0 and "stopped without reporting" in killed.stderr, killed.stderr
-    assert "Killed" in killed.stderr or "Error 137" in killed.stderr, killed.stderr
+    assert killed.returncode != 0 and "Killed" in killed.stderr, killed.stderr
     if point == "apply-half":
         assert query(db, "SELECT COUNT(*) FROM objbatch_applied") == [(0,)]  # the transaction rolled back
     rerun = batch(emu, db, runs, "NAME=k", env={"OBJBATCH_INLINE_MAX_REQUESTS": "5"})
@@ -246,7 +245,7 @@ def test_two_batches_on_the_same_run_wait_for_each_other(crash_env, reference):
     emu.release()
     outputs = [p.communicate(timeout=120) for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outputs
-    assert "run same is being worked on by another process; waiting for it" in outputs[1][1]
+    assert "run same is being worked on by another process (" in outputs[1][1] and "waiting for it" in outputs[1][1]
     assert_same_as_reference(emu, db, reference)
 
 

@@ -213,13 +213,14 @@ def test_review_json_piped_into_approve_approves_exactly_those(reviewed):
 
 def test_show_prints_one_file_with_its_history(reviewed):
     db = reviewed
-    path = next(p for p, r in rows(db).items() if r["ai_metadata_status"] == "needs_review")
+    path = sorted(p for p, r in rows(db).items() if r["ai_metadata_status"] == "needs_review"
+                  and "the model gave no confidence_score" in r["error_message"])[0]
     name = path.rsplit("/", 1)[1]
     shown = run("show", "--db", db, name)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith(path + "\n  status      needs_review")
     assert "the model gave no confidence_score" in shown.stdout and "confidence_score was missing" in shown.stdout
-    assert "versions    1 (newest first)" in shown.stdout and "run r  extracted" not in shown.stdout
+    assert "versions    1 (newest first)" in shown.stdout and "run r  needs_review -> needs_review" in shown.stdout
     data = json.loads(run("show", "--db", db, "--json", path).stdout)
     assert data["status"] == "needs_review" and len(data["versions"]) == 1 and data["results"][0]["run_name"] == "r"
     assert len(data["metadata"]["primary_topics"]) == 8 and data["repairs"]

@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +19,7 @@ import pytest
 
 from conftest import ROOT, TEST_KEY, make, query, rows, run
 from objbatch import runs as run_ledger
-from objbatch.ledger import opened
+from objbatch.ledger import connect, opened
 
 pytestmark = pytest.mark.slow
 
@@ -338,25 +341,172 @@ def test_a_finished_run_name_selects_nothing_again_even_without_its_folder(emula
     assert claim.returncode == 1 and "run f is finished" in claim.stderr
 
 
-def test_cron_and_cancel_take_the_run_lock(emulator, library, runs_dir):
+def test_cron_and_cancel_take_the_run_lease(emulator, library, runs_dir):
     _, db = library
     emulator.pace(queue_seconds=600)
     assert batch(emulator, db, runs_dir, "NAME=l", "TIMEOUT=0.2").returncode != 0
     emulator.release()
-    with opened(db) as conn:
-        library_id = conn.library_id
-    with run_ledger.lock(library_id, "l"):
+    with opened(db) as conn, run_ledger.lease(conn, "l"):
         cron = run("batch-cron", "--db", db, "--runs", runs_dir, env=emulator.env)
         assert cron.returncode == 75  # left to the process working on it
         assert claimed(db) > 0 and len(jobs(emulator)) == 1
-    holder = run_ledger.lock(library_id, "l")
-    holder.__enter__()
-    threading.Timer(1.5, lambda: holder.__exit__(None, None, None)).start()
+    taken = threading.Event()
+
+    def hold_for_a_while() -> None:
+        with run_ledger.lease(connect(db), "l"):
+            taken.set()
+            time.sleep(1.5)
+
+    threading.Thread(target=hold_for_a_while).start()
+    taken.wait(10)
     started = time.monotonic()
     cancel = make("cancel", f"DB={db}", f"RUNS={runs_dir}", "NAME=l", env=emulator.env)
     assert cancel.returncode == 0 and time.monotonic() - started >= 1.2
-    assert "run l is being worked on by another process; waiting for it" in cancel.stderr
+    assert "run l is being worked on by another process" in cancel.stderr
     assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'l'") == [("applied",)]
+
+
+def test_two_submitters_with_different_homes_pay_once(emulator, library, runs_dir, tmp_path):
+    """The run's lease is in the database: a second user (another HOME, another state folder) waits."""
+    _, db = library
+    emulator.pace(queue_seconds=600)
+    assert make(f"{runs_dir}/q/requests.jsonl", f"DB={db}", f"RUNS={runs_dir}", "NAME=q",
+                env=emulator.env).returncode == 0
+    procs = [subprocess.Popen([str(Path(sys.executable).parent / "batch-run"), f"DB={db}", f"RUNS={runs_dir}",
+                               "NAME=q", "TIMEOUT=1"], env={**emulator.env, "XDG_STATE_HOME": str(tmp_path / home)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for home in ("a", "b")]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [75, 75], outputs
+    assert len(jobs(emulator)) == 1
+    assert any("is being worked on by another process" in err for _, err in outputs)
+
+
+def test_a_restored_backup_keeps_its_run(emulator, library, runs_dir, tmp_path):
+    _, db = library
+    emulator.pace(queue_seconds=600)
+    assert batch(emulator, db, runs_dir, "NAME=r1", "TIMEOUT=0.2").returncode != 0
+    backup = Path(f"{db}.bak")
+    shutil.copy(db, backup)
+    assert run("stats", "--db", backup).returncode == 0  # looking at the backup decides nothing
+    db.unlink()
+    backup.rename(db)  # the backup is restored over the database
+    emulator.release()
+    resumed = batch(emulator, db, runs_dir)
+    assert resumed.returncode == 0 and "Resuming unfinished run r1" in resumed.stderr, resumed.stderr
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'r1'") == [("applied",)]
+    assert claimed(db) == 0 and len(jobs(emulator)) == 1
+
+
+def test_apply_never_finishes_a_run_with_files_still_out(emulator, library, runs_dir):
+    _, db = library
+    assert batch(emulator, db, runs_dir, "NAME=a", "MAX=6").returncode == 0
+    emulator.pace(queue_seconds=600)
+    assert batch(emulator, db, runs_dir, "NAME=b", "TIMEOUT=0.2").returncode != 0
+    for decisions in (runs_dir / "a" / "decisions.jsonl", "/dev/null"):
+        wrong = run("apply-sql", "--db", db, "--run", "b", decisions)
+        assert wrong.returncode == 1 and "run b is not finished: 26 of its files have no result yet" in wrong.stderr
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'b'") == [("submitted",)]
+    emulator.release()
+    assert batch(emulator, db, runs_dir, "NAME=b").returncode == 0
+    sent = [c for job in jobs(emulator) for c in job["custom_ids"]]
+    assert len(sent) == len(set(sent)) and claimed(db) == 0
+
+
+def test_a_submission_that_never_reached_the_service_is_redone_after_the_folder_is_deleted(emulator, library,
+                                                                                          runs_dir):
+    _, db = library
+    emulator.faults(http_storm=1000, http_storm_path="POST /v1/batch/jobs", http_status=503)
+    stuck = batch(emulator, db, runs_dir, "NAME=st", env={"OBJBATCH_RETRY_SECONDS": "1"})
+    assert stuck.returncode != 0 and "job creation failed" in stuck.stderr and jobs(emulator) == []
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'st'") == [("submitting",)]
+    emulator.faults(http_storm=0)
+    shutil.rmtree(runs_dir / "st")
+    resumed = batch(emulator, db, runs_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(jobs(emulator)) == 1 and claimed(db) == 0
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'st'") == [("applied",)]
+
+
+def test_retry_exhausted_0_means_off_and_other_values_are_refused(emulator, library, runs_dir):
+    _, db = library
+    emulator.faults(answers={"prose": 1.0})
+    for round_ in range(3):
+        assert batch(emulator, db, runs_dir, f"NAME=x{round_}", "MAX=4").returncode == 0
+    emulator.faults(answers={})
+    sent = len(jobs(emulator))
+    off = batch(emulator, db, runs_dir, "NAME=off", "MAX=4", "RETRY_EXHAUSTED=0")
+    assert off.returncode == 0 and len(jobs(emulator)) == sent + 1
+    assert not set(jobs(emulator)[-1]["custom_ids"]) & set(jobs(emulator)[0]["custom_ids"])
+    odd = batch_run(emulator, db, runs_dir, "RETRY_EXHAUSTED=yes")
+    assert odd.returncode == 2 and "RETRY_EXHAUSTED is 1 (on) or empty or 0 (off), not 'yes'" in odd.stderr
+
+
+def test_a_copy_never_adopts_or_cancels_the_original_jobs(emulator, library, runs_dir, tmp_path):
+    _, db = library
+    copy = tmp_path / "copy.db"
+    shutil.copy(db, copy)  # before the original's run started: the same files, the same custom_ids
+    emulator.pace(queue_seconds=600)
+    assert batch(emulator, db, runs_dir, "NAME=r1", "TIMEOUT=0.2").returncode != 0
+    other = batch(emulator, copy, tmp_path / "runs-copy", "NAME=r1", "TIMEOUT=0.2")
+    assert "found job" not in other.stderr and len(jobs(emulator)) == 2
+    cancel = make("cancel", f"DB={copy}", f"RUNS={tmp_path / 'runs-copy'}", "NAME=r1", env=emulator.env)
+    assert cancel.returncode == 0 and emulator.record()["cancels"] == [jobs(emulator)[1]["id"]]
+    emulator.release()
+    done = batch(emulator, db, runs_dir)
+    assert done.returncode == 0 and "requeued (not processed)" not in done.stderr
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'r1'") == [("applied",)]
+
+
+def test_a_person_and_cron_starting_at_once(emulator, library, runs_dir):
+    _, db = library
+    emulator.pace(queue_seconds=600)
+    person = subprocess.Popen([str(Path(sys.executable).parent / "batch-run"), f"DB={db}", f"RUNS={runs_dir}",
+                               "NAME=h1", "TIMEOUT=2"], env=emulator.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    cron = run("batch-cron", "--db", db, "--runs", runs_dir, env=emulator.env)
+    person.communicate(timeout=120)
+    assert cron.returncode in (0, 75), cron.stderr
+    assert "needs attention" not in cron.stderr
+    sent = [c for job in jobs(emulator) for c in job["custom_ids"]]
+    assert len(sent) == len(set(sent))
+
+
+def test_relative_paths_are_the_callers(emulator, library, runs_dir, tmp_path):
+    _, db = library
+    result = run("batch-run", f"DB={db.name}", "RUNS=myruns", "NAME=rel", cwd=db.parent, env=emulator.env)
+    assert result.returncode == 0, result.stderr
+    assert (db.parent / "myruns" / "rel" / "applied.json").exists() and (db.parent / "myruns" / "rel" / "run.json").exists()
+    assert not (ROOT / "myruns").exists()
+
+
+@pytest.mark.parametrize("value, message", [("", "no database given"), ("{folder}", "is a folder")])
+def test_an_empty_or_folder_db_is_one_clear_line(emulator, library, runs_dir, value, message):
+    _, db = library
+    result = batch_run(emulator, value.format(folder=db.parent), runs_dir)
+    assert result.returncode == 1 and message in result.stderr and "OperationalError" not in result.stderr
+
+
+def test_ctrl_c_is_one_line(emulator, library, runs_dir):
+    _, db = library
+    emulator.pace(queue_seconds=600)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "batch-run"), f"DB={db}", f"RUNS={runs_dir}",
+                             "NAME=c", "POLL=1"], env=emulator.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while not jobs(emulator) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "interrupted; rerun the same command" in err
+    emulator.release()
+    assert batch(emulator, db, runs_dir).returncode == 0 and len(jobs(emulator)) == 1
+
+
+def test_a_dollar_in_a_make_value_is_refused(emulator, library, runs_dir):
+    _, db = library
+    result = batch(emulator, db, runs_dir, "NAME=$(id)")
+    assert result.returncode == 2 and "NAME contains '$', which make would expand" in result.stderr
+    assert jobs(emulator) == [] and not runs_dir.exists()
 
 
 # ---------------------------------------------------------------- 12. settings, folders, a dead URL

@@ -196,13 +196,16 @@ def main(decisions: IO[str], db: str, run_name: str | None, output: str | None) 
                 applier.apply(decision)
                 if index == len(items) // 2:
                     kill_point("apply-half")
-            if run and not run.finished:
+            undecided = runs.undecided(conn, run.name) if run and not run.finished else 0
+            if run and not run.finished and not undecided:
                 applier.counts["claims released"] = runs.finish(conn, run, dict(applier.counts))
-    summary = {"run": run_name, "decisions": len(items), "outcomes": applier.counts}
+    log("apply-sql: " + (", ".join(f"{n} {k}" for k, n in sorted(applier.counts.items())) or "nothing to apply"))
+    if undecided:  # no summary file: to make, the run is not applied
+        raise Failure(f"run {run_name} is not finished: {undecided} of its files have no result yet (its own "
+                      f"decisions, from all its jobs, finish it: make batch NAME={run_name})")
     if output:
         with atomic_output(output) as out:
-            out.write(json.dumps(summary) + "\n")
-    log("apply-sql: " + (", ".join(f"{n} {k}" for k, n in sorted(applier.counts.items())) or "nothing to apply"))
+            out.write(json.dumps({"run": run_name, "decisions": len(items), "outcomes": applier.counts}) + "\n")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def main(paths: tuple[str, ...], db: str, min_confidence: float | None) -> None:
     names = library.names_from(paths, sys.stdin)
     if not names and min_confidence is None:
         raise Failure("name the files to approve (paths, '-' for stdin) or give --min-confidence", 2)
-    with ledger.opened(db) as conn, ledger.transaction(conn):
+    with ledger.opened(db, identity=False) as conn, ledger.transaction(conn):
         approve, refused = chosen(conn, names, min_confidence)
         already = [path for path, status in approve.items() if status == "approved"]
         conn.executemany("UPDATE files SET ai_metadata_status = 'approved', updated_at = ? WHERE file_path = ?",

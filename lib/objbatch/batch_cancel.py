@@ -37,7 +37,7 @@ def pick_run(conn: ledger.Library, name: str | None) -> runs.Run:
 def cancel_run(conn: ledger.Library, name: str | None, poll: float, timeout: float) -> str | None:
     """Cancel the run; return its name if its jobs left results to harvest."""
     run = pick_run(conn, name)
-    with runs.lock(conn.library_id, run.name, who="batch-cancel"):
+    with runs.lease(conn, run.name, who="batch-cancel"):
         return _cancel_locked(conn, runs.require(conn, run.name), poll, timeout)
 
 

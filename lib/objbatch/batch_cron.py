@@ -26,8 +26,8 @@ from .common import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, command, file_lock, log
 
 def batch_run(settings: list[str]) -> tuple[int, str]:
     """One batch-run (exit status, everything it printed)."""
-    proc = subprocess.run([sys.executable, "-m", "objbatch.batch_run", "--no-wait", *settings],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", "from objbatch.batch_run import main; main(prog_name='batch-run')",
+                           "--no-wait", *settings], capture_output=True, text=True)
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -47,7 +47,7 @@ def describe(conn: ledger.Library, name: str, code: int, printed: str) -> str:
         progress = ", ".join(f"job {j[0]} {j[1]} {j[2] or 0}/{j[3] or 0}" for j in jobs)
         return f"run {name} still running: {progress or 'being worked on by another process'}"
     last = (printed.strip().splitlines() or ["no output"])[-1]
-    return f"run {name} needs attention: {last}"
+    return f"{'run ' + name if run else 'no new run: it'} needs attention: {last}"
 
 
 def note(runs_dir: Path, line: str) -> None:

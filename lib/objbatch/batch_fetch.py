@@ -17,7 +17,7 @@ import click
 
 from . import client
 from .common import NotFinished, atomic_output, command, kill_point, log, write_jsonl
-from .job_record import load_record, recording
+from .job_record import opened_record
 
 
 def classify(line: dict, job: dict) -> dict:
@@ -132,9 +132,8 @@ def main(job_record: str, output: str, raw_dir: str | None, db: str | None) -> N
 
     Works in every terminal state (SUCCESS, FAILED, TIMEOUT_EXCEEDED, CANCELLED); exits 75 if a job is
     still running."""
-    record = load_record(job_record)
     counts = {"ok": 0, "failed": 0, "missing": 0}
-    with recording(db, record, job_record) as on_poll, client.Service() as service:
+    with opened_record(job_record, db) as (record, on_poll), client.Service() as service:
         jobs = [service.get_job(entry["job_id"]) for entry in record["jobs"]]
         running = [j for j in jobs if not client.terminal(j["status"])]
         if running:

@@ -105,8 +105,19 @@ class Plan:
         if self.run is not None:
             return True
         s = self.settings
-        return bool(select_pending.select(self.conn, 1, int(s["MAX_ATTEMPTS"]), bool(s["RETRY_EXHAUSTED"]),
+        return bool(select_pending.select(self.conn, 1, int(s["MAX_ATTEMPTS"]), s["RETRY_EXHAUSTED"] == "1",
                                           None, None)) and s.get("MAX") != "0"
+
+
+def nothing_to_do(conn: ledger.Library, settings: dict[str, str]) -> str:
+    if settings.get("MAX") == "0":
+        return "MAX=0: nothing to do."
+    held = runs.in_flight(conn)
+    if not held:
+        return "No pending files: nothing to do."
+    return (f"No pending files: nothing to do ({sum(r['files'] for r in held)} files are held by unfinished runs: "
+            + ", ".join(f"{r['run_name']}" + (f" of database {r['db_path']}" if r["db_path"] != conn.path else "")
+                        for r in held) + ").")
 
 
 def _nonempty(path: Path) -> bool:
@@ -158,6 +169,8 @@ def run_stages(plan: Plan, assignments: list[str]) -> int:
         code = run_stage(argv)
         if code:
             return code
+        if plan.run is None and Path(argv[0]).name == "select-pending":
+            return EXIT_OK  # another run took the pending files first: this one has nothing to do
     return EXIT_OK
 
 
@@ -171,7 +184,10 @@ def check_settings(settings: dict[str, str]) -> None:
     is touched."""
     if settings.get("NAME"):
         check_run_name(settings["NAME"])
-    costs.check_model(settings["MODEL"], bool(settings.get("ALLOW_UNPRICED")))
+    for flag in ("RETRY_EXHAUSTED", "ALLOW_UNPRICED"):
+        if settings.get(flag, "") not in ("", "0", "1"):
+            raise Failure(f"{flag} is 1 (on) or empty or 0 (off), not {settings[flag]!r}", EXIT_USAGE)
+    costs.check_model(settings["MODEL"], settings.get("ALLOW_UNPRICED") == "1")
     for name, (kind, low, high) in NUMBERS.items():
         text = settings.get(name, "")
         if not text:
@@ -190,6 +206,7 @@ def estimate(assignments: list[str]) -> int:
     """What make batch would do now, and what it would cost; creates, uploads and claims nothing."""
     settings = resolve(assignments)
     check_settings(settings)
+    absolute(settings, assignments)
     with ledger.opened(settings["DB"]) as conn:
         plan = Plan(conn, settings)
         run = plan.run
@@ -219,7 +236,7 @@ def new_run_estimate(conn: ledger.Library, settings: dict[str, str]) -> costs.Es
     answer = costs.answer_tokens(conn)
     figures = costs.Estimate(model=settings["MODEL"], answer_tokens=answer[0], answer_basis=answer[1])
     limit = int(settings["MAX"]) if settings.get("MAX") else None
-    selected = select_pending.select(conn, limit, int(settings["MAX_ATTEMPTS"]), bool(settings["RETRY_EXHAUSTED"]),
+    selected = select_pending.select(conn, limit, int(settings["MAX_ATTEMPTS"]), settings["RETRY_EXHAUSTED"] == "1",
                                      None, None)
     config = prompt.config_hash(settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS)
     for record in selected:
@@ -231,9 +248,18 @@ def new_run_estimate(conn: ledger.Library, settings: dict[str, str]) -> costs.Es
     return figures
 
 
+def absolute(settings: dict[str, str], assignments: list[str]) -> list[str]:
+    """DB and RUNS as given are relative to where batch-run runs; make runs in the project folder."""
+    for name in ("DB", "RUNS"):
+        if settings[name].strip():
+            settings[name] = os.path.abspath(settings[name])
+    return [*assignments, f"DB={settings['DB']}", f"RUNS={settings['RUNS']}"]
+
+
 def batch(assignments: list[str], wait_for_lock: bool = True) -> int:
     settings = resolve(assignments)
     check_settings(settings)
+    assignments = absolute(settings, assignments)
     with ledger.opened(settings["DB"]) as conn:
         plan = Plan(conn, settings)
         if plan.run and plan.run.finished:
@@ -242,11 +268,11 @@ def batch(assignments: list[str], wait_for_lock: bool = True) -> int:
             return EXIT_OK
         plan.check_folder()
         if not plan.anything_to_do():
-            log("No pending files: nothing to do.")
+            log(nothing_to_do(conn, settings))
             return EXIT_OK
         if plan.run is None or not plan.run.frozen:
             check_before_paying()
-        with runs.lock(conn.library_id, plan.name, wait=wait_for_lock, who="make batch") as got:
+        with runs.lease(conn, plan.name, wait=wait_for_lock, who="make batch") as got:
             if not got:
                 log(f"Run {plan.name} is being worked on by another process; it is collected later.")
                 return EXIT_TEMPFAIL
@@ -272,7 +298,7 @@ def _locked(plan: Plan, assignments: list[str]) -> int:
         if run is not None:
             summary(plan, run)
         return EXIT_OK
-    return code if code in (EXIT_FAILED, EXIT_TEMPFAIL, EXIT_USAGE) else EXIT_FAILED
+    return code if code in (EXIT_FAILED, EXIT_TEMPFAIL, EXIT_USAGE, 130) else EXIT_FAILED
 
 
 def _remove_own_folder(folder: Path) -> None:

@@ -72,8 +72,10 @@ def check_request(lineno: int, request: object, seen: dict[str, int]) -> str:
     return custom_id
 
 
-def run_id_for(run_name: str, parts: list[Part]) -> str:
-    digest = hashlib.sha256(run_name.encode("utf-8"))
+def run_id_for(run_name: str, parts: list[Part], library_id: str = "") -> str:
+    """Tags the run's jobs at the service: its name, what it sends and the database it belongs to (so a
+    copy of the database never finds, adopts or cancels the original's jobs)."""
+    digest = hashlib.sha256(f"{library_id}\n{run_name}".encode("utf-8") if library_id else run_name.encode("utf-8"))
     for custom_id in sorted(cid for part in parts for cid in part.custom_ids):
         digest.update(b"\n" + custom_id.encode("utf-8"))
     return digest.hexdigest()[:24]
@@ -252,18 +254,23 @@ def main(requests: IO[str], output: str, run_name: str, model: str, record_dir: 
     costs.check_model(model, allow_unpriced)
     figures = costs.Estimate(model=model)
     parts = read_parts(requests, max_requests_per_job, max_bytes_per_job, figures)
-    run_id = run_id_for(run_name, parts)
-    fresh = new_record(run_name, run_id, model, parts)
-    plan = Plan(fresh, figures, budget, (inline_max_requests, inline_max_bytes), timeout_hours)
-    with file_lock(state_dir() / "locks" / f"submit-{run_id}.lock"):  # a second submitter waits, then finds it
-        if db:
-            with ledger.opened(db) as conn:
-                figures.answer_tokens, figures.answer_basis = costs.answer_tokens(conn)
-                record = submit_once(parts, LedgerStore(conn, run_name, manifest), plan)
-        else:
-            folder = Path(record_dir) if record_dir else state_dir() / "jobs"
+
+    def plan(library_id: str = "") -> Plan:
+        fresh = new_record(run_name, run_id_for(run_name, parts, library_id), model, parts)
+        return Plan(fresh, figures, budget, (inline_max_requests, inline_max_bytes), timeout_hours)
+
+    if db:  # the run's lease, in the database: one submitter whatever its user or machine
+        with ledger.opened(db) as conn, runs.lease(conn, run_name, wait=False) as ours:
+            if not ours:
+                raise Failure(f"run {run_name} is being worked on by another process; run this again once it is done")
+            figures.answer_tokens, figures.answer_basis = costs.answer_tokens(conn)
+            record = submit_once(parts, LedgerStore(conn, run_name, manifest), plan(conn.library_id))
+    else:
+        folder = Path(record_dir) if record_dir else state_dir() / "jobs"
+        by_hand = plan()
+        with file_lock(folder / f"{by_hand.fresh['run_id']}.lock"):  # a second submitter waits, then finds it
             figures.answer_tokens, figures.answer_basis = costs.answer_tokens(None)
-            record = submit_once(parts, FileStore(folder, run_id, run_name), plan)
+            record = submit_once(parts, FileStore(folder, by_hand.fresh["run_id"], run_name), by_hand)
     with atomic_output(output) as out:
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -297,6 +304,9 @@ class Plan:
 
 def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -> dict:
     record = store.existing()
+    if record is not None and record["run_id"] != plan.fresh["run_id"] and isinstance(store, LedgerStore) \
+            and not any(entry.get("job_id") for entry in record["jobs"]):
+        record = start_over(store, record, plan)
     if record is None:
         if not parts:
             log("batch-submit: no requests in the input; nothing to submit")
@@ -317,7 +327,7 @@ def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -
     with client.Service(before_paying=True) as service:
         submission = Submission(service, store, record, plan.inline_max)
         if record["run_id"] != plan.fresh["run_id"] or len(record["jobs"]) != len(parts):
-            finish_changed(submission, parts)
+            finish_changed(submission)
         elif isinstance(store, LedgerStore) and store.run.state == "cancelling":
             submission.submit([], plan.timeout_hours)  # a cancelled run creates nothing new
         else:
@@ -325,19 +335,33 @@ def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -
     return record
 
 
-def finish_changed(submission: Submission, parts: list[Part]) -> None:
-    """Submission began with other requests (the files changed since, or the requests were rebuilt): only
-    the jobs already created for it count. Parts never created cannot be sent as they were."""
+def start_over(store: LedgerStore, record: dict, plan: Plan) -> dict | None:
+    """A submission that began with other requests (the files changed, or the run was interrupted and
+    rebuilt) and that the service never saw is undone, so these requests are submitted instead."""
+    with client.Service(before_paying=True) as service:
+        if Submission(service, store, record, plan.inline_max).created_jobs():
+            return record  # a job exists after all: finish_changed records it
+    with ledger.transaction(store.conn):
+        runs.unfreeze(store.conn, store.run.name)
+    store.run = runs.require(store.conn, store.run.name)
+    log(f"batch-submit: run {record['run_name']}'s earlier submission never reached the service; submitting "
+        "these requests instead")
+    return None
+
+
+def finish_changed(submission: Submission) -> None:
+    """Submission began with other requests than these: only the jobs created for it count. A part never
+    created cannot be sent as it was."""
     record = submission.record
     found = submission.created_jobs()
     for entry in record["jobs"]:
         if not entry.get("job_id") and found.get(entry["part"]):
             submission._created(entry, found[entry["part"]])
     missing = [entry["part"] for entry in record["jobs"] if not entry.get("job_id")]
-    if missing and parts:
+    if missing:
         raise Failure(f"run {record['run_name']} began submitting other requests than these, and part "
                       f"{', '.join(missing)} was never created; cancel the run (make cancel NAME={record['run_name']}) "
-                      "and start a new one")
+                      "to collect what its other parts did, then start a new run")
 
 
 if __name__ == "__main__":

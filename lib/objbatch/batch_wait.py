@@ -18,7 +18,7 @@ import click
 from . import client
 from .client import RUNNING
 from .common import Failure, NotFinished, Progress, atomic_output, command, log, write_jsonl
-from .job_record import load_record, recording
+from .job_record import opened_record
 
 FIELDS = ("id", "status", "total_requests", "completed_requests", "succeeded_requests", "failed_requests",
           "output_file", "error_file", "errors", "created_at", "started_at", "completed_at")
@@ -138,14 +138,14 @@ def main(job_record: str, poll: float, timeout: float, output: str, db: str | No
     """Wait until every job in JOB_RECORD (from batch-submit; - for stdin) is terminal.
 
     Exit 0 when all are terminal (whatever the status: batch-fetch harvests each), 75 on --timeout."""
-    record = load_record(job_record)
-    job_ids = [entry["job_id"] for entry in record["jobs"]]
-    if not job_ids:
-        log("batch-wait: the record holds no job; nothing to wait for")
-        jobs: list[dict] = []
-    else:
-        with recording(db, record, job_record) as on_poll, client.Service() as service:
-            jobs = wait(service, job_ids, poll, timeout, on_poll=on_poll)
+    with opened_record(job_record, db) as (record, on_poll):
+        job_ids = [entry["job_id"] for entry in record["jobs"]]
+        if not job_ids:
+            log("batch-wait: the record holds no job; nothing to wait for")
+            jobs: list[dict] = []
+        else:
+            with client.Service() as service:
+                jobs = wait(service, job_ids, poll, timeout, on_poll=on_poll)
     for job in jobs:
         if job["status"] != "SUCCESS":
             log(f"batch-wait: job {job['id']} ended {job['status']}; batch-fetch will harvest what it returned")

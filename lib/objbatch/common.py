@@ -76,6 +76,7 @@ def command(fn: Callable) -> Callable:
     def wrapper(*args: Any, verbose: bool = False, **kwargs: Any) -> Any:
         if hasattr(signal, "SIGPIPE"):
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, KeyboardInterrupt: one line
         name = click.get_current_context().info_name
         try:
             return fn(*args, **kwargs)

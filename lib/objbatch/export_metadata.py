@@ -55,7 +55,7 @@ def table(found: list[dict]) -> str:
 @command
 def main(db: str, statuses: tuple[str, ...], limit: int | None, path: str, fmt: str) -> None:
     """Write the stored metadata of the library's files."""
-    with ledger.opened(db) as conn, atomic_output(path) as out:
+    with ledger.opened(db, identity=False) as conn, atomic_output(path) as out:
         count = output.write(rows(conn, statuses, limit), fmt, out, table)
     log(f"export-metadata: {count} files")
 

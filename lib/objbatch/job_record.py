@@ -8,10 +8,17 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from . import ledger, runs
-from .common import Failure, load_json_file
+from .common import Failure, load_json_file, log
 
 
 def load_record(path: str) -> dict:
+    """The record in `path` ('-': stdin); every part must have its job."""
+    record = _read(path)
+    _require_jobs(record, path)
+    return record
+
+
+def _read(path: str) -> dict:
     if path == "-":
         text = sys.stdin.read()
         try:
@@ -22,20 +29,33 @@ def load_record(path: str) -> dict:
         record = load_json_file(path, "job record")
     if not isinstance(record, dict) or not isinstance(record.get("jobs"), list):
         raise Failure(f"{path} is not a job record from batch-submit (no 'jobs' list)")
+    return record
+
+
+def _require_jobs(record: dict, path: str) -> None:
     missing = [entry.get("part", "?") for entry in record["jobs"] if not entry.get("job_id")]
     if missing:
         raise Failure(f"job record {path} has parts without a job ({', '.join(missing)}); "
                       "rerun batch-submit with the same requests to finish submitting")
-    return record
 
 
 @contextmanager
-def recording(db: str | None, record: dict, where: str) -> Iterator[Callable[[list[dict]], None]]:
-    """With --db: check the record belongs to that database, and yield a function that records the
-    service's view of the jobs in its ledger; without, one that does nothing."""
+def opened_record(path: str, db: str | None) -> Iterator[tuple[dict, Callable[[list[dict]], None]]]:
+    """(the record, a function recording the service's view of its jobs). With --db the record must be
+    of that database, and for a run in its ledger the ledger's record wins (the file is only a cache:
+    a cancel may have changed the run since it was written)."""
+    record = _read(path)
     if not db:
-        yield lambda jobs: None
+        _require_jobs(record, path)
+        yield record, lambda jobs: None
         return
     with ledger.opened(db) as conn:
-        runs.check_record(conn, record, f"job record {where}")
-        yield lambda jobs: ledger.update_jobs(conn, jobs)
+        runs.check_record(conn, record, f"job record {path}")
+        run = runs.get(conn, str(record.get("run_name"))) if record.get("library_id") else None
+        if run is not None and (run.frozen or run.finished):
+            authority = runs.record(conn, run)
+            if [j["job_id"] for j in authority["jobs"]] != [j.get("job_id") for j in record["jobs"]]:
+                log(f"{path} is out of date: using run {run.name}'s record in the database ledger")
+            record = authority
+        _require_jobs(record, path)
+        yield record, lambda jobs: ledger.update_jobs(conn, jobs)

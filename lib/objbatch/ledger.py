@@ -53,6 +53,11 @@ CREATE TABLE IF NOT EXISTS objbatch_runs (
     run_id TEXT,                    -- tags its jobs at the service (set when submission starts)
     estimate_json TEXT              -- what it was expected to cost, when submission started
 );
+CREATE TABLE IF NOT EXISTS objbatch_leases (
+    run_name TEXT PRIMARY KEY,      -- one process works on a run at a time: host:pid, until (unix time)
+    owner TEXT NOT NULL,
+    until REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS objbatch_parts (
     run_name TEXT NOT NULL,
     part INTEGER NOT NULL,
@@ -133,10 +138,15 @@ class Library(sqlite3.Connection):
     path: str = ""
 
 
-def connect(path: str | Path) -> Library:
+def connect(path: str | Path, identity: bool = True) -> Library:
     """Open the library database (it must exist and hold `files`), waiting on locks instead of failing;
-    check it can take objbatch's results and give it an identity, before anything else happens."""
+    check it can take objbatch's results and give it an identity, before anything else happens. Commands
+    that only read (stats, review, ...) pass identity=False: they never decide that a file is a copy."""
+    if not str(path).strip():
+        raise Failure("no database given: pass --db with the library's SQLite file (or DB= to make)")
     path = Path(path)
+    if path.is_dir():
+        raise Failure(f"{path} is a folder; --db (DB= to make) must be the library's SQLite file")
     if not path.exists():
         raise Failure(f"database {path} does not exist; pass --db with the library's SQLite file (or DB= to make)")
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, factory=Library)
@@ -153,7 +163,11 @@ def connect(path: str | Path) -> Library:
     if _needs_setup(conn, tables):
         with transaction(conn):
             _add_what_we_need(conn)
-    conn.library_id = _identity(conn)
+    if identity:
+        conn.library_id = _identity(conn)
+    else:
+        row = conn.execute("SELECT value FROM objbatch_meta WHERE key = 'library_id'").fetchone()
+        conn.library_id = row[0] if row else ""
     return conn
 
 
@@ -182,7 +196,7 @@ def check_library_tables(conn: sqlite3.Connection, path: Path, tables: set[str])
 
 
 def _needs_setup(conn: sqlite3.Connection, tables: set[str]) -> bool:
-    own = {"objbatch_meta", "objbatch_runs", "objbatch_parts", "objbatch_jobs", "objbatch_claims",
+    own = {"objbatch_meta", "objbatch_runs", "objbatch_leases", "objbatch_parts", "objbatch_jobs", "objbatch_claims",
            "objbatch_applied", "objbatch_files", "file_metadata_ai", "file_primary_topics"}
     if not own <= tables or "ai_metadata_json" not in columns(conn, "files"):
         return True
@@ -259,8 +273,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 @contextmanager
-def opened(path: str | Path) -> Iterator[Library]:
-    conn = connect(path)
+def opened(path: str | Path, identity: bool = True) -> Iterator[Library]:
+    conn = connect(path, identity)
     try:
         yield conn
     finally:

@@ -54,7 +54,7 @@ def main(paths: tuple[str, ...], db: str, statuses: tuple[str, ...], include_app
     names = library.names_from(paths, sys.stdin)
     if not names and not statuses:
         raise Failure("name the files to requeue (paths, '-' for stdin) or give --status", 2)
-    with ledger.opened(db) as conn, ledger.transaction(conn):
+    with ledger.opened(db, identity=False) as conn, ledger.transaction(conn):
         keep, refused = chosen(conn, names, statuses, include_approved)
         now = now_iso()
         conn.executemany("UPDATE files SET ai_metadata_status = 'pending', error_message = NULL, updated_at = ? "

@@ -12,14 +12,17 @@ when nothing was submitted). A run is frozen from `submitting` on: what it sends
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from . import ledger
-from .common import Failure, file_lock, log, now_iso, state_dir
+from .common import Failure, log, now_iso
 
 FINISHED = ("applied", "cancelled")
 FROZEN = ("submitting", "submitted", "cancelling")
@@ -54,11 +57,15 @@ def get(conn: sqlite3.Connection, name: str) -> Run | None:
 
 
 def belonging(conn: ledger.Library, name: str) -> Run | None:
-    """The run of this name in this database's ledger, refused if it belongs to another database."""
+    """The run of this name in this database's ledger, refused if it belongs to another database. A run
+    started on a database at this very path is this one's (the file was restored from a copy)."""
     run = get(conn, name)
     if run and run.library_id and run.library_id != conn.library_id:
-        raise Failure(f"run {name} belongs to database {run.db_path}, not {conn.path} (a copy of it); "
-                      f"finish or cancel it with DB={run.db_path}")
+        if run.db_path != conn.path:
+            raise Failure(f"run {name} belongs to database {run.db_path}, not {conn.path} (a copy of it); "
+                          f"finish or cancel it with DB={run.db_path}")
+        conn.execute("UPDATE objbatch_runs SET library_id = ? WHERE run_name = ?", (conn.library_id, name))
+        run = get(conn, name)
     return run
 
 
@@ -73,8 +80,8 @@ def require(conn: ledger.Library, name: str) -> Run:
 def unfinished(conn: ledger.Library) -> list[Run]:
     """This database's runs that are not finished, oldest first."""
     rows = conn.execute("SELECT run_name FROM objbatch_runs WHERE state NOT IN (?, ?) AND "
-                        "(library_id = ? OR library_id IS NULL) ORDER BY created_at, run_name",
-                        (*FINISHED, conn.library_id)).fetchall()
+                        "(library_id = ? OR library_id IS NULL OR db_path = ?) ORDER BY created_at, run_name",
+                        (*FINISHED, conn.library_id, conn.path)).fetchall()
     return [r for r in (get(conn, row[0]) for row in rows) if r]
 
 
@@ -99,6 +106,27 @@ def finish(conn: sqlite3.Connection, run: Run, counts: dict) -> int:
                         (run.name, IN_FLIGHT)).rowcount
 
 
+def undecided(conn: sqlite3.Connection, name: str) -> int:
+    """Files the run claimed that have no result applied for it yet."""
+    return conn.execute("SELECT COUNT(*) FROM objbatch_claims c WHERE c.run_name = ? AND NOT EXISTS (SELECT 1 FROM "
+                        "objbatch_applied a WHERE a.run_name = c.run_name AND a.file_path = c.file_path)",
+                        (name,)).fetchone()[0]
+
+
+def has_jobs(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM objbatch_parts WHERE run_name = ? AND job_id IS NOT NULL LIMIT 1",
+                        (name,)).fetchone() is not None
+
+
+def unfreeze(conn: sqlite3.Connection, name: str) -> None:
+    """Undo a freeze that never reached the service (no job exists): the run is built and frozen again."""
+    conn.execute("UPDATE objbatch_claims SET custom_id = NULL, part = NULL, manifest_json = NULL WHERE run_name = ?",
+                 (name,))
+    conn.execute("DELETE FROM objbatch_parts WHERE run_name = ?", (name,))
+    conn.execute("UPDATE objbatch_runs SET state = 'claimed', run_id = NULL, estimate_json = NULL "
+                 "WHERE run_name = ?", (name,))
+
+
 def in_flight(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     """Runs with files still claimed, their state and their jobs."""
     return conn.execute(
@@ -109,19 +137,78 @@ def in_flight(conn: sqlite3.Connection) -> list[sqlite3.Row]:
         "GROUP BY c.run_name ORDER BY c.run_name", (IN_FLIGHT,)).fetchall()
 
 
+# ------------------------------------------------------------------ the run's lease
+
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+LEASE_SECONDS = 120.0  # a holder renews it every LEASE_SECONDS / 4; one that died frees it within this
+_held: set[tuple[str, str]] = set()  # (database, run) leases this process holds
+
+
+def _alive(owner: str) -> bool:
+    """Whether a lease holder can still be running (one on another machine is trusted until it expires)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _take(conn: sqlite3.Connection, name: str) -> str | None:
+    """Take the run's lease if it is free (or its holder is gone); else who holds it."""
+    now = time.time()
+    with ledger.transaction(conn):
+        row = conn.execute("SELECT owner, until FROM objbatch_leases WHERE run_name = ?", (name,)).fetchone()
+        if row and row["owner"] != OWNER and row["until"] > now and _alive(row["owner"]):
+            return row["owner"]
+        conn.execute("INSERT INTO objbatch_leases (run_name, owner, until) VALUES (?, ?, ?) ON CONFLICT(run_name) "
+                     "DO UPDATE SET owner = excluded.owner, until = excluded.until", (name, OWNER, now + LEASE_SECONDS))
+    return None
+
+
 @contextmanager
-def lock(library_id: str, name: str, wait: bool = True, who: str = "objbatch") -> Iterator[bool]:
-    """The run's lock: one process works on a run at a time (make batch, cron, cancel). It lives in the
-    state folder, keyed by database identity and run name, so it holds whatever RUNS folder is used.
-    Yields whether it was obtained; with wait, says so when another process has it, then waits."""
-    path = state_dir() / "locks" / f"{library_id}-{name}.lock"
-    with file_lock(path, wait=False) as got:
-        if got or not wait:
-            yield got
-            return
-    log(f"{who}: run {name} is being worked on by another process; waiting for it")
-    with file_lock(path) as got:
-        yield got
+def lease(conn: ledger.Library, name: str, wait: bool = True, who: str = "objbatch") -> Iterator[bool]:
+    """The run's lease, in the database itself: one process works on a run at a time (make batch, cron,
+    cancel, a submission), whatever its user, home or machine. Yields whether it was obtained; with wait,
+    says who has it, then waits. Held leases are renewed in the background and given back at the end."""
+    key = (conn.path, name)
+    if key in _held:  # this process has it already (batch-run running its stages)
+        yield True
+        return
+    holder = _take(conn, name)
+    if holder and not wait:
+        yield False
+        return
+    if holder:
+        log(f"{who}: run {name} is being worked on by another process ({holder}); waiting for it")
+        while _take(conn, name):
+            time.sleep(1.0)
+    _held.add(key)
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(conn.path, name, stop), daemon=True)
+    renewer.start()
+    try:
+        yield True
+    finally:
+        stop.set()
+        renewer.join()
+        _held.discard(key)
+        with ledger.transaction(conn):
+            conn.execute("DELETE FROM objbatch_leases WHERE run_name = ? AND owner = ?", (name, OWNER))
+
+
+def _renew(path: str, name: str, stop: threading.Event) -> None:
+    renewal = sqlite3.connect(path, timeout=ledger.BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        while not stop.wait(LEASE_SECONDS / 4):
+            renewal.execute("UPDATE objbatch_leases SET until = ? WHERE run_name = ? AND owner = ?",
+                            (time.time() + LEASE_SECONDS, name, OWNER))
+    finally:
+        renewal.close()
 
 
 # ------------------------------------------------------------------ what a run sends
