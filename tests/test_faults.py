@@ -89,13 +89,13 @@ def test_stopped_at_a_stage_boundary_then_rerun(crash_env, reference, stage):
 
 
 @pytest.mark.parametrize("point", ["build-line:3", "after-upload", "after-create", "after-download",
-                                   "apply-half"])
+                                   "apply-midway:10"])
 def test_sigkill_inside_a_stage_then_rerun(crash_env, reference, point):
     emu, db, runs = crash_env
     env = {"OBJBATCH_KILL_AT": point, "OBJBATCH_INLINE_MAX_REQUESTS": "5"}
     killed = batch(emu, db, runs, "NAME=k", env=env)
     assert killed.returncode != 0 and "Killed" in killed.stderr, killed.stderr
-    if point == "apply-half":
+    if point.startswith("apply-midway"):
         assert query(db, "SELECT COUNT(*) FROM objbatch_applied") == [(0,)]  # the transaction rolled back
     rerun = batch(emu, db, runs, "NAME=k", env={"OBJBATCH_INLINE_MAX_REQUESTS": "5"})
     assert rerun.returncode == 0, rerun.stderr

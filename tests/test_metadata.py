@@ -98,3 +98,40 @@ def test_a_missing_confidence_score_is_stored_as_computed():
     assert verdict.metadata["confidence_score"] == verdict.confidence == 0.7
     assert "confidence_score was missing; stored the computed 0.70" in verdict.repairs
     assert verdict.decision == "needs_review" and "the model gave no confidence_score" in verdict.reasons
+
+
+def test_the_quick_schema_check_agrees_with_jsonschema():
+    """hard_errors decides the common case with a check compiled from the schema; jsonschema must agree with
+    it on every answer of the corpus and on thousands of damaged copies of them."""
+    import copy
+    import random
+
+    quick, full = metadata._quick(), metadata._validator()
+    assert quick is not None
+    rng = random.Random(7)
+    values = [None, True, 0, 1.5, -1, 2, "", "x", "ethics", "qa_session", [], ["ethics"], {}, {"a": 1}]
+    objects = []
+    for case in CORPUS:
+        try:
+            obj, _ = metadata.parse_answer(case["content"], case["finish_reason"])
+        except metadata.Unusable:
+            continue
+        objects.append(obj)
+        for _ in range(60):
+            damaged = copy.deepcopy(obj)
+            target, key = damaged, None
+            while isinstance(target, (dict, list)) and target and rng.random() < 0.7:
+                key = rng.choice(list(target)) if isinstance(target, dict) else rng.randrange(len(target))
+                if not isinstance(target[key], (dict, list)):
+                    break
+                target = target[key]
+            if isinstance(target, dict) and target:
+                key = key if key in target else rng.choice(list(target))
+                (target.pop(key) if rng.random() < 0.3 else target.__setitem__(key, rng.choice(values)))
+            elif isinstance(target, list):
+                target.append(rng.choice(values + target)) if rng.random() < 0.5 or not target else target.pop()
+            objects.append(damaged)
+    assert len(objects) > 3000
+    disagreements = [o for o in objects if quick(o) != full.is_valid(o)]
+    assert disagreements == []
+    assert sum(quick(o) for o in objects) > 50 and sum(not quick(o) for o in objects) > 1000

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 import click
 
@@ -46,31 +46,56 @@ def on_disk(decision: dict) -> str:
     return "same" if not decision.get("sent_hash") or digest == decision["sent_hash"] else "changed"
 
 
+BATCH = 500  # writes of this many decisions go to the database together (executemany)
+
+
 class Applier:
     def __init__(self, conn: sqlite3.Connection, run_name: str | None):
         self.conn, self.run_name = conn, run_name
         self.counts: dict[str, int] = {}
+        self.usage: dict[str, list] = {}  # job_id -> [model, prompt tokens, completion tokens]
         self.now = now_iso()
+        self.pending: dict[str, list[tuple]] = {}  # statement -> rows, written in the order first met
+        self.pending_paths: set[str] = set()
+        self.pending_keys: set[str] = set()
+
+    def later(self, statement: str, *rows: tuple) -> None:
+        self.pending.setdefault(statement, []).extend(rows)
+
+    def flush(self) -> None:
+        """Write the pending statements, each type at once; each file's own statements keep their order."""
+        for statement, rows in self.pending.items():
+            self.conn.executemany(statement, rows)
+        self.pending.clear()
+        self.pending_paths.clear()
+        self.pending_keys.clear()
 
     def apply(self, decision: dict) -> None:
-        key = result_key(decision, self.run_name)
-        if self.conn.execute("SELECT 1 FROM objbatch_applied WHERE result_key = ?", (key,)).fetchone():
+        key, path = result_key(decision, self.run_name), decision["file_path"]
+        if path in self.pending_paths:  # the same file twice: what is read next must see the first
+            self.flush()
+        if key in self.pending_keys or \
+                self.conn.execute("SELECT 1 FROM objbatch_applied WHERE result_key = ?", (key,)).fetchone():
             self._count("already applied")
             return
+        self.pending_paths.add(path)
+        self.pending_keys.add(key)
         row = self.conn.execute("SELECT content_hash, ai_metadata_status, is_deleted FROM files WHERE file_path = ?",
-                                (decision["file_path"],)).fetchone()
+                                (path,)).fetchone()
         outcome = self._outcome(decision, row)
         self._count(outcome)
         if outcome not in STORED and row is not None and not row["is_deleted"] \
                 and row["ai_metadata_status"] not in PROTECTED:
             self._refresh_mirror(decision["file_path"])
-        self.conn.execute(
+        self.later(
             "INSERT INTO objbatch_applied (result_key, file_path, decision, outcome, applied_at, run_name, confidence, "
             "reasons_json, repairs_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key, decision["file_path"], decision["decision"], outcome, self.now, self.run_name,
              decision.get("confidence"), json.dumps(decision.get("reasons") or [], ensure_ascii=False),
              json.dumps(decision.get("repairs") or [], ensure_ascii=False)))
         self._add_usage(decision)
+        if len(self.pending_keys) >= BATCH:
+            self.flush()
 
     def _refresh_mirror(self, file_path: str) -> None:
         """files.ai_metadata_json mirrors the current file_metadata_ai row (the library's own review edits
@@ -137,42 +162,47 @@ class Applier:
         path, meta = decision["file_path"], decision["metadata"]
         text = json.dumps(meta, ensure_ascii=False, sort_keys=True)
         review = "; ".join(decision["reasons"]) if decision["decision"] == "needs_review" else None
-        self.conn.execute("UPDATE files SET ai_metadata_json = ?, ai_metadata_status = ?, ai_confidence_score = ?, "
-                          "error_message = ?, updated_at = ? WHERE file_path = ?",
-                          (text, decision["decision"], decision["confidence"], review, self.now, path))
-        self.conn.execute("UPDATE file_metadata_ai SET is_current = 0 WHERE file_path = ? AND is_current = 1", (path,))
-        self.conn.execute("INSERT INTO file_metadata_ai (file_path, metadata_json, model, prompt_version, "
-                          "extraction_config_hash, is_current, created_at) VALUES (?, ?, ?, ?, ?, 1, ?)",
-                          (path, text, decision.get("model"), decision.get("prompt_version"),
-                           decision.get("config_hash"), self.now))
-        self.conn.execute("DELETE FROM file_primary_topics WHERE file_path = ?", (path,))
-        self.conn.executemany("INSERT INTO file_primary_topics (file_path, topic_tag) VALUES (?, ?)",
-                              [(path, tag) for tag in dict.fromkeys(meta["primary_topics"])])
+        self.later("UPDATE files SET ai_metadata_json = ?, ai_metadata_status = ?, ai_confidence_score = ?, "
+                   "error_message = ?, updated_at = ? WHERE file_path = ?",
+                   (text, decision["decision"], decision["confidence"], review, self.now, path))
+        self.later("UPDATE file_metadata_ai SET is_current = 0 WHERE file_path = ? AND is_current = 1", (path,))
+        self.later("INSERT INTO file_metadata_ai (file_path, metadata_json, model, prompt_version, "
+                   "extraction_config_hash, is_current, created_at) VALUES (?, ?, ?, ?, ?, 1, ?)",
+                   (path, text, decision.get("model"), decision.get("prompt_version"), decision.get("config_hash"),
+                    self.now))
+        self.later("DELETE FROM file_primary_topics WHERE file_path = ?", (path,))
+        self.later("INSERT INTO file_primary_topics (file_path, topic_tag) VALUES (?, ?)",
+                   *[(path, tag) for tag in dict.fromkeys(meta["primary_topics"])])
 
     def _add_usage(self, decision: dict) -> None:
         usage, job_id = decision.get("usage") or {}, decision.get("job_id")
-        if not job_id or not usage:
-            return
-        self.conn.execute(
+        if job_id and usage:
+            total = self.usage.setdefault(job_id, [decision.get("model"), 0, 0])
+            total[1] += int(usage.get("prompt_tokens") or 0)
+            total[2] += int(usage.get("completion_tokens") or 0)
+
+    def finish(self) -> None:
+        """Write what is pending, and the tokens the applied results carried, added to their jobs."""
+        self.flush()
+        self.conn.executemany(
             "INSERT INTO objbatch_jobs (job_id, run_name, model, prompt_tokens, completion_tokens, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET "
             "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
             "completion_tokens = completion_tokens + excluded.completion_tokens, "
             "run_name = COALESCE(run_name, excluded.run_name)",
-            (job_id, self.run_name, decision.get("model"), int(usage.get("prompt_tokens") or 0),
-             int(usage.get("completion_tokens") or 0), self.now))
+            [(job_id, self.run_name, model, tokens_in, tokens_out, self.now)
+             for job_id, (model, tokens_in, tokens_out) in self.usage.items()])
 
 
-def read_decisions(stream: IO[str]) -> list[dict]:
-    decisions = []
+def read_decisions(stream: IO[str]) -> Iterator[dict]:
+    """Decisions one at a time (a bad line stops the apply, whose transaction then rolls back)."""
     for lineno, decision in read_jsonl(stream, "decision"):
         if not isinstance(decision, dict) or decision.get("decision") not in (
                 "extracted", "needs_review", "failed_validation", "skipped"):
             raise Failure(f"decision line {lineno} has no valid 'decision'; pipe validate's output")
         if not decision.get("file_path"):
             raise Failure(f"decision line {lineno} has no file_path; run validate with --manifest from build-jsonl")
-        decisions.append(decision)
-    return decisions
+        yield decision
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -187,15 +217,16 @@ def main(decisions: IO[str], db: str, run_name: str | None, output: str | None) 
     """Apply DECISIONS (validate's JSONL; - for stdin) to the library database in one transaction."""
     if run_name:
         check_run_name(run_name)
-    items = read_decisions(decisions)
+    applied = 0
     with ledger.opened(db) as conn:
         applier = Applier(conn, run_name)
         with ledger.transaction(conn):
             run = runs.require(conn, run_name) if run_name else None
-            for index, decision in enumerate(items):
+            for decision in read_decisions(decisions):
                 applier.apply(decision)
-                if index == len(items) // 2:
-                    kill_point("apply-half")
+                applied += 1
+                kill_point("apply-midway")  # the crash tests' ':N' picks the decision
+            applier.finish()
             undecided = runs.undecided(conn, run.name) if run and not run.finished else 0
             if run and not run.finished and not undecided:
                 applier.counts["claims released"] = runs.finish(conn, run, dict(applier.counts))
@@ -205,7 +236,7 @@ def main(decisions: IO[str], db: str, run_name: str | None, output: str | None) 
                       f"decisions, from all its jobs, finish it: make batch NAME={run_name})")
     if output:
         with atomic_output(output) as out:
-            out.write(json.dumps({"run": run_name, "decisions": len(items), "outcomes": applier.counts}) + "\n")
+            out.write(json.dumps({"run": run_name, "decisions": applied, "outcomes": applier.counts}) + "\n")
 
 
 if __name__ == "__main__":

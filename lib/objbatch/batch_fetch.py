@@ -71,14 +71,16 @@ def raw_lines(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def harvest(service: client.Service, job: dict, custom_ids: list[str], raw_dir: Path) -> Iterator[dict]:
-    """Every custom_id of one job exactly once: its result, or a failure saying why there is none.
-    Two passes over the kept files, so memory holds one small entry per custom_id, not the answers."""
+    """Every custom_id of one job exactly once: its result, or a failure saying why there is none. One pass
+    over the kept files: successes go out as they come; failures wait (a later success for the same
+    custom_id wins), so memory holds the failures and one small entry per custom_id, not the answers."""
     files = [fetch_raw(service, fid, raw_dir) for fid in (job.get("output_file"), job.get("error_file")) if fid]
     wanted = set(custom_ids)
-    best: dict[str, tuple[int, int, bool]] = {}  # custom_id -> (file, line, ok) of the line to keep
+    done: set[str] = set()
+    held: dict[str, dict] = {}
     counts = {"unknown": 0, "duplicates": 0, "unreadable": 0}
-    for index, path in enumerate(files):
-        for lineno, line in raw_lines(path):
+    for path in files:
+        for _, line in raw_lines(path):
             if not isinstance(line, dict):
                 counts["unreadable"] += 1
                 continue
@@ -86,19 +88,18 @@ def harvest(service: client.Service, job: dict, custom_ids: list[str], raw_dir: 
             cid = result["custom_id"]
             if cid not in wanted:
                 counts["unknown"] += 1
-            elif cid in best:
+            elif cid in done or (cid in held and not result["ok"]):
                 counts["duplicates"] += 1
-                if result["ok"] and not best[cid][2]:  # a success wins over a failure
-                    best[cid] = (index, lineno, True)
+            elif result["ok"]:
+                counts["duplicates"] += held.pop(cid, None) is not None
+                done.add(cid)
+                yield result
             else:
-                best[cid] = (index, lineno, result["ok"])
+                held[cid] = result
     _report(job["id"], **counts)
-    for index, path in enumerate(files):
-        for lineno, line in raw_lines(path):
-            if isinstance(line, dict) and best.get(str(line.get("custom_id")), (None, None))[:2] == (index, lineno):
-                yield classify(line, job)
+    yield from held.values()
     for cid in custom_ids:
-        if cid not in best:
+        if cid not in done and cid not in held:
             yield {"custom_id": cid, "job_id": job["id"], "status_code": None, "ok": False,
                    "error": f"no result returned (job ended {job['status']})",
                    "attempted": job["status"] != "CANCELLED"}  # a cancel costs no attempt

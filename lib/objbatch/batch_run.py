@@ -105,8 +105,8 @@ class Plan:
         if self.run is not None:
             return True
         s = self.settings
-        return bool(select_pending.select(self.conn, 1, int(s["MAX_ATTEMPTS"]), s["RETRY_EXHAUSTED"] == "1",
-                                          None, None)) and s.get("MAX") != "0"
+        first = select_pending.preview(self.conn, 1, int(s["MAX_ATTEMPTS"]), s["RETRY_EXHAUSTED"] == "1")
+        return next(first, None) is not None and s.get("MAX") != "0"
 
 
 def nothing_to_do(conn: ledger.Library, settings: dict[str, str]) -> str:
@@ -236,8 +236,7 @@ def new_run_estimate(conn: ledger.Library, settings: dict[str, str]) -> costs.Es
     answer = costs.answer_tokens(conn)
     figures = costs.Estimate(model=settings["MODEL"], answer_tokens=answer[0], answer_basis=answer[1])
     limit = int(settings["MAX"]) if settings.get("MAX") else None
-    selected = select_pending.select(conn, limit, int(settings["MAX_ATTEMPTS"]), settings["RETRY_EXHAUSTED"] == "1",
-                                     None, None)
+    selected = select_pending.preview(conn, limit, int(settings["MAX_ATTEMPTS"]), settings["RETRY_EXHAUSTED"] == "1")
     config = prompt.config_hash(settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS)
     for record in selected:
         request, entry = build_jsonl.build(record, settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS, config)

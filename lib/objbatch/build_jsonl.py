@@ -13,7 +13,7 @@ from typing import IO
 
 import click
 
-from . import ledger, metadata, prompt, runs
+from . import ledger, prompt, runs
 from .common import (Failure, atomic_output, check_run_name, command, dumps, kill_point, log,
                      read_jsonl, write_jsonl)
 
@@ -83,8 +83,7 @@ def build(record: dict, model: str, text_tokens: int, config: str) -> tuple[dict
     body, excerpted = prompt.request_body(model, record, text, text_tokens)
     manifest = {**base, "custom_id": custom_id, "sent_hash": sent_hash, "sent_stat": stat,
                 "encoding": encoding.replace("-sig", ""), "chars": len(text), "excerpted": excerpted, "model": model,
-                "prompt_version": prompt.PROMPT_VERSION, "config_hash": config,
-                "topic_evidence": metadata.topic_evidence(text)}
+                "prompt_version": prompt.PROMPT_VERSION, "config_hash": config}
     return {"custom_id": custom_id, "body": body}, manifest
 
 

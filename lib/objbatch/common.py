@@ -131,11 +131,14 @@ def dumps(obj: Any) -> str:
 
 
 def write_jsonl(records: Iterable[Any], out: IO[str]) -> int:
-    """Write records one per line, flushing each so pipes see them at once. Returns the count."""
+    """Write records one per line (flushed one by one on stdout, so a pipe sees each at once). Returns the
+    count."""
+    flush = out is sys.stdout
     count = 0
     for record in records:
         out.write(dumps(record) + "\n")
-        out.flush()
+        if flush:
+            out.flush()
         count += 1
     return count
 

@@ -49,13 +49,16 @@ def request_tokens(body: dict) -> int:
     """Input tokens of one request body as the service will count them: every message, and the schema."""
     text = sum(len(_text(m.get("content"))) for m in body.get("messages") or [] if isinstance(m, dict))
     messages = len(body.get("messages") or [])
-    return round(text / CHARS_PER_TOKEN + _schema_tokens(json.dumps(body.get("response_format") or "")) +
-                 TOKENS_PER_MESSAGE * messages)
+    return round(text / CHARS_PER_TOKEN + _schema_tokens(body.get("response_format")) + TOKENS_PER_MESSAGE * messages)
 
 
-@lru_cache(maxsize=8)
-def _schema_tokens(schema_text: str) -> float:
-    return len(schema_text) / JSON_CHARS_PER_TOKEN
+_last_schema: list = [None, 0.0]  # the previous request's response_format and its tokens: a run has one schema
+
+
+def _schema_tokens(response_format: Any) -> float:
+    if response_format != _last_schema[0]:
+        _last_schema[:] = [response_format, len(json.dumps(response_format or "")) / JSON_CHARS_PER_TOKEN]
+    return _last_schema[1]
 
 
 def _text(content: Any) -> str:

@@ -8,7 +8,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable, Union
 
 
 from .common import SCHEMAS
@@ -175,7 +175,10 @@ def topic_count() -> tuple[int, int]:
     return prop["minItems"], prop["maxItems"]
 
 
-def fit_topics(obj: dict, evidence: dict[str, int] | None, done: list) -> str | None:
+Evidence = Union[dict[str, int], Callable[[], dict[str, int]], None]
+
+
+def fit_topics(obj: dict, evidence: Evidence, done: list) -> str | None:
     """Trim or pad valid topics to the stored count, by evidence in the text; the reason if too few are
     valid to pad honestly. More than the count: keep those the text supports most (then the model's order),
     in the model's order. Fewer: add the vocabulary tags the text supports most, each one a repair."""
@@ -187,7 +190,9 @@ def fit_topics(obj: dict, evidence: dict[str, int] | None, done: list) -> str | 
         return (f"primary_topics has only {valid} topic{'s' if valid != 1 else ''} from the vocabulary; at least "
                 f"{soft_rules()['topics']['min_valid']} are needed")
     fewest, most = topic_count()
-    evidence = evidence or {}
+    if fewest <= len(topics) <= most:
+        return None
+    evidence = (evidence() if callable(evidence) else evidence) or {}  # worked out only when it is needed
     if len(topics) > most:
         ranked = sorted(range(len(topics)), key=lambda i: (-evidence.get(topics[i], 0), i))[:most]
         kept = [topics[i] for i in sorted(ranked)]
@@ -243,10 +248,70 @@ def _validator() -> Any:
     return jsonschema.validators.extend(cls, {"enum": enum})(schema())
 
 
+# The keywords the quick check understands; a schema using any other is checked by jsonschema alone.
+_QUICK_KEYWORDS = {"type", "enum", "required", "properties", "additionalProperties", "items", "minItems",
+                   "maxItems", "uniqueItems", "minLength", "minimum", "maximum", "description", "title", "$schema",
+                   "$id"}
+_TYPES: dict[str, Callable[[Any], bool]] = {
+    "object": lambda v: isinstance(v, dict), "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool), "null": lambda v: v is None,
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
+}
+
+
+def _compile(node: dict) -> Callable[[Any], bool] | None:
+    """A fast yes/no for one schema node (the same answer as jsonschema for these keywords), or None if
+    the node uses a keyword it does not understand."""
+    if not set(node) <= _QUICK_KEYWORDS or (node.get("enum") and not all(isinstance(e, str) for e in node["enum"])):
+        return None
+    parts = {name: _compile(sub) for name, sub in (node.get("properties") or {}).items()}
+    items = _compile(node["items"]) if isinstance(node.get("items"), dict) else None
+    if None in parts.values() or ("items" in node and items is None) or node.get("additionalProperties", False) \
+            not in (False, True) or node.get("type") not in (None, *_TYPES):
+        return None
+    checks: list[Callable[[Any], bool]] = []
+    if "type" in node:
+        checks.append(_TYPES[node["type"]])
+    if "enum" in node:
+        allowed = frozenset(node["enum"])
+        checks.append(lambda v: isinstance(v, str) and v in allowed)
+    if "minLength" in node:
+        checks.append(lambda v: not isinstance(v, str) or len(v) >= node["minLength"])
+    for bound, holds in (("minimum", lambda v, b: v >= b), ("maximum", lambda v, b: v <= b)):
+        if bound in node:
+            checks.append(lambda v, b=node[bound], h=holds: not _TYPES["number"](v) or h(v, b))
+    checks.append(lambda v: not isinstance(v, dict) or _object_fits(v, node, parts))
+    checks.append(lambda v: not isinstance(v, list) or _array_fits(v, node, items))
+    return lambda v: all(check(v) for check in checks)
+
+
+def _object_fits(value: dict, node: dict, parts: dict) -> bool:
+    if any(k not in value for k in node.get("required", ())):
+        return False
+    if node.get("additionalProperties") is False and any(k not in parts for k in value):
+        return False
+    return all(check(value[k]) for k, check in parts.items() if k in value)
+
+
+def _array_fits(value: list, node: dict, items: Callable[[Any], bool] | None) -> bool:
+    if not node.get("minItems", 0) <= len(value) <= node.get("maxItems", len(value)):
+        return False
+    if node.get("uniqueItems") and len({json.dumps(v, sort_keys=True) for v in value}) != len(value):
+        return False
+    return items is None or all(items(v) for v in value)
+
+
+@lru_cache(maxsize=None)
+def _quick() -> Callable[[Any], bool] | None:
+    return _compile(schema())
+
+
 def hard_errors(obj: dict) -> list[str]:
     """Plain-words schema violations, most useful first; a missing confidence_score is soft, not listed."""
-    if "confidence_score" in obj and _validator().is_valid(obj):
-        return []  # the common case, checked once without collecting errors
+    quick = _quick()
+    if quick(obj) if quick else _validator().is_valid(obj):
+        return []  # the common case, decided without collecting errors; jsonschema words every failure
     errors = sorted(_validator().iter_errors(obj), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     reasons: dict[tuple, str] = {}
     for error in errors:
@@ -352,9 +417,9 @@ def _message(kind: str, params: dict) -> str:
 
 
 def judge(content: Any, finish_reason: str | None, filename: str | None = None,
-          threshold: float | None = None, evidence: dict[str, int] | None = None) -> Verdict:
+          threshold: float | None = None, evidence: Evidence = None) -> Verdict:
     """The whole decision for one answer. `evidence`: how often the text names each vocabulary tag
-    (topic_evidence), used to trim or pad the topics to the stored count."""
+    (topic_evidence, or a function giving it), used to trim or pad the topics to the stored count."""
     threshold = soft_rules()["threshold"] if threshold is None else threshold
     try:
         obj, parse_repairs = parse_answer(content, finish_reason)

@@ -88,27 +88,36 @@ def _clean(row: sqlite3.Row) -> dict:
                 if isinstance(row[k], str) else row[k]) for k in row.keys()}
 
 
-def eligible(conn: sqlite3.Connection, params: dict, limit: int | None, bad: list[int]) -> list:
-    """Up to `limit` eligible rows; a file skipped as missing or unreadable only once it can be read."""
-    out = []
+def eligible(conn: sqlite3.Connection, params: dict, limit: int | None, bad: list[int]) -> Iterator:
+    """Up to `limit` eligible rows, lazily; a file skipped as missing or unreadable only once it can be read."""
+    count = 0
     for row in candidates(conn, params, bad):
-        if limit is not None and len(out) >= limit:
-            break
+        if limit is not None and count >= limit:
+            return
         if row["ai_metadata_status"] == "skipped" and not os.access(row["file_path"], os.R_OK):
             continue
-        out.append(row)
-    return out
+        count += 1
+        yield row
 
 
-def select(conn: ledger.Library, limit: int | None, max_attempts: int, retry_exhausted: bool,
-           claim: str | None, model: str | None) -> list[dict]:
-    params = {"max_attempts": max_attempts, "retry_exhausted": int(retry_exhausted)}
+def criteria(max_attempts: int, retry_exhausted: bool) -> dict:
+    return {"max_attempts": max_attempts, "retry_exhausted": int(retry_exhausted)}
+
+
+def preview(conn: ledger.Library, limit: int | None, max_attempts: int, retry_exhausted: bool) -> Iterator[dict]:
+    """What a run would take now, claiming nothing."""
     bad: list[int] = []
-    if not claim:
-        rows = eligible(conn, params, limit, bad)
-        if bad:
-            log(f"select-pending: {len(bad)} files left out: {NOT_UTF8}")
-        return [as_record(r) for r in rows]
+    for row in eligible(conn, criteria(max_attempts, retry_exhausted), limit, bad):
+        yield as_record(row)
+    if bad:
+        log(f"select-pending: {len(bad)} files left out: {NOT_UTF8}")
+
+
+def claim_files(conn: ledger.Library, limit: int | None, max_attempts: int, retry_exhausted: bool, claim: str,
+                model: str | None) -> None:
+    """Claim the selection for run `claim` in one transaction (the run enters the ledger); a run that
+    holds files already keeps them; a finished run claims nothing again."""
+    bad: list[int] = []
     with ledger.transaction(conn):
         run = runs.belonging(conn, claim)
         if run and run.finished:
@@ -116,14 +125,19 @@ def select(conn: ledger.Library, limit: int | None, max_attempts: int, retry_exh
                           "start a new run (make batch without NAME)")
         if run:
             log(f"select-pending: run {claim} already holds its files; returning the same selection")
-            return [as_record(r) for r in conn.execute(CLAIMED, (claim,))]
-        rows = eligible(conn, params, limit, bad)
+            return
+        paths = [row["file_path"] for row in eligible(conn, criteria(max_attempts, retry_exhausted), limit, bad)]
         _set_aside(conn, bad)
-        if rows:
+        if paths:
             runs.create(conn, claim, model)
+            now = now_iso()
             conn.executemany("INSERT INTO objbatch_claims (run_name, file_path, state, claimed_at) "
-                             "VALUES (?, ?, 'claimed', ?)", [(claim, r["file_path"], now_iso()) for r in rows])
-    return [as_record(r) for r in rows]
+                             "VALUES (?, ?, 'claimed', ?)", ((claim, path, now) for path in paths))
+
+
+def claimed(conn: sqlite3.Connection, claim: str) -> Iterator[dict]:
+    for row in conn.execute(CLAIMED, (claim,)):
+        yield as_record(row)
 
 
 def _set_aside(conn: sqlite3.Connection, bad: list[int]) -> None:
@@ -158,12 +172,14 @@ def main(db: str, limit: int | None, max_attempts: int, retry_exhausted: bool, c
     if claim is not None:
         check_run_name(claim)
     with ledger.opened(db) as conn:
-        records = select(conn, limit, max_attempts, retry_exhausted, claim, model)
+        if claim:
+            claim_files(conn, limit, max_attempts, retry_exhausted, claim, model)
         report_others(conn, claim)
-    kill_point("after-claim")
-    with atomic_output(output) as out:
-        write_jsonl(records, out)
-    log(f"select-pending: {len(records)} files selected" + (f" for run {claim}" if claim else ""))
+        kill_point("after-claim")
+        records = claimed(conn, claim) if claim else preview(conn, limit, max_attempts, retry_exhausted)
+        with atomic_output(output) as out:
+            count = write_jsonl(records, out)
+    log(f"select-pending: {count} files selected" + (f" for run {claim}" if claim else ""))
 
 
 if __name__ == "__main__":

@@ -7,24 +7,54 @@ weights, threshold). See README "Decisions and confidence".
 
 from __future__ import annotations
 
+import json
 from typing import IO, Iterator
 
 import click
 
 from . import metadata
+from .build_jsonl import Skip, read_text
 from .common import Failure, atomic_output, command, log, read_jsonl, write_jsonl
 
 
-def load_manifest(path: str | None) -> dict[str, dict]:
-    """custom_id -> manifest entry, and skip entries under their file_path."""
-    if not path:
-        return {}
-    entries: dict[str, dict] = {}
-    with open(path, encoding="utf-8") as handle:
-        for _, entry in read_jsonl(handle, "manifest"):
-            key = entry.get("custom_id") or ("skip:" + entry.get("file_path", ""))
-            entries[key] = entry
-    return entries
+class Manifest:
+    """build-jsonl's manifest, indexed: where each custom_id's line is, and where the skipped files' lines
+    are. Entries are read back when needed, so memory holds one number per file, not the entries."""
+
+    def __init__(self, path: str | None):
+        self.handle = open(path, "rb") if path else None
+        self.sent: dict[str, int] = {}
+        self.skips: list[int] = []
+        offset = 0
+        for lineno, line in enumerate(self.handle or (), 1):
+            if line.strip():
+                entry = self._parse(line, lineno)
+                if entry.get("custom_id"):
+                    self.sent[entry["custom_id"]] = offset
+                else:
+                    self.skips.append(offset)
+            offset += len(line)
+
+    def __bool__(self) -> bool:
+        return self.handle is not None
+
+    def _parse(self, line: bytes, lineno: int | str) -> dict:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise Failure(f"manifest line {lineno} is not valid JSON ({exc.msg}); rebuild it with build-jsonl") from None
+        if not isinstance(entry, dict) or not entry.get("file_path"):
+            raise Failure(f"manifest line {lineno} has no file_path; rebuild it with build-jsonl")
+        return entry
+
+    def entry(self, offset: int) -> dict:
+        assert self.handle is not None
+        self.handle.seek(offset)
+        return self._parse(self.handle.readline(), f"at byte {offset}")
+
+    def get(self, custom_id: str) -> dict | None:
+        offset = self.sent.get(custom_id)
+        return None if offset is None else self.entry(offset)
 
 
 def decide(result: dict, entry: dict | None, threshold: float) -> dict:
@@ -40,11 +70,21 @@ def decide(result: dict, entry: dict | None, threshold: float) -> dict:
                 "reasons": [f"request failed: {result.get('error') or 'no reason given'}"], "repairs": []}
     verdict = metadata.judge(result.get("content"), result.get("finish_reason"),
                              entry.get("filename") if entry else None, threshold,
-                             entry.get("topic_evidence") if entry else None)
+                             (lambda: evidence(entry)) if entry else None)
     if result.get("model"):
         decision["model"] = result["model"]
     return {**decision, "decision": verdict.decision, "metadata": verdict.metadata, "confidence": verdict.confidence,
             "reasons": verdict.reasons, "repairs": verdict.repairs}
+
+
+def evidence(entry: dict) -> dict[str, int]:
+    """How often the file's text names each vocabulary tag, to rank topics by when an answer has not
+    exactly the stored count: read again only then (rarely), and only if it is still the text sent."""
+    try:
+        text, digest, _, _ = read_text({"file_path": entry["file_path"]})
+    except Skip:
+        return {}
+    return metadata.topic_evidence(text) if digest == entry.get("sent_hash") else {}
 
 
 def skipped(entry: dict) -> dict:
@@ -53,7 +93,7 @@ def skipped(entry: dict) -> dict:
             "metadata": None, "confidence": None, "reasons": [entry["skip"]], "repairs": [], "usage": {}}
 
 
-def decisions(results: IO[str], manifest: dict[str, dict], threshold: float, counts: dict) -> Iterator[dict]:
+def decisions(results: IO[str], manifest: Manifest, threshold: float, counts: dict) -> Iterator[dict]:
     seen: set[str] = set()
     for lineno, result in read_jsonl(results, "result"):
         if not isinstance(result, dict) or not result.get("custom_id"):
@@ -66,14 +106,14 @@ def decisions(results: IO[str], manifest: dict[str, dict], threshold: float, cou
         decision = decide(result, entry, threshold)
         counts[decision["decision"]] = counts.get(decision["decision"], 0) + 1
         yield decision
-    for key, entry in manifest.items():
-        if key.startswith("skip:"):
-            counts["skipped"] = counts.get("skipped", 0) + 1
-            yield skipped(entry)
-        elif key not in seen:
+    for offset in manifest.skips:
+        counts["skipped"] = counts.get("skipped", 0) + 1
+        yield skipped(manifest.entry(offset))
+    for custom_id, offset in manifest.sent.items():
+        if custom_id not in seen:
             counts["failed_validation"] = counts.get("failed_validation", 0) + 1
-            yield decide({"custom_id": key, "ok": False, "error": "no result in the fetched results"}, entry,
-                         threshold)
+            yield decide({"custom_id": custom_id, "ok": False, "error": "no result in the fetched results"},
+                         manifest.entry(offset), threshold)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,7 +129,7 @@ def main(results: IO[str], manifest: str | None, threshold: float | None, output
     threshold = metadata.soft_rules()["threshold"] if threshold is None else threshold
     counts: dict[str, int] = {}
     with atomic_output(output) as out:
-        write_jsonl(decisions(results, load_manifest(manifest), threshold, counts), out)
+        write_jsonl(decisions(results, Manifest(manifest), threshold, counts), out)
     log("validate: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) if counts else "validate: no results")
 
 
