@@ -63,20 +63,34 @@ def copy_of(folder: Path, name: str) -> Path:
     return db
 
 
-def bench_floor(work: Path) -> None:
+def bench_floor(work: Path, pairs: int = 3) -> None:
+    """Each size: `pairs` runs of the floor and of make batch, alternating which goes first, on fresh copies
+    of one library and one emulator; the median of each side (the emulator's own time varies run to run)."""
     for count in (1_200, 10_000):
         folder = library(work, count)
         emu = Emulator(folder / f"emu-{time.monotonic_ns()}", ["--pace", INSTANT])
+        env = {**emu.env, "PATH": f"{BIN}:{os.environ['PATH']}"}
+        floors, ours = [], []
         try:
-            env = {**emu.env, "PATH": f"{BIN}:{os.environ['PATH']}"}
-            floor = measured([sys.executable, ROOT / "tests" / "bench_floor.py", copy_of(folder, "floor")], env, work)
-            ours = measured(["make", "--no-print-directory", "-C", ROOT, "batch", f"DB={copy_of(folder, 'ours')}",
-                             f"RUNS={folder / 'runs'}", "NAME=bench"], env, work)
+            for pair in range(pairs):
+                order = [("floor", floors), ("ours", ours)]
+                for name, figures in order if pair % 2 == 0 else reversed(order):
+                    db = copy_of(folder, f"{name}{pair}")
+                    cmd = [sys.executable, ROOT / "tests" / "bench_floor.py", db] if name == "floor" else \
+                        ["make", "--no-print-directory", "-C", ROOT, "batch", f"DB={db}", f"RUNS={folder / 'runs'}",
+                         f"NAME=bench{pair}"]
+                    figures.append(measured(cmd, env, work))
         finally:
             emu.stop()
             shutil.rmtree(folder / "runs", ignore_errors=True)
-        print(f"{count:>6,} files: floor {floor[0]:6.2f}s {floor[1]:5.0f} MB | make batch {ours[0]:6.2f}s "
-              f"{ours[1]:5.0f} MB | ratio {ours[0] / floor[0]:.2f}", flush=True)
+        floor, ours_ = _median(floors), _median(ours)
+        print(f"{count:>6,} files: floor {floor[0]:6.2f}s {floor[1]:5.0f} MB | make batch {ours_[0]:6.2f}s "
+              f"{ours_[1]:5.0f} MB | ratio {ours_[0] / floor[0]:.2f} (median of {pairs}; each ratio: "
+              + ", ".join(f"{o[0] / f[0]:.2f}" for f, o in zip(floors, ours)) + ")", flush=True)
+
+
+def _median(figures: list[tuple[float, float]]) -> tuple[float, float]:
+    return sorted(s for s, _ in figures)[len(figures) // 2], max(r for _, r in figures)
 
 
 def bench_lag(work: Path) -> None:

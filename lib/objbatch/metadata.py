@@ -32,6 +32,7 @@ def _enum(name: str) -> tuple[str, ...]:
 
 
 VOCABULARY = _enum("primary_topics")
+_VOCABULARY_SET = frozenset(VOCABULARY)
 CATEGORIES = _enum("category")
 DIFFICULTIES = _enum("difficulty")
 TRUNCATED_FINISH = {"length", "model_length"}
@@ -121,8 +122,8 @@ def _describe_array(value: list) -> str:
 # ------------------------------------------------------------------ repairs
 
 def repair(obj: dict) -> tuple[dict, list[tuple[str, dict]]]:
-    """Fix what is unambiguous (enum case and spacing, known aliases, duplicate or unknown topics)."""
-    obj = json.loads(json.dumps(obj))
+    """Fix what is unambiguous (enum case and spacing, known aliases, duplicate or unknown topics), in place:
+    the object is the one parse_answer just made."""
     done: list[tuple[str, dict]] = []
     for name, allowed in (("category", CATEGORIES), ("difficulty", DIFFICULTIES)):
         _repair_enum(obj, name, allowed, done)
@@ -152,7 +153,7 @@ def _repair_topics(obj: dict, done: list) -> None:
     topics = obj["primary_topics"]
     if not all(isinstance(t, str) for t in topics):
         return
-    normalized = [_norm(t) if _norm(t) in VOCABULARY else t for t in topics]
+    normalized = [t if t in _VOCABULARY_SET or _norm(t) not in _VOCABULARY_SET else _norm(t) for t in topics]
     if normalized != topics:
         changed = [t for t, n in zip(topics, normalized) if t != n]
         done.append(("enum_normalized", {"field": "primary_topics", "was": ", ".join(changed),
@@ -283,7 +284,14 @@ def _compile(node: dict) -> Callable[[Any], bool] | None:
             checks.append(lambda v, b=node[bound], h=holds: not _TYPES["number"](v) or h(v, b))
     checks.append(lambda v: not isinstance(v, dict) or _object_fits(v, node, parts))
     checks.append(lambda v: not isinstance(v, list) or _array_fits(v, node, items))
-    return lambda v: all(check(v) for check in checks)
+
+    def fits(value: Any) -> bool:
+        for check in checks:
+            if not check(value):
+                return False
+        return True
+
+    return fits
 
 
 def _object_fits(value: dict, node: dict, parts: dict) -> bool:
