@@ -120,16 +120,24 @@ def bench_lag(work: Path) -> None:
 
 
 def bench_scale(work: Path) -> None:
-    folder = library(work, 100_000, small=True)
-    emu = Emulator(folder / "emu-scale", ["--pace", INSTANT])
-    try:
-        env = {**emu.env, "PATH": f"{BIN}:{os.environ['PATH']}"}
-        seconds, rss = measured(["make", "--no-print-directory", "-C", ROOT, "batch", f"DB={copy_of(folder, 'scale')}",
-                                 f"RUNS={folder / 'runs'}", "NAME=scale"], env, work)
-        jobs = len(emu.record()["jobs_created"])
-    finally:
-        emu.stop()
-    print(f"100,000 files (small): make batch {seconds:.1f}s, peak {rss:.0f} MB, {jobs} job(s)", flush=True)
+    """make batch on 10,000 and 100,000 small files: time per thousand files should not grow (no stage
+    worse than linear), peak RSS should stay flat, and the jobs split at the service's limits."""
+    per_thousand = {}
+    for count in (10_000, 100_000):
+        folder = library(work, count, small=True)
+        emu = Emulator(folder / "emu-scale", ["--pace", INSTANT])
+        try:
+            env = {**emu.env, "PATH": f"{BIN}:{os.environ['PATH']}"}
+            seconds, rss = measured(["make", "--no-print-directory", "-C", ROOT, "batch",
+                                     f"DB={copy_of(folder, 'scale')}", f"RUNS={folder / 'runs'}", "NAME=scale"], env, work)
+            jobs = len(emu.record()["jobs_created"])
+        finally:
+            emu.stop()
+            shutil.rmtree(folder, ignore_errors=True)
+        per_thousand[count] = seconds / count * 1000
+        print(f"{count:>7,} small files: make batch {seconds:6.1f}s ({per_thousand[count]:.2f}s a thousand), "
+              f"peak {rss:.0f} MB, {jobs} job(s)", flush=True)
+    print(f"scale: time per file at 100,000 / at 10,000 = {per_thousand[100_000] / per_thousand[10_000]:.2f}")
 
 
 def bench_convergence(work: Path, seeds: range) -> None:
