@@ -58,7 +58,7 @@ R := $(RUNS)/$(NAME)
 # Command-line variables, passed on to batch-run (which hands them to the stages' make).
 given = $(foreach v,$(filter-out $(1),$(VARS)),$(if $(filter command line,$(origin $(v))),$(call shq,$(v)=$($(v)))))
 
-.PHONY: help vars estimate batch cancel cron stats review export demo bench test test-slow test-all venv clean-venv
+.PHONY: help vars estimate batch cancel cron stats review export demo bench lint test test-slow test-all venv clean-venv
 .PRECIOUS: $(RUNS)/%/select.jsonl $(RUNS)/%/requests.jsonl $(RUNS)/%/job.json $(RUNS)/%/wait.jsonl \
            $(RUNS)/%/results.jsonl $(RUNS)/%/decisions.jsonl $(RUNS)/%/applied.json
 
@@ -150,6 +150,9 @@ test-slow: $(STAMP) ## the fault-injection and convergence suites
 bench: $(STAMP) ## throughput and memory figures
 	$(BIN)/python tests/bench.py
 
+lint: $(STAMP) ## ruff: bugs and import order (config in pyproject.toml)
+	$(BIN)/ruff check lib tests
+
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
@@ -159,6 +162,7 @@ $(STAMP): pyproject.toml
 	@echo "Installing objbatch and its dependencies into $(VENV) ..." >&2
 	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e '.[test]'; } \
 	  > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@rm -rf lib/*.egg-info
 	@touch $@
 
 venv: $(STAMP) ## build the project's .venv

@@ -29,7 +29,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import Emulator, rows  # noqa: E402
-from objbatch.sample_library import build  # noqa: E402
+from mistral_emulator.sample_library import build  # noqa: E402
 
 INSTANT = json.dumps({"queue_seconds": 0, "seconds_per_request": 0, "min_run_seconds": 0, "max_run_seconds": 0})
 # Runs a command and reports the peak RSS of the largest process in its tree (RUSAGE_CHILDREN of a wrapper
@@ -86,7 +86,7 @@ def bench_floor(work: Path, pairs: int = 3) -> None:
         floor, ours_ = _median(floors), _median(ours)
         print(f"{count:>6,} files: floor {floor[0]:6.2f}s {floor[1]:5.0f} MB | make batch {ours_[0]:6.2f}s "
               f"{ours_[1]:5.0f} MB | ratio {ours_[0] / floor[0]:.2f} (median of {pairs}; each ratio: "
-              + ", ".join(f"{o[0] / f[0]:.2f}" for f, o in zip(floors, ours)) + ")", flush=True)
+              + ", ".join(f"{o[0] / f[0]:.2f}" for f, o in zip(floors, ours, strict=True)) + ")", flush=True)
 
 
 def _median(figures: list[tuple[float, float]]) -> tuple[float, float]:

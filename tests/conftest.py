@@ -42,8 +42,10 @@ class Emulator:
         self.proc = subprocess.Popen(
             [str(BIN / "mistral-emulator"), "--host", "127.0.0.1", "--port", str(self.port), "--state-dir",
              str(self.state_dir), "--api-key", TEST_KEY, *self.args], stdout=subprocess.PIPE, text=True)
-        self.url = self.proc.stdout.readline().strip()
-        assert self.url.startswith("http://127.0.0.1:"), self.url
+        first = self.proc.stdout.readline().strip()  # export MISTRAL_SERVER_URL=http://127.0.0.1:PORT
+        assert first.startswith("export MISTRAL_SERVER_URL=http://127.0.0.1:"), first
+        self.url = first.split("=", 1)[1]
+        self.proc.stdout.readline()  # export MISTRAL_API_KEY=...
         self.port = int(self.url.rsplit(":", 1)[1])
 
     def stop(self) -> None:
@@ -123,7 +125,7 @@ def request_lines(n: int, prefix: str = "r", subject: str = "The Virtue of Hones
 @pytest.fixture
 def library(tmp_path):
     """A small sample library and its database in the library's existing schema (v12)."""
-    from objbatch.sample_library import build
+    from mistral_emulator.sample_library import build
 
     root, db = tmp_path / "library", tmp_path / "library.db"
     build(root, db, count=24, seed=3)

@@ -239,12 +239,12 @@ def test_every_answer_fault(emulator, fault, check):
 
 
 def test_without_response_format_the_answer_comes_fenced(emulator):
-    from objbatch import standin_model
+    from mistral_emulator import model
 
     body = {"messages": [{"role": "user", "content": "File name: a.txt\n--- Transcript ---\nethics"}]}
-    assert standin_model.complete(body, None, "x")["choices"][0]["message"]["content"].startswith("```json")
+    assert model.complete(body, None, "x")["choices"][0]["message"]["content"].startswith("```json")
     body["response_format"] = {"type": "json_object"}
-    assert standin_model.complete(body, None, "x")["choices"][0]["message"]["content"].startswith("{")
+    assert model.complete(body, None, "x")["choices"][0]["message"]["content"].startswith("{")
 
 
 @pytest.mark.parametrize("status", [429, 503])

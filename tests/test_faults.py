@@ -44,7 +44,7 @@ def batch(emu, db, runs, *extra, env=None):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """A sample library, and the end state of one uninterrupted make batch on it."""
-    from objbatch.sample_library import build
+    from mistral_emulator.sample_library import build
 
     base = tmp_path_factory.mktemp("reference")
     build(base / "library", base / "pristine.db", count=20, seed=11)
@@ -283,7 +283,7 @@ def test_three_rounds_at_real_failure_rates_converge(tmp_path):
     """domain.md: 12-17 % of first answers unusable; resubmitting the failed files converges in ~3 rounds.
     The library sits at a fixed path so custom_ids, and with them the seeded faults, are the same on every
     machine: the outcome is reproducible, not a lucky draw per run."""
-    from objbatch.sample_library import build
+    from mistral_emulator.sample_library import build
 
     home = Path(tempfile.gettempdir()) / "objbatch-convergence"
     shutil.rmtree(home, ignore_errors=True)

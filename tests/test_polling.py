@@ -44,7 +44,7 @@ def run_job(monkeypatch, total, queued, rate, poll=30.0, floor=2.0, timeout=1e9)
     clock = Clock()
     job = Job(clock, total, queued, rate)
     jobs = wait(job, ["j"], poll, timeout, clock=clock, sleep=clock.sleep)
-    gaps = [b - a for a, b in zip(job.looks, job.looks[1:])]
+    gaps = [b - a for a, b in zip(job.looks, job.looks[1:], strict=False)]
     return job, jobs, gaps
 
 
@@ -59,7 +59,7 @@ def test_never_faster_than_the_floor_nor_slower_than_poll_and_close_after_the_en
 
 def test_the_interval_tightens_towards_the_predicted_end(monkeypatch):
     job, _, gaps = run_job(monkeypatch, total=3600, queued=10, rate=2.0)  # a 30-minute job
-    running = [(t, g) for t, g in zip(job.looks, gaps) if job.starts < t < job.ends]
+    running = [(t, g) for t, g in zip(job.looks, gaps, strict=False) if job.starts < t < job.ends]
     far = [g for t, g in running if job.ends - t > 120 and t > job.starts + 60]  # the rate is known by then
     near = [g for t, g in running if job.ends - t < 30]
     assert far and near and max(near) < min(far)
@@ -75,7 +75,7 @@ def test_poll_is_the_ceiling_and_the_floor_wins_over_a_smaller_poll(monkeypatch)
 
 def test_a_queued_job_is_looked_at_often_first_then_less(monkeypatch):
     job, _, gaps = run_job(monkeypatch, total=10, queued=600, rate=10.0)
-    queued = [g for t, g in zip(job.looks, gaps) if t < job.starts]
+    queued = [g for t, g in zip(job.looks, gaps, strict=False) if t < job.starts]
     assert queued[0] == 2.0 and queued[-1] == 30.0 and queued == sorted(queued)
 
 

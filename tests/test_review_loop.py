@@ -42,7 +42,7 @@ def test_the_estimate_matches_the_run_that_follows_and_claims_nothing(emulator, 
     assert estimate.returncode == 0, estimate.stderr
     assert "make batch would start a new run with 32 files" in estimate.stdout
     assert "Requests:       25\nSkipped:        7 (1 missing, 5 not text, 1 too big)" in estimate.stdout
-    assert "(450 a request: a default of 450 (no past runs in this database))" in estimate.stdout
+    assert "(450 a request, the default: no past runs in this database)" in estimate.stdout
     predicted = int(re.search(r"Input tokens:\s+([\d,]+)", estimate.stdout).group(1).replace(",", ""))
     cost = re.search(r"Cost:\s+\$([\d.]+) at the batch price \(\$([\d.]+) synchronous\)", estimate.stdout)
     assert cost and float(cost.group(2)) == pytest.approx(2 * float(cost.group(1)), abs=0.0002)

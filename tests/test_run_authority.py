@@ -155,7 +155,7 @@ def test_a_run_is_never_resumed_in_a_copy_of_its_database(emulator, library, run
     for copy in (early_copy, late_copy):
         cancel = make("cancel", f"DB={copy}", f"RUNS={runs_dir}", "NAME=r1", env=emulator.env)
         assert cancel.returncode != 0
-        assert f"has no run r1" in cancel.stderr or f"run r1 belongs to database {db}" in cancel.stderr
+        assert "has no run r1" in cancel.stderr or f"run r1 belongs to database {db}" in cancel.stderr
     assert emulator.record()["cancels"] == [] and len(jobs(emulator)) == 1
     assert query(late_copy, "SELECT COUNT(*) FROM file_metadata_ai") == [(0,)]
     done = batch(emulator, db, runs_dir)  # the original resumes and finishes its run

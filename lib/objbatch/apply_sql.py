@@ -19,7 +19,7 @@ from typing import IO, Iterator
 import click
 
 from . import ledger, runs
-from .common import Failure, atomic_output, check_run_name, command, kill_point, log, now_iso, read_jsonl
+from .common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso, read_jsonl
 
 PROTECTED = ("approved",)
 STORED = ("extracted", "needs_review")
@@ -205,14 +205,14 @@ def read_decisions(stream: IO[str]) -> Iterator[dict]:
         yield decision
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("apply-sql --db data/library.db decisions.jsonl -o applied.json",
+     "validate --manifest manifest.jsonl results.jsonl | apply-sql --db data/library.db")
 @click.argument("decisions", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
 @click.option("--run", "run_name", default=None,
               help="The run these decisions finish (one of this database's): it ends finished, its files released.")
 @click.option("-o", "--output", default=None, help="Also write a JSON summary here (atomically).")
-@command
 def main(decisions: IO[str], db: str, run_name: str | None, output: str | None) -> None:
     """Apply DECISIONS (validate's JSONL; - for stdin) to the library database in one transaction."""
     if run_name:

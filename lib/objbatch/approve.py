@@ -12,7 +12,7 @@ import sys
 import click
 
 from . import ledger, library
-from .common import Failure, command, log, now_iso
+from .common import EXIT_USAGE, Failure, cli, log, now_iso
 
 
 def chosen(conn: ledger.Library, names: list[str], min_confidence: float | None) -> tuple[dict[str, str], list[str]]:
@@ -45,18 +45,18 @@ def _unfit(item: dict) -> str | None:
     return None
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("approve --db data/library.db 'Courses/OPAR/Lecture 1.txt'", "review --nl | approve -",
+     "approve --min-confidence 0.9")
 @click.argument("paths", nargs=-1)
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
               help="Also approve every extracted or needs_review file with at least this confidence.")
-@command
 def main(paths: tuple[str, ...], db: str, min_confidence: float | None) -> None:
     """Approve the files named by PATHS ('-' reads paths or review --nl/--json lines from stdin)."""
+    if not paths and min_confidence is None:
+        raise Failure("name the files to approve (paths, '-' for stdin) or give --min-confidence", EXIT_USAGE)
     names = library.names_from(paths, sys.stdin)
-    if not names and min_confidence is None:
-        raise Failure("name the files to approve (paths, '-' for stdin) or give --min-confidence", 2)
     with ledger.opened(db, identity=False) as conn, ledger.transaction(conn):
         approve, refused = chosen(conn, names, min_confidence)
         already = [path for path, status in approve.items() if status == "approved"]

@@ -18,7 +18,7 @@ import click
 
 from . import client, ledger, runs
 from .batch_wait import wait
-from .common import Failure, check_run_name, command, log
+from .common import NOT_FINISHED, SERVICE_ENV, Failure, check_run_name, cli, log
 from .job_record import load_record
 
 
@@ -98,14 +98,14 @@ def report(jobs: list[dict]) -> None:
             f"{job['total_requests']} requests done")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("batch-cancel job.json", "batch-cancel --db data/library.db --run run-1",
+     env=(*SERVICE_ENV, "OBJBATCH_MIN_POLL"), exits=NOT_FINISHED)
 @click.argument("job_record", type=click.Path(dir_okay=False), required=False)
 @click.option("--db", type=click.Path(dir_okay=False), default=None,
               help="Cancel a run of this library database (found in its ledger) instead of a JOB_RECORD.")
 @click.option("--run", "run_name", default=None, help="With --db: the run to cancel (default: the only unfinished one).")
 @click.option("--poll", default=5.0, show_default=True, help="Seconds between status checks while stopping.")
 @click.option("--timeout", default=600.0, show_default=True, help="Give up waiting for the stop after this long (exit 75).")
-@command
 def main(job_record: str | None, db: str | None, run_name: str | None, poll: float, timeout: float) -> None:
     """Cancel a run's jobs and wait until they have stopped; never creates a job.
 

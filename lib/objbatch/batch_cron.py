@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 
 from . import ledger, runs
-from .common import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, command, file_lock, log
+from .common import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, SERVICE_ENV, cli, file_lock, log
 
 
 def batch_run(settings: list[str]) -> tuple[int, str]:
@@ -59,14 +59,16 @@ def note(runs_dir: Path, line: str) -> None:
         log(f"batch-cron: {line}")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("batch-cron --db data/library.db --runs runs --set MAX=200 --set BUDGET=5",
+     "*/10 * * * *  cd ~/objbatch && bin/batch-cron --db data/library.db    # crontab: cron.log says what happened",
+     env=(*SERVICE_ENV, "OBJBATCH_MODEL", "OBJBATCH_MIN_POLL"),
+     exits={EXIT_TEMPFAIL: "a run is still in flight (or another batch-cron is working); nothing is wrong"})
 @click.option("--db", default="data/library.db", show_default=True, help="The library database.")
 @click.option("--runs", "runs_folder", default="runs", show_default=True, help="The runs folder (make's RUNS).")
 @click.option("--max-in-flight", default=1, show_default=True, type=click.IntRange(min=1),
               help="Start a new run only while fewer runs than this are in flight.")
 @click.option("--set", "settings", multiple=True, metavar="VAR=VALUE",
               help="Make variables for the runs, e.g. --set MAX=200 --set BUDGET=5 (a cap on each run's estimate).")
-@command
 def main(db: str, runs_folder: str, max_in_flight: int, settings: tuple[str, ...]) -> None:
     """Collect finished jobs, then submit a new batch if there is room; never blocks for long."""
     runs_dir = Path(runs_folder).resolve()

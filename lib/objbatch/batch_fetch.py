@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import click
 
 from . import client
-from .common import NotFinished, atomic_output, command, kill_point, log, write_jsonl
+from .common import NOT_FINISHED, SERVICE_ENV, NotFinished, atomic_output, cli, kill_point, log, write_jsonl
 from .job_record import opened_record
 
 
@@ -121,13 +121,14 @@ def _report(job_id: str, unknown: int, duplicates: int, unreadable: int) -> None
         log(f"batch-fetch: job {job_id}: {unreadable} result lines were not valid JSON (ignored)")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("batch-fetch job.json -o results.jsonl",
+     "batch-fetch --raw-dir raw/ job.json | validate --manifest manifest.jsonl",
+     env=SERVICE_ENV, exits=NOT_FINISHED)
 @click.argument("job_record", type=click.Path(dir_okay=False), default="-")
 @click.option("-o", "--output", default="-", help="Write results here (atomically) instead of stdout.")
 @click.option("--raw-dir", type=click.Path(file_okay=False), default=None,
               help="Keep the downloaded output and error files here; a rerun reads them instead of downloading.")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Also record job states in this database.")
-@command
 def main(job_record: str, output: str, raw_dir: str | None, db: str | None) -> None:
     """Download the results of every job in JOB_RECORD and print one result line per custom_id.
 
@@ -143,7 +144,7 @@ def main(job_record: str, output: str, raw_dir: str | None, db: str | None) -> N
         on_poll(jobs)
         with atomic_output(output) as out:
             with _raw_dir(raw_dir) as kept:
-                for job, entry in zip(jobs, record["jobs"]):
+                for job, entry in zip(jobs, record["jobs"], strict=True):
                     write_jsonl(_counted(harvest(service, job, entry["custom_ids"], kept), counts), out)
             write_jsonl(_counted(never_sent(record.get("not_submitted") or []), counts), out)
     log(f"batch-fetch: {sum(counts.values())} results: {counts['ok']} succeeded, {counts['failed']} failed, "

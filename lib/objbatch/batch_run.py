@@ -34,9 +34,21 @@ from pathlib import Path
 import click
 
 from . import build_jsonl, client, config, costs, ledger, prompt, runs, select_pending, stats
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TEMPFAIL,
+    EXIT_USAGE,
+    NOT_FINISHED,
+    ROOT,
+    SERVICE_ENV,
+    Failure,
+    atomic_write_json,
+    check_run_name,
+    cli,
+    log,
+)
 from .estimate import over_budget
-from .common import (EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE, ROOT, Failure, atomic_write_json,
-                     check_run_name, command, log)
 
 STAGE_FILES = ("select.jsonl", "requests.jsonl", "manifest.jsonl", "job.json", "wait.jsonl", "results.jsonl",
                "decisions.jsonl", "applied.json")
@@ -312,12 +324,13 @@ def summary(plan: Plan, run: runs.Run) -> None:
     click.echo(stats.render(stats.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True})
+@cli("batch-run MAX=116", "batch-run NAME=run-20261129-0800 POLL=60", "batch-run --estimate MAX=500",
+     env=(*SERVICE_ENV, "OBJBATCH_MODEL", "OBJBATCH_MIN_POLL"), exits=NOT_FINISHED,
+     ignore_unknown_options=True)
 @click.argument("assignments", nargs=-1, metavar="[VAR=VALUE]...")
 @click.option("--no-wait", is_flag=True, help="If another process holds the run, exit 75 at once instead of waiting.")
 @click.option("--estimate", "only_estimate", is_flag=True,
               help="Only say what make batch would do and what it would cost (make estimate); pays nothing.")
-@command
 def main(assignments: tuple[str, ...], no_wait: bool, only_estimate: bool) -> None:
     """Run the pipeline once, as make batch does, and exit 0 (done), 75 (still running), 1 or 2."""
     if only_estimate:

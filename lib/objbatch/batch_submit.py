@@ -19,9 +19,22 @@ from typing import IO, Iterator
 import click
 
 from . import client, config, costs, ledger, runs
+from .common import (
+    EXIT_USAGE,
+    SERVICE_ENV,
+    Failure,
+    atomic_output,
+    atomic_write_json,
+    check_run_name,
+    cli,
+    dumps,
+    file_lock,
+    kill_point,
+    log,
+    read_jsonl_lines,
+    state_dir,
+)
 from .estimate import over_budget
-from .common import (Failure, atomic_output, atomic_write_json, check_run_name, command, dumps, file_lock,
-                     kill_point, log, read_jsonl_lines, state_dir)
 
 MAX_JOB_REQUESTS = 1_000_000
 MAX_JOB_BYTES = 512 * 1000 * 1000
@@ -34,6 +47,7 @@ class Part:
 
     spool: IO[bytes]
     custom_ids: list[str] = field(default_factory=list)
+    digests: list[bytes] = field(default_factory=list)  # of each line as sent: the default run name
     size: int = 0
 
 
@@ -52,6 +66,7 @@ def read_parts(stream: IO[str], max_requests: int, max_bytes: int, figures: cost
             parts.append(Part(tempfile.TemporaryFile("w+b")))
         parts[-1].spool.write(line)
         parts[-1].custom_ids.append(custom_id)
+        parts[-1].digests.append(hashlib.blake2b(line, digest_size=16).digest())
         parts[-1].size += size
     return parts
 
@@ -70,6 +85,13 @@ def check_request(lineno: int, request: object, seen: dict[str, int]) -> str:
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
         raise Failure(f"{where} (custom_id '{custom_id}') has no body with messages; build it with build-jsonl")
     return custom_id
+
+
+def default_run_name(parts: list[Part]) -> str:
+    """Without --run-name (by hand): a name derived from the request lines, in any order, so submitting the
+    same requests again finds the same run and creates nothing new."""
+    digest = hashlib.sha256(b"".join(sorted(d for part in parts for d in part.digests)))
+    return f"requests-{digest.hexdigest()[:12]}"
 
 
 def run_id_for(run_name: str, parts: list[Part], library_id: str = "") -> str:
@@ -220,10 +242,15 @@ def new_record(run_name: str, run_id: str, model: str, parts: list[Part]) -> dic
     }
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("batch-submit requests.jsonl -o job.json",
+     "batch-submit --budget 2 --run-name try-1 < requests.jsonl > job.json",
+     "batch-submit --db data/library.db --run-name run-1 --manifest manifest.jsonl requests.jsonl -o job.json",
+     env=(*SERVICE_ENV, "OBJBATCH_MODEL", "OBJBATCH_INLINE_MAX_REQUESTS", "XDG_STATE_HOME"))
 @click.argument("requests", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("-o", "--output", default="-", help="Write the job record here (atomically) instead of stdout.")
-@click.option("--run-name", required=True, help="Name of this run; carried in the job metadata.")
+@click.option("--run-name", default=None,
+              help="Name of this run, carried in the job metadata (default without --db: requests-<hash of the "
+                   "request lines>, so the same requests are the same run).")
 @click.option("--model", default="mistral-small-latest", show_default=True, envvar="OBJBATCH_MODEL",
               help="Model for the whole job.")
 @click.option("--record-dir", type=click.Path(file_okay=False), default=None,
@@ -242,18 +269,21 @@ def new_record(run_name: str, run_id: str, model: str, parts: list[Part]) -> dic
 @click.option("--allow-unpriced", is_flag=True, help="Submit with a model that has no price in schemas/prices.json.")
 @click.option("--max-requests-per-job", default=MAX_JOB_REQUESTS, show_default=True, hidden=True)
 @click.option("--max-bytes-per-job", default=MAX_JOB_BYTES, show_default=True, hidden=True)
-@command
-def main(requests: IO[str], output: str, run_name: str, model: str, record_dir: str | None, db: str | None,
+def main(requests: IO[str], output: str, run_name: str | None, model: str, record_dir: str | None, db: str | None,
          manifest: str | None, timeout_hours: int, inline_max_requests: int, inline_max_bytes: int, budget: float | None,
          allow_unpriced: bool, max_requests_per_job: int, max_bytes_per_job: int) -> None:
     """Check REQUESTS (JSONL of {"custom_id", "body"}; - for stdin) and create the batch job(s).
 
     Prints the job record (JSON) for batch-wait and batch-fetch. Rerunning with the same requests and
     run name creates no new job."""
-    check_run_name(run_name)
+    if run_name is None and db:
+        raise Failure("with --db, give --run-name: the run select-pending --claim claimed the files for", EXIT_USAGE)
+    if run_name is not None:
+        check_run_name(run_name)
     costs.check_model(model, allow_unpriced)
     figures = costs.Estimate(model=model)
     parts = read_parts(requests, max_requests_per_job, max_bytes_per_job, figures)
+    run_name = run_name or default_run_name(parts)
 
     def plan(library_id: str = "") -> Plan:
         fresh = new_record(run_name, run_id_for(run_name, parts, library_id), model, parts)

@@ -17,7 +17,17 @@ import click
 
 from . import client
 from .client import RUNNING
-from .common import Failure, NotFinished, Progress, atomic_output, command, log, write_jsonl
+from .common import (
+    NOT_FINISHED,
+    SERVICE_ENV,
+    Failure,
+    NotFinished,
+    Progress,
+    atomic_output,
+    cli,
+    log,
+    write_jsonl,
+)
 from .job_record import opened_record
 
 FIELDS = ("id", "status", "total_requests", "completed_requests", "succeeded_requests", "failed_requests",
@@ -125,7 +135,9 @@ def wait(service, job_ids: list[str], poll: float, timeout: float, on_poll: Call
         sleep(pause)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("batch-wait job.json -o wait.jsonl",
+     "batch-wait --timeout 0 job.json || [ $? -eq 75 ]    # look once: done, or come back later",
+     env=(*SERVICE_ENV, "OBJBATCH_MIN_POLL"), exits=NOT_FINISHED)
 @click.argument("job_record", type=click.Path(dir_okay=False), default="-")
 @click.option("--poll", default=30.0, show_default=True, type=click.FloatRange(min=0),
               help="The longest wait between status checks; shorter near the job's predicted end.")
@@ -133,7 +145,6 @@ def wait(service, job_ids: list[str], poll: float, timeout: float, on_poll: Call
               help="Give up waiting after this many seconds and exit 75; the job keeps running and a rerun resumes.")
 @click.option("-o", "--output", default="-", help="Write the final job states here (atomically) instead of stdout.")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Also record job states in this database.")
-@command
 def main(job_record: str, poll: float, timeout: float, output: str, db: str | None) -> None:
     """Wait until every job in JOB_RECORD (from batch-submit; - for stdin) is terminal.
 

@@ -14,8 +14,7 @@ from typing import IO
 import click
 
 from . import ledger, prompt, runs
-from .common import (Failure, atomic_output, check_run_name, command, dumps, kill_point, log,
-                     read_jsonl, write_jsonl)
+from .common import Failure, atomic_output, check_run_name, cli, dumps, kill_point, log, read_jsonl, write_jsonl
 
 TEXT_SUFFIXES = {".txt", ".md"}
 MAX_BYTES = 830_000
@@ -87,7 +86,8 @@ def build(record: dict, model: str, text_tokens: int, config: str) -> tuple[dict
     return {"custom_id": custom_id, "body": body}, manifest
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("build-jsonl select.jsonl --manifest manifest.jsonl -o requests.jsonl",
+     "select-pending --max 5 | build-jsonl --manifest manifest.jsonl | estimate")
 @click.argument("selection", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("-o", "--output", default="-", help="Write request lines here (atomically) instead of stdout.")
 @click.option("--manifest", required=True, type=click.Path(dir_okay=False),
@@ -101,7 +101,6 @@ def build(record: dict, model: str, text_tokens: int, config: str) -> tuple[dict
 @click.option("--run", "run_name", default=None,
               help="The run being built: once it was submitted, its manifest comes from the ledger (what was "
                    "sent cannot change) and no requests are built.")
-@command
 def main(selection: IO[str], output: str, manifest: str, model: str, text_tokens: int, db: str | None,
          run_name: str | None) -> None:
     """Turn SELECTION (select-pending's JSONL; - for stdin) into batch request lines."""

@@ -8,8 +8,8 @@ import email.utils
 import random
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, TypeVar
 

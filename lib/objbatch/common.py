@@ -71,7 +71,6 @@ def scrub(text: str) -> str:
 def command(fn: Callable) -> Callable:
     """Wrap a click command body: one-line errors, --verbose tracebacks, quiet SIGPIPE."""
 
-    @click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug detail on errors.")
     @functools.wraps(fn)
     def wrapper(*args: Any, verbose: bool = False, **kwargs: Any) -> Any:
         if hasattr(signal, "SIGPIPE"):
@@ -90,7 +89,49 @@ def command(fn: Callable) -> Callable:
             _exit(name, f"{type(exc).__name__}: {exc} (rerun with --verbose for details)", EXIT_FAILED, "error",
                   verbose)
 
+    click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug detail on errors.")(wrapper)
+    wrapper.__click_params__.insert(0, wrapper.__click_params__.pop())
     return wrapper
+
+
+# What --help says about the environment: every variable a command reads, one line each.
+ENVIRONMENT = {
+    "MISTRAL_API_KEY": "the API key (else the keyring entry objlib-mistral/api_key)",
+    "MISTRAL_SERVER_URL": "the service (default https://api.mistral.ai; a mistral-emulator's URL offline)",
+    "OBJBATCH_MODEL": "the model when --model is not given",
+    "OBJBATCH_RETRY_SECONDS": "how long failing service calls are retried (default 900)",
+    "OBJBATCH_MIN_POLL": "the shortest wait between status checks (default 2; lower only for the emulator)",
+    "OBJBATCH_INLINE_MAX_REQUESTS": "the default of --inline-max-requests",
+    "XDG_STATE_HOME": "without --db, job records go to $XDG_STATE_HOME/objbatch/jobs (~/.local/state)",
+}
+SERVICE_ENV = ("MISTRAL_API_KEY", "MISTRAL_SERVER_URL", "OBJBATCH_RETRY_SECONDS")
+EXIT_CODES = {EXIT_OK: "done", EXIT_FAILED: "failed (one line on stderr says why and what to do)",
+              EXIT_USAGE: "usage error", 130: "interrupted (rerun the same command to resume)"}
+NOT_FINISHED = {EXIT_TEMPFAIL: "not finished: a job is still running or the service is away; rerun later"}
+
+
+def cli(*examples: str, env: Iterable[str] = (), exits: dict[int, str] | None = None,
+        **context_settings: Any) -> Callable:
+    """Declare a command: -h/--help, --version, --verbose, the one-line error handling of `command`, and a
+    --help epilog with examples, the environment variables it reads and its exit codes."""
+    from . import __version__
+
+    codes = {**EXIT_CODES, **(exits or {})}
+    names = list(env)
+    width = max(map(len, names), default=0)
+    epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in examples)
+    epilog += "\n\n\b\nEnvironment:\n" + ("\n".join(f"  {n:<{width}}  {ENVIRONMENT[n]}" for n in names)
+                                           or "  none read")
+    epilog += "\n\n\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {codes[code]}" for code in sorted(codes))
+
+    def decorate(fn: Callable) -> click.Command:
+        body = command(fn)
+        click.version_option(__version__, "--version", message="%(prog)s (objbatch) %(version)s")(body)
+        body.__click_params__.insert(0, body.__click_params__.pop())  # listed after the command's own options
+        return click.command(context_settings={"help_option_names": ["-h", "--help"], **context_settings},
+                             epilog=epilog)(body)
+
+    return decorate
 
 
 def _exit(name: str, message: str, code: int, label: str, verbose: bool) -> None:

@@ -73,8 +73,9 @@ def answer_tokens(conn: sqlite3.Connection | None) -> tuple[float, str]:
         row = conn.execute("SELECT SUM(completion_tokens), SUM(succeeded_requests) FROM objbatch_jobs "
                            "WHERE completion_tokens > 0 AND succeeded_requests > 0").fetchone()
         if row and row[0] and row[1]:
-            return row[0] / row[1], f"the average of this database's past runs ({row[1]:,} answers)"
-    return float(DEFAULT_ANSWER_TOKENS), f"a default of {DEFAULT_ANSWER_TOKENS} (no past runs in this database)"
+            return row[0] / row[1], f"the average of this database's past runs: {row[1]:,} answers"
+        return float(DEFAULT_ANSWER_TOKENS), "the default: no past runs in this database"
+    return float(DEFAULT_ANSWER_TOKENS), "the default: no --db to learn from"
 
 
 @dataclass
@@ -122,7 +123,7 @@ class Estimate:
                 f"{n:,} {kind.replace('_', ' ')}" for kind, n in sorted(self.skipped.items())) + ")")
         lines += [f"Input tokens:   {self.input_tokens:,} (the request lines as they would be sent: prompt, "
                   "schema and text)",
-                  f"Output tokens:  {self.output_tokens:,} ({self.answer_tokens:,.0f} a request: {self.answer_basis})",
+                  f"Output tokens:  {self.output_tokens:,} ({self.answer_tokens:,.0f} a request, {self.answer_basis})",
                   f"Cost:           {money(self.usd)} at the batch price ({money(self.sync_usd)} synchronous)"]
         return "\n".join(lines)
 

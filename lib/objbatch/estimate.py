@@ -15,7 +15,7 @@ from typing import IO, Iterable
 import click
 
 from . import costs, ledger
-from .common import EXIT_FAILED, Failure, command, read_jsonl
+from .common import EXIT_FAILED, Failure, cli, read_jsonl
 
 
 def estimate_requests(requests: Iterable[dict], manifest: Iterable[dict], model: str,
@@ -47,7 +47,9 @@ def _requests(stream: IO[str]) -> Iterable[dict]:
         yield request
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("estimate requests.jsonl --manifest manifest.jsonl --db data/library.db",
+     "build-jsonl select.jsonl --manifest m.jsonl | estimate --budget 5 --json",
+     exits={EXIT_FAILED: "failed, or the estimate is over --budget"})
 @click.argument("requests", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("--manifest", type=click.File("r", encoding="utf-8"), default=None,
               help="build-jsonl's manifest: adds the files it skipped, and why.")
@@ -58,7 +60,6 @@ def _requests(stream: IO[str]) -> Iterable[dict]:
 @click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="USD",
               help="Exit 1 if the estimate is over this many dollars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-@command
 def main(requests: IO[str], manifest: IO[str] | None, db: str | None, model: str, allow_unpriced: bool,
          budget: float | None, as_json: bool) -> None:
     """Estimate tokens and cost of REQUESTS (build-jsonl's lines; - for stdin) before paying."""

@@ -12,7 +12,7 @@ from typing import Iterator
 import click
 
 from . import ledger, library, output
-from .common import atomic_output, command, log
+from .common import atomic_output, cli, log
 
 STATUSES = ("extracted", "needs_review", "approved", "failed_validation", "skipped", "pending")
 
@@ -44,7 +44,7 @@ def table(found: list[dict]) -> str:
                      for r in found)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("export-metadata --db data/library.db -o metadata.json", "export-metadata --csv --status approved > approved.csv")
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
@@ -52,7 +52,6 @@ def table(found: list[dict]) -> str:
 @click.option("-n", "--limit", type=click.IntRange(min=0), default=None, help="At most this many files.")
 @click.option("-o", "--output", "path", default="-", help="Write here (atomically) instead of stdout.")
 @output.options(default="json")
-@command
 def main(db: str, statuses: tuple[str, ...], limit: int | None, path: str, fmt: str) -> None:
     """Write the stored metadata of the library's files."""
     with ledger.opened(db, identity=False) as conn, atomic_output(path) as out:

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Union
 
-
 from .common import SCHEMAS
 
 
@@ -155,7 +154,7 @@ def _repair_topics(obj: dict, done: list) -> None:
         return
     normalized = [t if t in _VOCABULARY_SET or _norm(t) not in _VOCABULARY_SET else _norm(t) for t in topics]
     if normalized != topics:
-        changed = [t for t, n in zip(topics, normalized) if t != n]
+        changed = [t for t, n in zip(topics, normalized, strict=True) if t != n]
         done.append(("enum_normalized", {"field": "primary_topics", "was": ", ".join(changed),
                                          "now": ", ".join(_norm(t) for t in changed)}))
     unique = list(dict.fromkeys(normalized))

@@ -14,7 +14,7 @@ import sys
 import click
 
 from . import ledger, library, runs
-from .common import Failure, command, log, now_iso
+from .common import EXIT_USAGE, Failure, cli, log, now_iso
 
 STATUSES = ("skipped", "failed_validation", "needs_review", "extracted")
 
@@ -41,19 +41,18 @@ def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
     return keep, refused
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("requeue --db data/library.db --status failed_validation", "requeue 'Courses/OPAR/Lecture 1.txt'")
 @click.argument("paths", nargs=-1)
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
               help="Also requeue every file with this status (repeatable).")
 @click.option("--include-approved", is_flag=True, help="Allow approved files among those named.")
-@command
 def main(paths: tuple[str, ...], db: str, statuses: tuple[str, ...], include_approved: bool) -> None:
     """Send the files named by PATHS ('-' reads stdin) or --status back to the queue."""
+    if not paths and not statuses:
+        raise Failure("name the files to requeue (paths, '-' for stdin) or give --status", EXIT_USAGE)
     names = library.names_from(paths, sys.stdin)
-    if not names and not statuses:
-        raise Failure("name the files to requeue (paths, '-' for stdin) or give --status", 2)
     with ledger.opened(db, identity=False) as conn, ledger.transaction(conn):
         keep, refused = chosen(conn, names, statuses, include_approved)
         now = now_iso()

@@ -15,7 +15,7 @@ from typing import Iterator
 import click
 
 from . import ledger, library, metadata, output
-from .common import command, log
+from .common import cli, log
 
 GROUPS = {
     "needs_review": ("f.ai_metadata_status = 'needs_review' OR (f.ai_metadata_status = 'extracted' "
@@ -60,7 +60,7 @@ def table(found: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("review --db data/library.db --skipped", "review --nl --limit 20 | approve -")
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
 @click.option("--skipped", is_flag=True, help="Also list skipped files and why.")
@@ -68,7 +68,6 @@ def table(found: list[dict]) -> str:
               help="Also list extracted files below this confidence (default from schemas/soft-rules.json).")
 @click.option("-n", "--limit", type=click.IntRange(min=0), default=None, help="At most this many files per group.")
 @output.options()
-@command
 def main(db: str, skipped: bool, threshold: float | None, limit: int | None, fmt: str) -> None:
     """List files whose metadata deserves a look, most doubtful first."""
     threshold = metadata.soft_rules()["threshold"] if threshold is None else threshold

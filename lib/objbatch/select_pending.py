@@ -17,7 +17,7 @@ from typing import Iterator
 import click
 
 from . import ledger, runs
-from .common import Failure, atomic_output, check_run_name, command, kill_point, log, now_iso, write_jsonl
+from .common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso, write_jsonl
 
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -154,7 +154,8 @@ def report_others(conn: sqlite3.Connection, claim: str | None) -> None:
                 + (f" (jobs {row['jobs']})" if row["jobs"] else ""))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("select-pending --db data/library.db --max 20 -o select.jsonl",
+     "select-pending --db data/library.db --max 100 --claim run-1 --model mistral-small-latest -o select.jsonl")
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
 @click.option("--max", "limit", type=click.IntRange(min=0), default=None, help="At most this many files.")
@@ -165,7 +166,6 @@ def report_others(conn: sqlite3.Connection, claim: str | None) -> None:
               help="Claim the selection for run RUN so no other run takes these files.")
 @click.option("--model", default=None, help="Model of the claiming run (recorded in the ledger).")
 @click.option("-o", "--output", default="-", help="Write here (atomically) instead of stdout.")
-@command
 def main(db: str, limit: int | None, max_attempts: int, retry_exhausted: bool, claim: str | None,
          model: str | None, output: str) -> None:
     """Print the files to extract as JSONL: path, name, size, content hash, scanner metadata, attempts."""

@@ -9,7 +9,7 @@ import sqlite3
 import click
 
 from . import ledger, library, output
-from .common import Failure, command
+from .common import Failure, cli
 
 
 def details(conn: sqlite3.Connection, path: str) -> dict:
@@ -68,12 +68,11 @@ def _listed(label: str, items: list, indent: str = "  ") -> list[str]:
     return [f"{indent}{label}:"] + [f"{indent}  - {item}" for item in items]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("show --db data/library.db MOTM_2020-01-05_The-Virtue-of-Honesty.txt", "show --json Lecture-1.txt | jq .summary")
 @click.argument("path")
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
 @output.options(formats=("table", "json"), json_help="Print one JSON object, for scripts.")
-@command
 def main(path: str, db: str, fmt: str) -> None:
     """Show one file: PATH as stored, or the end of it (a file name) if that names one file."""
     with ledger.opened(db, identity=False) as conn:

@@ -11,7 +11,7 @@ import sys
 import click
 
 from . import costs, ledger, output, runs
-from .common import command
+from .common import cli
 from .select_pending import DEFAULT_MAX_ATTEMPTS
 
 
@@ -75,7 +75,7 @@ def run_line(run: dict) -> str:
             f"{run['prompt_tokens'] + run['completion_tokens']:>10,} tokens  {spent}{estimated}  {counts}")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("stats --db data/library.db", "stats --json | jq .statuses")
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
 @click.option("-n", "--limit", default=10, show_default=True, type=click.IntRange(min=0),
@@ -83,7 +83,6 @@ def run_line(run: dict) -> str:
 @click.option("--max-attempts", default=DEFAULT_MAX_ATTEMPTS, show_default=True,
               help="Attempt cap used to list files that ran out of attempts.")
 @output.options(json_help="Print everything as one JSON object, for scripts (--nl and --csv: the runs).")
-@command
 def main(db: str, limit: int, max_attempts: int, fmt: str) -> None:
     """Where the library stands: statuses, work in flight, exhausted files, recent runs and their cost."""
     with ledger.opened(db, identity=False) as conn:

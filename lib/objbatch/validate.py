@@ -14,7 +14,7 @@ import click
 
 from . import metadata
 from .build_jsonl import Skip, read_text
-from .common import Failure, atomic_output, command, log, read_jsonl, write_jsonl
+from .common import Failure, atomic_output, cli, log, read_jsonl, write_jsonl
 
 
 class Manifest:
@@ -116,14 +116,15 @@ def decisions(results: IO[str], manifest: Manifest, threshold: float, counts: di
                          manifest.entry(offset), threshold)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli("validate results.jsonl --manifest manifest.jsonl -o decisions.jsonl",
+     "validate --threshold 0.8 --manifest manifest.jsonl results.jsonl | jq -r 'select(.decision != \"extracted\") "
+     "| .file_path'")
 @click.argument("results", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False), default=None,
               help="build-jsonl's manifest: links results to files and adds the skipped files.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Confidence below which a valid answer needs review (default from schemas/soft-rules.json).")
 @click.option("-o", "--output", default="-", help="Write decisions here (atomically) instead of stdout.")
-@command
 def main(results: IO[str], manifest: str | None, threshold: float | None, output: str) -> None:
     """Decide each result in RESULTS (batch-fetch's JSONL; - for stdin)."""
     threshold = metadata.soft_rules()["threshold"] if threshold is None else threshold

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import click
 
-from .common import command, log
-from .metadata import VOCABULARY
+from . import __version__
+from .model import VOCABULARY
 
 # The library's own schema, as its scanner creates it (version 12). objbatch must work with it as it is.
 LIBRARY_SCHEMA_V12 = """
@@ -166,19 +166,28 @@ def _create_db(db: Path, rows: list[dict]) -> None:
     conn.close()
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog="""\b
+Example:
+  $ make-sample-library --root demo/library --db demo/library.db --count 300
+
+\b
+Environment: none read.
+
+\b
+Exit codes: 0 done, 1 --db or --root already exists (without --replace), 2 usage error.""")
 @click.option("--root", required=True, type=click.Path(file_okay=False), help="Folder for the sample transcripts.")
-@click.option("--db", required=True, type=click.Path(dir_okay=False), help="Database to create (replaced).")
+@click.option("--db", required=True, type=click.Path(dir_okay=False), help="Database to create.")
 @click.option("--count", default=300, show_default=True, help="Number of text transcripts.")
 @click.option("--seed", default=7, show_default=True, help="Seed: the same seed gives the same library.")
 @click.option("--small", is_flag=True, help="Small transcripts (about 1 KB) instead of realistic ones (about 14 KB).")
-@command
-def main(root: str, db: str, count: int, seed: int, small: bool) -> None:
+@click.version_option(__version__, "--version", message="%(prog)s %(version)s")
+@click.option("--replace", is_flag=True, help="Overwrite an existing --db and the files in --root.")
+def main(root: str, db: str, count: int, seed: int, small: bool, replace: bool) -> None:
     """Create a sample library of transcripts and its database in the library's existing schema."""
+    for path, what in ((Path(db), "database"), (Path(root), "folder")):
+        if not replace and path.exists() and (path.is_file() or any(path.iterdir())):
+            raise click.ClickException(f"{what} {path} already exists (a real library's?); choose a new path, "
+                                       "or add --replace to overwrite it")
     made = build(Path(root), Path(db), count, seed, small)
-    log(f"make-sample-library: {made['text']} text files, {made['not_text']} not text, {made['too_big']} too big, "
-        f"{made['missing']} missing, database {db}")
-
-
-if __name__ == "__main__":
-    main()
+    click.echo(f"make-sample-library: {made['text']} text files, {made['not_text']} not text, {made['too_big']} too "
+               f"big, {made['missing']} missing, database {db}", err=True)

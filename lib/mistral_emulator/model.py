@@ -2,8 +2,8 @@
 
 The clean answer is derived from what the request says: the file name (for the subject and category), the
 transcript text (topics are the vocabulary words it contains), its length (short texts get low confidence).
-Answer faults reproduce the failure modes in shared/domain.md; which fault a request gets is decided by
-the emulator, seeded by custom_id, so a run is reproducible.
+Answer faults reproduce the ways real models failed on the library (see faults.py); which fault a request
+gets is decided by faults.fate, seeded by custom_id, so a run is reproducible.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ import json
 import re
 from collections import Counter
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from .metadata import VOCABULARY, CATEGORIES
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "metadata.schema.json").read_text())
+VOCABULARY = tuple(SCHEMA["properties"]["primary_topics"]["items"]["enum"])  # the contract shared with objbatch
+CATEGORIES = tuple(SCHEMA["properties"]["category"]["enum"])
 
 ANSWER_FAULTS = (
     "missing_confidence", "array", "one_element_array", "prose", "fenced", "prose_around", "chunks",
@@ -123,7 +126,7 @@ def _topics(text: str, fewest: int, most: int) -> list[str]:
     """The vocabulary words the text contains, most frequent first; general topics make up the number."""
     words = re.findall(r"[a-z]+", text.lower())
     seen = Counter(words)
-    seen.update(f"{a}_{b}" for a, b in zip(words, words[1:]) if f"{a}_{b}" in _TWO_WORD_TAGS)
+    seen.update(f"{a}_{b}" for a, b in zip(words, words[1:], strict=False) if f"{a}_{b}" in _TWO_WORD_TAGS)
     counts = {tag: seen[tag] for tag in VOCABULARY}
     found = [tag for tag, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n > 0][:most]
     for filler in _FILLER_TOPICS + list(VOCABULARY):

@@ -1,0 +1,34 @@
+"""The emulator's own endpoints, for tests and the demo (no key needed):
+
+- GET /_emulator/record: what it was asked (uploads, jobs created with their metadata and custom_ids,
+  polls, cancels, calls, HTTP faults served), its files and jobs;
+- GET or POST /_emulator/faults, /_emulator/pace: read or change the fault mix and the jobs' pace;
+- POST /_emulator/release: finish every unfinished job now.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import faults, jobs
+from .errors import ApiError
+from .state import State
+
+
+def handle(state: State, method: str, path: str, body: bytes) -> Any:
+    if path == "/_emulator/record":
+        created = [{**entry, "custom_ids": state.ids(entry["id"])[0]} for entry in state.record["jobs_created"]]
+        return {**state.record, "jobs_created": created, "files": list(state.files.values()),
+                "jobs": [state.job_view(j) for j in state.jobs.values()]}
+    if path in ("/_emulator/faults", "/_emulator/pace"):
+        target = state.faults if path.endswith("faults") else state.pace
+        if method == "POST":
+            changes = json.loads(body or b"{}")
+            faults.update(target, changes) if path.endswith("faults") else target.update(changes)
+            state.save()
+        return target
+    if path == "/_emulator/release" and method == "POST":
+        jobs.release(state)
+        return {"released": True}
+    raise ApiError(404, {"detail": "Not Found"})

@@ -1,0 +1,160 @@
+"""mistral-emulator: a local, faithful server of the Mistral Files and Batch API (docs/mistral-batch-api.md
+says what it must get right), with a deterministic stand-in model and reproducible fault injection.
+
+Routing by resource: files.py (Files API), jobs.py (Batch API and chat completions), control.py (the
+emulator's own endpoints); state.py keeps files and jobs across restarts; faults.py decides what goes wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import click
+
+from . import __version__, control, faults, files, jobs
+from .errors import ApiError
+from .state import State
+
+ROUTES: list[tuple[str, str, Callable]] = [
+    ("POST", r"/v1/files", files.upload),
+    ("GET", r"/v1/files", files.list_files),
+    ("GET", r"/v1/files/([^/]+)", files.retrieve),
+    ("DELETE", r"/v1/files/([^/]+)", files.delete),
+    ("GET", r"/v1/files/([^/]+)/content", files.download),
+    ("GET", r"/v1/files/([^/]+)/url", files.signed_url),
+    ("POST", r"/v1/batch/jobs", jobs.create),
+    ("GET", r"/v1/batch/jobs", jobs.list_jobs),
+    ("GET", r"/v1/batch/jobs/([^/]+)", jobs.get),
+    ("DELETE", r"/v1/batch/jobs/([^/]+)", jobs.delete),
+    ("POST", r"/v1/batch/jobs/([^/]+)/cancel", jobs.cancel),
+    ("POST", r"/v1/chat/completions", jobs.chat),
+]
+
+
+class Api:
+    """Authorization, HTTP faults and routing over the state; one request at a time."""
+
+    def __init__(self, state: State, api_key: str | None, base_url: str = ""):
+        self.state, self.api_key, self.base_url = state, api_key, base_url
+
+    def handle(self, method: str, path: str, query: dict, headers: Any, body: bytes) -> tuple[int, Any, dict]:
+        with self.state.lock:
+            if path.startswith("/_emulator/"):
+                return 200, control.handle(self.state, method, path, body), {}
+            self._authorize(headers)
+            fault = faults.http_fault(self.state.faults, self.state.record, method, path)
+            if fault:
+                self.state.save()
+                raise fault
+            for verb, pattern, handler in ROUTES:
+                match = re.fullmatch(pattern, path)
+                if match and method == verb:
+                    return 200, handler(self, query, body, headers, *match.groups()), {}
+            if any(re.fullmatch(pattern, path) for _, pattern, _ in ROUTES):
+                raise ApiError(405, {"detail": "Method Not Allowed"})
+            raise ApiError(404, {"detail": "Not Found"})
+
+    def _authorize(self, headers: Any) -> None:
+        auth = headers.get("Authorization") or ""
+        key = auth[7:].strip() if auth.startswith("Bearer ") else ""
+        if not key or (self.api_key is not None and key != self.api_key):
+            raise ApiError(401, {"object": "error", "message": "Unauthorized", "type": "invalid_request_error",
+                                 "param": None, "code": "1000"})
+
+
+def make_handler(api: Api) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self, method: str) -> None:
+            url = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            try:
+                status, payload, headers = api.handle(method, url.path.rstrip("/") or "/",
+                                                      parse_qs(url.query, keep_blank_values=True), self.headers, body)
+            except ApiError as exc:
+                status, payload, headers = exc.status, exc.body, exc.headers
+            except Exception as exc:  # a bug in the emulator must still answer like a server would
+                status, payload, headers = 500, {"detail": f"emulator error: {type(exc).__name__}: {exc}"}, {}
+            self._send(status, payload, headers)
+
+        def _send(self, status: int, payload: Any, headers: dict) -> None:
+            raw = isinstance(payload, bytes)
+            data = payload if raw else json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/octet-stream" if raw else "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._serve("GET")
+
+        def do_POST(self) -> None:
+            self._serve("POST")
+
+        def do_DELETE(self) -> None:
+            self._serve("DELETE")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # quiet: the first lines of stdout are for the person or program that started it
+
+    return Handler
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog="""\b
+Example:
+  $ mistral-emulator --state-dir /tmp/emu --port 8765 &
+  export MISTRAL_SERVER_URL=http://127.0.0.1:8765
+  export MISTRAL_API_KEY=local
+  (paste the two lines, then run objbatch's commands against it)
+
+\b
+Environment: none read.
+
+\b
+Exit codes: 0 stopped (Ctrl-C or SIGTERM), 1 could not start (port in use, state folder unusable),
+2 usage error.""")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it on loopback).")
+@click.option("--port", default=0, show_default=True, help="Port; 0 picks a free one.")
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False), help="Where files and jobs persist.")
+@click.option("--api-key", default=None, help="Accept only this key (default: any non-empty Bearer key).")
+@click.option("--faults", "fault_option", default=None,
+              help="Fault preset (none, real, chaos), a JSON file, or JSON text.")
+@click.option("--seed", default=None, type=int, help="Seed for reproducible faults.")
+@click.option("--pace", default=None, help="JSON overriding queue_seconds, seconds_per_request, min_run_seconds, "
+                                           "max_run_seconds, cancel_seconds, seconds_per_hour.")
+@click.version_option(__version__, "--version", message="%(prog)s %(version)s")
+def main(host: str, port: int, state_dir: str, api_key: str | None, fault_option: str | None, seed: int | None,
+         pace: str | None) -> None:
+    """Serve the Mistral Files and Batch API locally. Prints, first, the lines that point objbatch at it."""
+    fault_config = faults.parse_option(fault_option)
+    if seed is not None:
+        fault_config["seed"] = seed
+    try:
+        pace_config = json.loads(pace) if pace else {}
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON ({exc.msg})", param_hint="--pace") from None
+    try:
+        state = State(Path(state_dir), fault_config, pace_config)
+        api = Api(state, api_key)
+        server = ThreadingHTTPServer((host, port), make_handler(api))
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
+    server.daemon_threads = True
+    api.base_url = f"http://{host}:{server.server_address[1]}"
+    print(f"export MISTRAL_SERVER_URL={api.base_url}\nexport MISTRAL_API_KEY={api_key or 'local'}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

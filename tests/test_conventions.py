@@ -1,0 +1,148 @@
+"""The project's shape and conventions: two packages under lib/, every command with --version and a --help
+that has examples, environment and exit codes, make lint clean, and the README's hand transcript working
+when typed as shown."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import signal
+import socket
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, ROOT, make
+
+LIB = ROOT / "lib"
+COMMANDS = sorted(p.name for p in (ROOT / "bin").iterdir() if not p.name.startswith("_"))
+
+
+def imports(package: Path) -> dict[Path, set[str]]:
+    """Every module of a package and the top-level names of what it imports (relative imports excluded)."""
+    found = {}
+    for module in package.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+        found[module] = names
+    return found
+
+
+def test_lib_holds_the_product_and_the_offline_world_apart():
+    packages = sorted(p.name for p in LIB.iterdir() if (p / "__init__.py").exists())
+    assert packages == ["mistral_emulator", "objbatch"]
+    servers = {"http.server", "socketserver", "wsgiref.simple_server", "mistral_emulator"}
+    for module, names in imports(LIB / "objbatch").items():
+        found = {n for n in names if any(n == s or n.startswith(s + ".") for s in servers)}
+        assert not found, f"{module.name} imports {found}: the product must not start or import a server"
+    for module, names in imports(LIB / "mistral_emulator").items():
+        assert not any(n == "objbatch" or n.startswith("objbatch.") for n in names), \
+            f"{module.name} imports objbatch: the emulator shares only schemas/ with the product"
+
+
+def test_every_console_script_has_a_launcher_in_bin():
+    text = (ROOT / "pyproject.toml").read_text()
+    scripts = re.findall(r'^([a-z-]+) = "(?:objbatch|mistral_emulator)\.', text, re.M)
+    assert sorted(scripts) == COMMANDS
+
+
+def _ask(command: str, flag: str) -> tuple[str, subprocess.CompletedProcess]:
+    return command, subprocess.run([str(ROOT / "bin" / command), flag], capture_output=True, text=True, timeout=60)
+
+
+def test_every_command_has_version_and_a_help_with_example_environment_and_exit_codes():
+    with ThreadPoolExecutor(4) as pool:
+        versions = list(pool.map(lambda c: _ask(c, "--version"), COMMANDS))
+        helps = list(pool.map(lambda c: _ask(c, "--help"), COMMANDS))
+    for command, done in versions:
+        assert done.returncode == 0, (command, done.stderr)
+        assert re.fullmatch(rf"{command}( \(objbatch\))? \d+\.\d+\.\d+\n", done.stdout), done.stdout
+    for command, done in helps:
+        assert done.returncode == 0, (command, done.stderr)
+        text = done.stdout
+        assert re.search(r"^\s*Examples?:\n\s+\$? ?" + re.escape(command) + r"\b", text, re.M) or \
+            re.search(r"^\s*Examples?:\n(\s+.*\n)*?\s+.*\b" + re.escape(command) + r"\b", text, re.M), \
+            f"{command} --help has no example using it:\n{text}"
+        assert re.search(r"^\s*Environment:", text, re.M), f"{command} --help does not say what it reads"
+        assert re.search(r"^\s*Exit codes:", text, re.M), f"{command} --help gives no exit codes"
+
+
+@pytest.mark.parametrize("command", ["batch-submit", "batch-wait", "batch-fetch", "batch-cancel", "batch-run"])
+def test_commands_that_call_the_service_name_its_variables(command):
+    text = subprocess.run([str(BIN / command), "--help"], capture_output=True, text=True).stdout
+    for name in ("MISTRAL_API_KEY", "MISTRAL_SERVER_URL", "OBJBATCH_RETRY_SECONDS"):
+        assert name in text, f"{command} --help does not mention {name}"
+
+
+def test_make_lint_passes():
+    done = make("lint")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_bare_make_lists_every_target_and_variable_with_one_line_each():
+    done = make()
+    assert done.returncode == 0, done.stderr
+    makefile = (ROOT / "Makefile").read_text()
+    targets = re.findall(r"^([a-z-]+):.*## ", makefile, re.M)
+    variables = re.findall(r"^([A-Z_]+) \?=.*## ", makefile, re.M)
+    assert {"batch", "estimate", "demo", "test", "lint", "help"} <= set(targets)
+    for name in targets:
+        assert re.search(rf"^  {name}\s+\S", done.stdout, re.M), f"make help does not list {name}"
+    for name in variables:
+        assert re.search(rf"^  {name}=\S*\s+\S", done.stdout, re.M), f"make help does not list {name}"
+
+
+# ---------------------------------------------------------------- the README's transcript
+
+def transcript() -> tuple[list[str], list[str]]:
+    """The commands ($ lines) and the output lines of the README's hand transcript."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The pipeline by hand"):]
+    block = section[section.index("```\n") + 4:]
+    block = block[:block.index("```")]
+    lines = block.splitlines()
+    return [line[2:] for line in lines if line.startswith("$ ")], [line for line in lines if not line.startswith("$ ")]
+
+
+def normalized(line: str) -> str:
+    line = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>", line)
+    line = re.sub(r"requests-[0-9a-f]{12}", "requests-<hash>", line)
+    line = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", line)
+    line = re.sub(r"\(\d[\d,]* input tokens\)", "(<n> input tokens)", line)  # the paths sent vary in length
+    return re.sub(r"\d+:\d\d elapsed", "<t> elapsed", line).strip()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_readme_hand_transcript_works_typed_as_shown(tmp_path):
+    commands, expected = transcript()
+    assert commands[0].startswith('export PATH="$PWD/bin:$PATH"'), "the transcript must put bin/ on the PATH first"
+    assert not [c for c in commands if re.search(r"\s>\s*\w", c.split("#")[0])], "use -o, not >, for stage files"
+    port = str(free_port())
+    script = "set -eo pipefail\n" + "\n".join(c.replace("8765", port) for c in commands) + "\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRAL_", "OBJBATCH_"))}
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the emulator, if the transcript stopped before its kill
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, output
+    got = [normalized(line) for line in output.splitlines()]
+    for line in expected:
+        assert normalized(line) in got, f"the README shows {line!r}; typed, the transcript printed:\n{output}"
