@@ -60,8 +60,8 @@ def test_the_estimate_matches_the_run_that_follows_and_claims_nothing(emulator, 
     run("requeue", "--db", db, next(iter(current(db))))
     again = make("estimate", f"DB={db}", f"RUNS={runs_dir}", env=emulator.env)
     per_answer = ran["completion_tokens"] / 25
-    assert f"Output tokens:  {round(per_answer):,} ({per_answer:,.0f} a request: the average of this database's past " \
-           "runs (25 answers))" in again.stdout
+    assert f"Output tokens:  {round(per_answer):,} ({per_answer:,.0f} a request, the average of this database's past " \
+           "runs: 25 answers)" in again.stdout
 
 
 def test_the_estimate_command_reads_build_jsonl_output(emulator, library, tmp_path):

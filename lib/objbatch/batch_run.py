@@ -234,7 +234,7 @@ def estimate(assignments: list[str]) -> int:
     if not files:
         click.echo("make batch would do nothing: no pending files.")
         return EXIT_OK
-    click.echo(f"make batch would start a new run with {files:,} files:")
+    click.echo(f"make batch would start a new run with {files:,} file{'s' if files != 1 else ''}:")
     click.echo(figures.render())
     refusal = over_budget(figures, float(settings["BUDGET"]) if settings.get("BUDGET") else None)
     if refusal:
