@@ -10,26 +10,28 @@ MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
 .SUFFIXES:
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3## the Python that builds .venv
+# Variables are set on the command line only: the environment does not set them (WSL exports NAME as the
+# host name, and a stray MAX in a shell must not shape a paid run).
+PYTHON = python3## the Python that builds .venv
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-DB ?= data/library.db## the library's SQLite database
-RUNS ?= runs## folder of run folders (caches: rebuilt from the database when missing)
-NAME ?=## run name (default: resume the database's unfinished run, else a new one)
-MAX ?=## at most this many files in a new run (default: every pending file)
-MODEL ?= mistral-small-latest## model (prices in schemas/prices.json)
-ALLOW_UNPRICED ?=## set to 1 to use a MODEL that has no price in schemas/prices.json
-BUDGET ?=## refuse a run whose estimate is over this many US dollars (before anything is sent)
-POLL ?= 30## seconds between job status checks
-TIMEOUT ?= 7200## stop waiting after this many seconds (the job runs on; rerun to collect it)
-MAX_ATTEMPTS ?= 3## a failed file is retried until it failed this often
-RETRY_EXHAUSTED ?=## set to 1 to retry files that used up their attempts
-THRESHOLD ?=## confidence below which a valid answer needs review (default 0.85)
-FAULTS ?= none## make demo: the emulator's fault mix (none, real, chaos)
-FORMAT ?= csv## make export: csv, json or nl (JSON lines)
-MAX_IN_FLIGHT ?= 1## make cron: start a new run only while fewer runs are in flight
+DB = data/library.db## the library's SQLite database
+RUNS = runs## folder of run folders (caches: rebuilt from the database when missing)
+NAME =## run name (default: resume the database's unfinished run, else a new one)
+MAX =## at most this many files in a new run (default: every pending file)
+MODEL = mistral-small-latest## model (prices in schemas/prices.json)
+ALLOW_UNPRICED =## set to 1 to use a MODEL that has no price in schemas/prices.json
+BUDGET =## refuse a run whose estimate is over this many US dollars (before anything is sent)
+POLL = 30## seconds between job status checks
+TIMEOUT = 7200## stop waiting after this many seconds (the job runs on; rerun to collect it)
+MAX_ATTEMPTS = 3## a failed file is retried until it failed this often
+RETRY_EXHAUSTED =## set to 1 to retry files that used up their attempts
+THRESHOLD =## confidence below which a valid answer needs review (default 0.85)
+FAULTS = none## make demo: the emulator's fault mix (none, real, chaos)
+FORMAT = csv## make export: csv, json or nl (JSON lines)
+MAX_IN_FLIGHT = 1## make cron: start a new run only while fewer runs are in flight
 VARS := PYTHON DB RUNS NAME MAX MODEL ALLOW_UNPRICED BUDGET POLL TIMEOUT MAX_ATTEMPTS RETRY_EXHAUSTED THRESHOLD \
   FAULTS MAX_IN_FLIGHT FORMAT
 
@@ -70,8 +72,8 @@ help: ## this help (what a bare make prints)
 	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 16
 	@echo
 	@echo "Variables:"
-	@grep -E '^[A-Z_]+ \?=.*## ' $(firstword $(MAKEFILE_LIST)) \
-	  | sed -E 's/^([A-Z_]+) \?= ?([^#]*)## (.*)/  \1=\2\t\3/' | expand -t 34
+	@grep -E '^[A-Z_]+ =.*## ' $(firstword $(MAKEFILE_LIST)) \
+	  | sed -E 's/^([A-Z_]+) = ?([^#]*)## (.*)/  \1=\2\t\3/' | expand -t 34
 
 vars: ## print every variable as make resolves it (used by batch-run)
 	@printf '%s\n' $(foreach v,$(VARS),$(call shq,$(v)=$($(v))))
@@ -129,11 +131,14 @@ review: $(STAMP) ## files whose metadata deserves a look (then: bin/show, bin/ap
 	@$(BIN)/review --db $(call shq,$(DB)) $(if $(THRESHOLD),--threshold $(call shq,$(THRESHOLD)))
 
 export: $(STAMP) ## the stored metadata on stdout (FORMAT=csv, json or nl)
+	@$(if $(filter csv json nl,$(FORMAT)),,$(error FORMAT must be csv, json or nl (got '$(FORMAT)')))
 	@$(BIN)/export-metadata --db $(call shq,$(DB)) $(call shq,--$(FORMAT))
 
 # ---------------------------------------------------------------- offline demo
 
 demo: $(STAMP) ## the whole job offline: a sample library, a local emulator of the service, make batch
+	@$(if $(filter none real chaos,$(FAULTS))$(filter {%,$(FAULTS))$(wildcard $(FAULTS)),,\
+	  $(error FAULTS must be none, real, chaos, a JSON file or JSON text (got '$(FAULTS)'); demo/ is untouched))
 	@rm -rf demo
 	@$(BIN)/make-sample-library --root demo/library --db demo/library.db
 	@$(BIN)/with-emulator --state-dir demo/emulator --faults $(call shq,$(FAULTS)) -- \
@@ -153,7 +158,7 @@ bench: $(STAMP) ## throughput and memory figures
 lint: $(STAMP) ## ruff: bugs and import order (config in pyproject.toml)
 	$(BIN)/ruff check lib tests
 
-test-all: $(STAMP)
+test-all: $(STAMP) ## both suites in one pytest run
 	$(BIN)/python -m pytest -q
 
 # The venv is (re)built when missing or older than pyproject.toml.
@@ -167,5 +172,5 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## build the project's .venv
 
-clean-venv:
+clean-venv: ## delete .venv (the next command rebuilds it)
 	rm -rf $(VENV)

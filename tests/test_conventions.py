@@ -91,12 +91,42 @@ def test_a_bare_make_lists_every_target_and_variable_with_one_line_each():
     assert done.returncode == 0, done.stderr
     makefile = (ROOT / "Makefile").read_text()
     targets = re.findall(r"^([a-z-]+):.*## ", makefile, re.M)
-    variables = re.findall(r"^([A-Z_]+) \?=.*## ", makefile, re.M)
+    variables = re.findall(r"^([A-Z_]+) =.*## ", makefile, re.M)
     assert {"batch", "estimate", "demo", "test", "lint", "help"} <= set(targets)
+    assert {"DB", "NAME", "MAX", "MODEL", "BUDGET", "FORMAT"} <= set(variables)
     for name in targets:
         assert re.search(rf"^  {name}\s+\S", done.stdout, re.M), f"make help does not list {name}"
     for name in variables:
         assert re.search(rf"^  {name}=\S*\s+\S", done.stdout, re.M), f"make help does not list {name}"
+
+
+def test_make_variables_come_from_the_command_line_not_the_environment():
+    # WSL exports NAME as the host name; a MAX left in a shell must not shape a paid run
+    done = make("-s", "vars", "MAX=5", env={**os.environ, "NAME": "DESKTOP-ABC", "MAX": "2", "DB": "other.db"})
+    assert "NAME=\n" in done.stdout and "MAX=5\n" in done.stdout and "DB=data/library.db\n" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("export", "FORMAT=xml"), "FORMAT must be csv, json or nl (got 'xml')"),
+    (("demo", "FAULTS=bogus"), "FAULTS must be none, real, chaos, a JSON file or JSON text (got 'bogus'); demo/ is "
+                               "untouched"),
+])
+def test_a_bad_make_value_is_one_line_before_anything_runs(args, message):
+    done = make(*args)
+    assert done.returncode == 2 and message in done.stderr and done.stdout == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--port", "99999"), "99999 is not in the range 0<=x<=65535"),
+    (("--host", "0.0.0.0"), "'0.0.0.0' is not a loopback address; use 127.0.0.1"),
+    (("--pace", '{"bogus": 1}'), "unknown setting 'bogus'; known: queue_seconds"),
+    (("--pace", '{"queue_seconds": -1}'), "queue_seconds must be a number of at least 0 (got -1)"),
+    (("--pace", "[1]"), "give a JSON object"),
+])
+def test_the_emulator_refuses_bad_options_before_serving(tmp_path, args, message):
+    done = subprocess.run([BIN / "mistral-emulator", "--state-dir", tmp_path / "state", *args], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr and done.stdout == ""
 
 
 # ---------------------------------------------------------------- the README's transcript

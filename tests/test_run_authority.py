@@ -317,7 +317,7 @@ def test_an_undecodable_path_and_an_empty_hash_do_not_stop_the_run(emulator, lib
     conn.close()
     first = batch(emulator, db, runs_dir, "NAME=b1")
     assert first.returncode == 0, first.stderr
-    assert "1 files set aside as skipped: file_path is not valid UTF-8" in first.stderr
+    assert "1 file set aside as skipped: file_path is not valid UTF-8" in first.stderr
     assert query(db, "SELECT ai_metadata_status FROM files WHERE filename = 'bad.txt'") == [("skipped",)]
     assert query(db, status, empty)[0][0] in ("extracted", "needs_review")
     assert batch(emulator, db, runs_dir, "NAME=b2").returncode == 0
@@ -448,7 +448,7 @@ def test_a_copy_never_adopts_or_cancels_the_original_jobs(emulator, library, run
     emulator.pace(queue_seconds=600)
     assert batch(emulator, db, runs_dir, "NAME=r1", "TIMEOUT=0.2").returncode != 0
     other = batch(emulator, copy, tmp_path / "runs-copy", "NAME=r1", "TIMEOUT=0.2")
-    assert "found job" not in other.stderr and len(jobs(emulator)) == 2
+    assert "found in the service's job list" not in other.stderr and len(jobs(emulator)) == 2
     cancel = make("cancel", f"DB={copy}", f"RUNS={tmp_path / 'runs-copy'}", "NAME=r1", env=emulator.env)
     assert cancel.returncode == 0 and emulator.record()["cancels"] == [jobs(emulator)[1]["id"]]
     emulator.release()
@@ -538,3 +538,13 @@ def test_an_unreachable_service_url_fails_within_seconds_naming_it(library, runs
     assert result.returncode == 1 and time.monotonic() - started < 30
     assert "cannot reach the Mistral service at http://127.0.0.1:9" in result.stderr
     assert claimed(db) == 0
+
+
+def test_a_run_is_resumed_with_its_own_model_whatever_model_is_given(emulator, library, runs_dir):
+    _, db = library
+    killed = batch(emulator, db, runs_dir, "NAME=m", "MODEL=mistral-large-latest", env={"OBJBATCH_KILL_AT": "after-claim"})
+    assert killed.returncode != 0
+    resumed = batch(emulator, db, runs_dir, "NAME=m")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Run m uses model mistral-large-latest; MODEL=mistral-small-latest is for new runs." in resumed.stderr
+    assert [job["model"] for job in jobs(emulator)] == ["mistral-large-latest"]

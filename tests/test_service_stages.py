@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import jsonl, request_lines, run
+from conftest import Emulator, jsonl, request_lines, run
 
 
 def submit(emulator, tmp_path, requests: str, *args, env=None, run_name="r1"):
@@ -81,7 +81,7 @@ def test_resubmitting_the_same_run_never_creates_a_second_job(emulator, tmp_path
     for record in (tmp_path / "records").glob("*.json"):
         record.unlink()  # the record is lost: the job is found by its run id in the service's list
     recovered = submit(emulator, tmp_path, request_lines(5))
-    assert recovered.returncode == 0 and "found job" in recovered.stderr
+    assert recovered.returncode == 0 and "found in the service's job list" in recovered.stderr
     assert json.loads(recovered.stdout)["jobs"][0]["job_id"] == json.loads(first.stdout)["jobs"][0]["job_id"]
     assert len(emulator.record()["jobs_created"]) == 1
     other = submit(emulator, tmp_path, request_lines(5), run_name="r2")
@@ -93,7 +93,7 @@ def test_killed_between_creation_and_record_then_rerun(emulator, tmp_path):
     assert killed.returncode == -9
     assert len(emulator.record()["jobs_created"]) == 1
     rerun = submit(emulator, tmp_path, request_lines(4))
-    assert rerun.returncode == 0 and "found job" in rerun.stderr
+    assert rerun.returncode == 0 and "found in the service's job list" in rerun.stderr
     assert len(emulator.record()["jobs_created"]) == 1
 
 
@@ -235,3 +235,50 @@ def test_an_upload_retried_after_503_sends_the_whole_file(emulator, tmp_path):
     upload = emulator.record()["uploads"][0]
     assert upload["bytes"] == len(request_lines(6).encode())  # the lines as given, each sent once, whole
     assert emulator.record()["jobs_created"][0]["custom_ids"] == [f"r{i}" for i in range(6)]
+
+
+def test_the_default_run_name_follows_the_requests_the_model_and_the_service(emulator, tmp_path):
+    records = ("--record-dir", tmp_path / "records")
+    first = run("batch-submit", *records, input=request_lines(3), env=emulator.env)
+    assert first.returncode == 0, first.stderr
+    shuffled = "".join(reversed(request_lines(3).splitlines(keepends=True)))
+    again = run("batch-submit", *records, input=shuffled, env=emulator.env)
+    assert again.returncode == 0 and "already submitted" in again.stderr
+    assert json.loads(again.stdout)["jobs"] == json.loads(first.stdout)["jobs"]
+    large = run("batch-submit", *records, "--model", "mistral-large-latest", input=request_lines(3), env=emulator.env)
+    assert large.returncode == 0 and "created for 3 requests" in large.stderr
+    assert json.loads(large.stdout)["run_name"] != json.loads(first.stdout)["run_name"]
+    other = Emulator(tmp_path / "other", [])
+    try:
+        elsewhere = run("batch-submit", *records, input=request_lines(3), env={**emulator.env, **other.env})
+        assert elsewhere.returncode == 0 and len(other.record()["jobs_created"]) == 1
+    finally:
+        other.stop()
+    assert len(emulator.record()["jobs_created"]) == 2
+
+
+def test_a_named_run_is_followed_only_with_its_model_and_service(emulator, tmp_path):
+    assert submit(emulator, tmp_path, request_lines(2)).returncode == 0
+    large = submit(emulator, tmp_path, request_lines(2), "--model", "mistral-large-latest")
+    assert large.returncode == 1
+    assert "run r1 was submitted with model mistral-small-latest, not mistral-large-latest" in large.stderr
+    moved = submit(emulator, tmp_path, request_lines(2), env={**emulator.env, "MISTRAL_SERVER_URL": "http://127.0.0.1:9"})
+    assert moved.returncode == 1
+    assert f"run r1 was submitted to {emulator.url}, not http://127.0.0.1:9: set MISTRAL_SERVER_URL" in moved.stderr
+    assert len(emulator.record()["jobs_created"]) == 1
+
+
+def test_wait_timeout_also_bounds_retrying_a_service_that_is_gone(emulator, tmp_path):
+    (tmp_path / "job.json").write_text(submit(emulator, tmp_path, request_lines(2)).stdout)
+    emulator.stop()
+    # the default retry budget is 15 minutes; --timeout 0 ("look once") gives up after a few seconds
+    result = run("batch-wait", "--timeout", "0", tmp_path / "job.json", env=emulator.env, timeout=60)
+    assert result.returncode == 75 and "Rerun the same command to resume" in result.stderr
+
+
+def test_a_server_url_ending_in_v1_is_one_line(emulator, tmp_path):
+    result = submit(emulator, tmp_path, request_lines(1), env={**emulator.env, "MISTRAL_SERVER_URL": emulator.url + "/v1/"})
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("ends in /v1 (" + emulator.url + "/v1); give the service's root, e.g. "
+                                          "https://api.mistral.ai (the /v1 of each call is added)")
+    assert emulator.record()["jobs_created"] == []

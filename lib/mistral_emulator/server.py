@@ -7,6 +7,7 @@ emulator's own endpoints); state.py keeps files and jobs across restarts; faults
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +19,7 @@ import click
 
 from . import __version__, control, faults, files, jobs
 from .errors import ApiError
-from .state import State
+from .state import DEFAULT_PACE, State
 
 ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", r"/v1/files", files.upload),
@@ -34,6 +35,33 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", r"/v1/batch/jobs/([^/]+)/cancel", jobs.cancel),
     ("POST", r"/v1/chat/completions", jobs.chat),
 ]
+
+
+def loopback(host: str) -> str:
+    """The emulator is for this machine only."""
+    try:
+        ok = host == "localhost" or ipaddress.IPv4Address(host).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise click.BadParameter(f"{host!r} is not a loopback address; use 127.0.0.1", param_hint="--host")
+    return host
+
+
+def pace_option(text: str | None) -> dict:
+    """--pace: a JSON object of known pace settings, each a number of at least 0."""
+    try:
+        pace = json.loads(text) if text else {}
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON ({exc.msg})", param_hint="--pace") from None
+    if not isinstance(pace, dict):
+        raise click.BadParameter("give a JSON object, e.g. '{\"seconds_per_request\": 0.08}'", param_hint="--pace")
+    for key, value in pace.items():
+        if key not in DEFAULT_PACE:
+            raise click.BadParameter(f"unknown setting {key!r}; known: {', '.join(DEFAULT_PACE)}", param_hint="--pace")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise click.BadParameter(f"{key} must be a number of at least 0 (got {value!r})", param_hint="--pace")
+    return pace
 
 
 class Api:
@@ -123,8 +151,9 @@ Environment: none read.
 \b
 Exit codes: 0 stopped (Ctrl-C or SIGTERM), 1 could not start (port in use, state folder unusable),
 2 usage error.""")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it on loopback).")
-@click.option("--port", default=0, show_default=True, help="Port; 0 picks a free one.")
+@click.option("--host", default="127.0.0.1", show_default=True, callback=lambda _c, _p, value: loopback(value),
+              help="Loopback address to bind (127.x.x.x or localhost); nothing else is served.")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port; 0 picks a free one.")
 @click.option("--state-dir", required=True, type=click.Path(file_okay=False), help="Where files and jobs persist.")
 @click.option("--api-key", default=None, help="Accept only this key (default: any non-empty Bearer key).")
 @click.option("--faults", "fault_option", default=None,
@@ -139,10 +168,7 @@ def main(host: str, port: int, state_dir: str, api_key: str | None, fault_option
     fault_config = faults.parse_option(fault_option)
     if seed is not None:
         fault_config["seed"] = seed
-    try:
-        pace_config = json.loads(pace) if pace else {}
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON ({exc.msg})", param_hint="--pace") from None
+    pace_config = pace_option(pace)
     try:
         state = State(Path(state_dir), fault_config, pace_config)
         api = Api(state, api_key)

@@ -12,7 +12,7 @@ import sys
 import click
 
 from . import ledger, library
-from .common import EXIT_USAGE, Failure, cli, log, now_iso
+from .common import EXIT_USAGE, Failure, cli, count, log, now_iso
 
 
 def chosen(conn: ledger.Library, names: list[str], min_confidence: float | None) -> tuple[dict[str, str], list[str]]:
@@ -45,7 +45,7 @@ def _unfit(item: dict) -> str | None:
     return None
 
 
-@cli("approve --db data/library.db 'Courses/OPAR/Lecture 1.txt'", "review --nl | approve -",
+@cli("approve --db demo/library.db MOTM_2010-01-04_The-Virtue-of-Honesty.txt    # a file of make demo's library", "review --nl | approve -",
      "approve --min-confidence 0.9")
 @click.argument("paths", nargs=-1)
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
@@ -62,7 +62,7 @@ def main(paths: tuple[str, ...], db: str, min_confidence: float | None) -> None:
         already = [path for path, status in approve.items() if status == "approved"]
         conn.executemany("UPDATE files SET ai_metadata_status = 'approved', updated_at = ? WHERE file_path = ?",
                          [(now_iso(), path) for path, status in approve.items() if status != "approved"])
-    log(f"approve: {len(approve) - len(already)} files approved" + (f", {len(already)} already were" if already else ""))
+    log(f"approve: {count(len(approve) - len(already), 'file')} approved" + (f", {len(already)} already were" if already else ""))
     if refused:
         raise Failure(f"{len(refused)} refused: {'; '.join(refused)}")
 

@@ -61,7 +61,7 @@ def note(runs_dir: Path, line: str) -> None:
 
 @cli("batch-cron --db data/library.db --runs runs --set MAX=200 --set BUDGET=5",
      "*/10 * * * *  cd ~/objbatch && bin/batch-cron --db data/library.db    # crontab: cron.log says what happened",
-     env=(*SERVICE_ENV, "OBJBATCH_MODEL", "OBJBATCH_MIN_POLL"),
+     env=(*SERVICE_ENV, "OBJBATCH_MIN_POLL"),
      exits={EXIT_TEMPFAIL: "a run is still in flight (or another batch-cron is working); nothing is wrong"})
 @click.option("--db", default="data/library.db", show_default=True, help="The library database.")
 @click.option("--runs", "runs_folder", default="runs", show_default=True, help="The runs folder (make's RUNS).")

@@ -46,6 +46,7 @@ from .common import (
     atomic_write_json,
     check_run_name,
     cli,
+    count,
     log,
 )
 from .estimate import over_budget
@@ -146,12 +147,22 @@ def check_before_paying() -> None:
 def stage_commands(plan: Plan, assignments: list[str]) -> list[list[str]]:
     """The stage commands make would run now to bring the run to applied.json, in order (make -n): make
     decides what is stale and holds every stage's arguments; batch-run only runs them."""
-    proc = subprocess.run(["make", "-n", "-s", "--no-print-directory", "-C", str(ROOT), f"{plan.folder}/applied.json",
-                           *assignments, f"NAME={plan.name}"], capture_output=True, text=True, env=make_env())
+    runs_dir = for_make(plan.runs_dir)
+    proc = subprocess.run(["make", "-n", "-s", "--no-print-directory", "-C", str(ROOT),
+                           f"{runs_dir}/{plan.name}/applied.json", *assignments, f"RUNS={runs_dir}",
+                           f"NAME={plan.name}"], capture_output=True, text=True, env=make_env())
     if proc.returncode:
         lines = proc.stderr.strip().splitlines() or [f"make exited {proc.returncode}"]
         raise Failure(re.sub(r"^.*?\*\*\* |\.\s+Stop\.$", "", lines[-1]))
-    return [shlex.split(line) for line in proc.stdout.replace("\\\n", " ").splitlines() if line.strip()]
+    inside = f"{runs_dir}/" if not os.path.isabs(runs_dir) else None
+    return [[str(ROOT / arg) if inside and arg.startswith(inside) else arg for arg in shlex.split(line)]
+            for line in proc.stdout.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def for_make(path: Path) -> str:
+    """The runs folder as make should see it: relative to the project when inside it (make cannot name a
+    target whose path has a space, as a clone's folder may), else absolute."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def run_stage(argv: list[str]) -> int:
@@ -234,7 +245,7 @@ def estimate(assignments: list[str]) -> int:
     if not files:
         click.echo("make batch would do nothing: no pending files.")
         return EXIT_OK
-    click.echo(f"make batch would start a new run with {files:,} file{'s' if files != 1 else ''}:")
+    click.echo(f"make batch would start a new run with {count(files, 'file')}:")
     click.echo(figures.render())
     refusal = over_budget(figures, float(settings["BUDGET"]) if settings.get("BUDGET") else None)
     if refusal:
@@ -278,6 +289,10 @@ def batch(assignments: list[str], wait_for_lock: bool = True) -> int:
                 "make batch without NAME starts a new run.")
             return EXIT_OK
         plan.check_folder()
+        if plan.run and plan.run.model and plan.run.model != settings["MODEL"]:
+            log(f"Run {plan.name} uses model {plan.run.model}; MODEL={settings['MODEL']} is for new runs.")
+            settings["MODEL"] = plan.run.model
+            assignments = [*assignments, f"MODEL={plan.run.model}"]
         if not plan.anything_to_do():
             log(nothing_to_do(conn, settings))
             return EXIT_OK
@@ -325,7 +340,7 @@ def summary(plan: Plan, run: runs.Run) -> None:
 
 
 @cli("batch-run MAX=116", "batch-run NAME=run-20261129-0800 POLL=60", "batch-run --estimate MAX=500",
-     env=(*SERVICE_ENV, "OBJBATCH_MODEL", "OBJBATCH_MIN_POLL"), exits=NOT_FINISHED,
+     env=(*SERVICE_ENV, "OBJBATCH_MIN_POLL"), exits=NOT_FINISHED,
      ignore_unknown_options=True)
 @click.argument("assignments", nargs=-1, metavar="[VAR=VALUE]...")
 @click.option("--no-wait", is_flag=True, help="If another process holds the run, exit 75 at once instead of waiting.")

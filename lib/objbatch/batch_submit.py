@@ -87,10 +87,13 @@ def check_request(lineno: int, request: object, seen: dict[str, int]) -> str:
     return custom_id
 
 
-def default_run_name(parts: list[Part]) -> str:
-    """Without --run-name (by hand): a name derived from the request lines, in any order, so submitting the
-    same requests again finds the same run and creates nothing new."""
-    digest = hashlib.sha256(b"".join(sorted(d for part in parts for d in part.digests)))
+def default_run_name(parts: list[Part], model: str) -> str:
+    """Without --run-name (by hand): a name derived from the request lines (in any order), the model and the
+    service, so submitting the same requests again finds the same run and creates nothing new, while the
+    same requests for another model or service are another run."""
+    digest = hashlib.sha256(f"{model}\n{config.server_url()}\n".encode())
+    for line_digest in sorted(d for part in parts for d in part.digests):
+        digest.update(line_digest)
     return f"requests-{digest.hexdigest()[:12]}"
 
 
@@ -196,8 +199,7 @@ class Submission:
                 found = self.created_jobs()
             existing = found.get(entry["part"])
             if existing:
-                log(f"batch-submit: found job {existing['id']} for part {entry['part']} in the service's job list")
-                self._created(entry, existing)
+                self._created(entry, existing, f"found in the service's job list (part {entry['part']})")
                 continue
             self._create(entry, part, timeout_hours)
 
@@ -225,16 +227,29 @@ class Submission:
         kill_point("after-create")
         self._created(entry, job)
 
-    def _created(self, entry: dict, job: dict) -> None:
+    def _created(self, entry: dict, job: dict, how: str = "") -> None:
         entry.update({"job_id": job["id"], "status": job["status"], "created_at": job["created_at"]})
         self.save()
-        log(f"batch-submit: job {job['id']} created for {entry['request_count']} requests "
-            f"({'file ' + entry['input_file'] if entry.get('input_file') else 'inline'})")
+        how = how or f"created for {entry['request_count']} requests " \
+                     f"({'file ' + entry['input_file'] if entry.get('input_file') else 'inline'})"
+        log(f"batch-submit: job {job['id']} {how}")
+
+
+def check_same_target(record: dict, fresh: dict) -> None:
+    """A run lives at one service, with one model: following it elsewhere would find nothing (or pay again)."""
+    name = record["run_name"]
+    if record.get("server") and record["server"] != fresh["server"]:
+        raise Failure(f"run {name} was submitted to {record['server']}, not {fresh['server']}: set "
+                      f"MISTRAL_SERVER_URL={record['server']} to follow it, or give another --run-name")
+    if record.get("model") and record["model"] != fresh["model"]:
+        raise Failure(f"run {name} was submitted with model {record.get('model')}, not {fresh['model']}: leave "
+                      "--model out to follow it, or give another --run-name")
 
 
 def new_record(run_name: str, run_id: str, model: str, parts: list[Part]) -> dict:
     return {
         "version": RECORD_VERSION, "run_name": run_name, "run_id": run_id, "model": model,
+        "server": config.server_url(),
         "endpoint": client.ENDPOINT, "created_at": int(time.time()),
         "request_count": sum(len(p.custom_ids) for p in parts),
         "jobs": [{"part": f"{i + 1}/{len(parts)}", "job_id": None, "input_file": None,
@@ -283,7 +298,7 @@ def main(requests: IO[str], output: str, run_name: str | None, model: str, recor
     costs.check_model(model, allow_unpriced)
     figures = costs.Estimate(model=model)
     parts = read_parts(requests, max_requests_per_job, max_bytes_per_job, figures)
-    run_name = run_name or default_run_name(parts)
+    run_name = run_name or default_run_name(parts, model)
 
     def plan(library_id: str = "") -> Plan:
         fresh = new_record(run_name, run_id_for(run_name, parts, library_id), model, parts)
@@ -350,6 +365,7 @@ def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -
         store.begin(plan.fresh, plan.figures)
         record = plan.fresh
     run_name = record["run_name"]
+    check_same_target(record, plan.fresh)
     if all(entry.get("job_id") for entry in record["jobs"]):
         log(f"batch-submit: run {run_name} was already submitted as job "
             f"{', '.join(e['job_id'] for e in record['jobs'])}; not submitting again")

@@ -15,7 +15,7 @@ from typing import Callable
 
 import click
 
-from . import client
+from . import client, config
 from .client import RUNNING
 from .common import (
     NOT_FINISHED,
@@ -155,7 +155,9 @@ def main(job_record: str, poll: float, timeout: float, output: str, db: str | No
             log("batch-wait: the record holds no job; nothing to wait for")
             jobs: list[dict] = []
         else:
-            with client.Service() as service:
+            # --timeout also bounds how long a failing service is retried (at least a few seconds for a blip)
+            policy = client.RetryPolicy(max_elapsed=min(config.retry_seconds(), max(timeout, 5.0)))
+            with client.Service(policy=policy) as service:
                 jobs = wait(service, job_ids, poll, timeout, on_poll=on_poll)
     for job in jobs:
         if job["status"] != "SUCCESS":

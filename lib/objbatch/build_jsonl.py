@@ -87,7 +87,8 @@ def build(record: dict, model: str, text_tokens: int, config: str) -> tuple[dict
 
 
 @cli("build-jsonl select.jsonl --manifest manifest.jsonl -o requests.jsonl",
-     "select-pending --max 5 | build-jsonl --manifest manifest.jsonl | estimate")
+     "select-pending --db data/library.db --max 5 | build-jsonl --manifest manifest.jsonl | estimate",
+     env=("OBJBATCH_MODEL",))
 @click.argument("selection", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("-o", "--output", default="-", help="Write request lines here (atomically) instead of stdout.")
 @click.option("--manifest", required=True, type=click.Path(dir_okay=False),

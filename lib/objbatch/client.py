@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, TypeVar
+from urllib.parse import urlsplit
 
 import httpx2
 
@@ -259,6 +260,8 @@ def _hint(exc: BaseException) -> str:
     status = getattr(exc, "status_code", None)
     if status == 401:
         return "; the service refused the API key: check MISTRAL_API_KEY or the keyring entry"
+    if status == 404 and urlsplit(config.server_url()).path:
+        return f"; is MISTRAL_SERVER_URL ({config.server_url()}) the service's root? It should have no path"
     if isinstance(exc, httpx2.UnsupportedProtocol):
         return "; MISTRAL_SERVER_URL must start with http:// or https://"
     if isinstance(exc, httpx2.LocalProtocolError):

@@ -25,7 +25,7 @@ EXIT_USAGE = 2
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: "not finished yet, run me again later"
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMAS = Path(os.environ.get("OBJBATCH_SCHEMAS", ROOT / "schemas"))
+SCHEMAS = ROOT / "schemas"
 
 
 class Failure(Exception):
@@ -157,6 +157,8 @@ def read_jsonl(stream: IO[str], what: str = "input") -> Iterator[tuple[int, Any]
 
 def read_jsonl_lines(stream: IO[str], what: str = "input") -> Iterator[tuple[int, Any, str]]:
     """As read_jsonl, with each line's text too (to pass it on without encoding it again)."""
+    if stream.isatty():  # a bare command at a prompt would otherwise wait without a word
+        log(f"reading {what} lines from the terminal; end with Ctrl-D (or give a file, see --help)")
     for lineno, line in enumerate(stream, 1):
         text = line.strip()
         if not text:
@@ -165,6 +167,21 @@ def read_jsonl_lines(stream: IO[str], what: str = "input") -> Iterator[tuple[int
             yield lineno, json.loads(text), text
         except json.JSONDecodeError as exc:
             raise Failure(f"{what} line {lineno} is not valid JSON ({exc.msg}); fix or remove that line") from None
+
+
+def load_schema(name: str) -> Any:
+    """One of the contract files in schemas/ (they live in the clone, beside lib/)."""
+    try:
+        with open(SCHEMAS / name, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise Failure(f"{SCHEMAS / name} is missing: objbatch runs from its clone (make venv, or pip install -e "
+                      "the clone), not from a copy installed without schemas/") from None
+
+
+def count(n: int, noun: str) -> str:
+    """'1 file', '2 files'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def dumps(obj: Any) -> str:

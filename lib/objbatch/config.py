@@ -61,7 +61,11 @@ def keyring_usable() -> bool:
 
 
 def server_url() -> str:
-    return os.environ.get("MISTRAL_SERVER_URL", "").strip().rstrip("/") or DEFAULT_SERVER_URL
+    url = os.environ.get("MISTRAL_SERVER_URL", "").strip().rstrip("/") or DEFAULT_SERVER_URL
+    if url.endswith("/v1"):
+        raise Failure(f"MISTRAL_SERVER_URL ends in /v1 ({url}); give the service's root, e.g. {DEFAULT_SERVER_URL} "
+                      "(the /v1 of each call is added)")
+    return url
 
 
 def retry_seconds() -> float:

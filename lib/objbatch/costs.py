@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from .common import SCHEMAS, Failure
+from .common import Failure, load_schema
 
 CHARS_PER_TOKEN = 3.85        # prose: 16-17K tokens for the library's 63.6 KB average transcript
 JSON_CHARS_PER_TOKEN = 2.5    # the response_format schema: JSON is denser in tokens
@@ -20,8 +20,7 @@ DEFAULT_ANSWER_TOKENS = 450   # an answer, until this database's own runs say ot
 
 @lru_cache(maxsize=None)
 def prices() -> dict:
-    with open(SCHEMAS / "prices.json", encoding="utf-8") as handle:
-        return json.load(handle)
+    return load_schema("prices.json")
 
 
 def known_models() -> list[str]:
@@ -88,6 +87,7 @@ class Estimate:
     answer_tokens: float = DEFAULT_ANSWER_TOKENS
     answer_basis: str = ""
     skipped: dict[str, int] = field(default_factory=dict)
+    skips_known: bool = True  # False without build-jsonl's manifest: only the requests are known
 
     def add_request(self, body: dict) -> None:
         self.requests += 1
@@ -109,14 +109,17 @@ class Estimate:
         return cost(self.model, self.input_tokens, self.output_tokens, synchronous=True)
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "files": self.requests + sum(self.skipped.values()), "requests": self.requests,
+        files = self.requests + sum(self.skipped.values()) if self.skips_known else None
+        return {"model": self.model, "files": files, "requests": self.requests,
                 "skipped": self.skipped, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
                 "answer_tokens_per_request": round(self.answer_tokens, 1), "answer_tokens_basis": self.answer_basis,
                 "batch_usd": _round(self.usd), "sync_usd": _round(self.sync_usd)}
 
     def render(self) -> str:
+        selected = f"{self.requests + sum(self.skipped.values()):,}" if self.skips_known else \
+            "unknown (give --manifest to count the files build-jsonl skipped)"
         lines = [f"Model:          {self.model}",
-                 f"Files selected: {self.requests + sum(self.skipped.values()):,}",
+                 f"Files selected: {selected}",
                  f"Requests:       {self.requests:,}"]
         if self.skipped:
             lines.append(f"Skipped:        {sum(self.skipped.values()):,} (" + ", ".join(

@@ -49,13 +49,14 @@ def _requests(stream: IO[str]) -> Iterable[dict]:
 
 @cli("estimate requests.jsonl --manifest manifest.jsonl --db data/library.db",
      "build-jsonl select.jsonl --manifest m.jsonl | estimate --budget 5 --json",
-     exits={EXIT_FAILED: "failed, or the estimate is over --budget"})
+     env=("OBJBATCH_MODEL",), exits={EXIT_FAILED: "failed, or the estimate is over --budget"})
 @click.argument("requests", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("--manifest", type=click.File("r", encoding="utf-8"), default=None,
               help="build-jsonl's manifest: adds the files it skipped, and why.")
 @click.option("--db", type=click.Path(dir_okay=False), default=None,
               help="The library database: expected answer length from its past runs.")
-@click.option("--model", default="mistral-small-latest", show_default=True, help="The model the run would use.")
+@click.option("--model", default="mistral-small-latest", show_default=True, envvar="OBJBATCH_MODEL",
+              help="The model the run would use (batch-submit's --model).")
 @click.option("--allow-unpriced", is_flag=True, help="Estimate tokens for a model without a price in schemas/prices.json.")
 @click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="USD",
               help="Exit 1 if the estimate is over this many dollars.")
@@ -71,6 +72,7 @@ def main(requests: IO[str], manifest: IO[str] | None, db: str | None, model: str
         answer = costs.answer_tokens(None)
     entries = (entry for _, entry in read_jsonl(manifest, "manifest")) if manifest else ()
     figures = estimate_requests(_requests(requests), entries, model, answer)
+    figures.skips_known = manifest is not None
     click.echo(json.dumps(figures.as_dict()) if as_json else figures.render())
     refusal = over_budget(figures, budget)
     if refusal:

@@ -10,19 +10,17 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Union
 
-from .common import SCHEMAS
+from .common import load_schema
 
 
 @lru_cache(maxsize=None)
 def schema() -> dict:
-    with open(SCHEMAS / "metadata.schema.json", encoding="utf-8") as handle:
-        return json.load(handle)
+    return load_schema("metadata.schema.json")
 
 
 @lru_cache(maxsize=None)
 def soft_rules() -> dict:
-    with open(SCHEMAS / "soft-rules.json", encoding="utf-8") as handle:
-        return json.load(handle)
+    return load_schema("soft-rules.json")
 
 
 def _enum(name: str) -> tuple[str, ...]:

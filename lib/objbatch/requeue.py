@@ -14,7 +14,7 @@ import sys
 import click
 
 from . import ledger, library, runs
-from .common import EXIT_USAGE, Failure, cli, log, now_iso
+from .common import EXIT_USAGE, Failure, cli, count, log, now_iso
 
 STATUSES = ("skipped", "failed_validation", "needs_review", "extracted")
 
@@ -41,7 +41,8 @@ def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
     return keep, refused
 
 
-@cli("requeue --db data/library.db --status failed_validation", "requeue 'Courses/OPAR/Lecture 1.txt'")
+@cli("requeue --db data/library.db --status failed_validation",
+     "requeue --db demo/library.db MOTM_2010-01-04_The-Virtue-of-Honesty.txt    # a file of make demo's library")
 @click.argument("paths", nargs=-1)
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
@@ -60,7 +61,7 @@ def main(paths: tuple[str, ...], db: str, statuses: tuple[str, ...], include_app
                          "WHERE file_path = ?", [(now, path) for path in keep])
         conn.executemany("UPDATE objbatch_files SET attempts = 0, reasons_json = '[]', skip_kind = NULL "
                          "WHERE file_path = ?", [(path,) for path in keep])
-    log(f"requeue: {len(keep)} files back in the queue")
+    log(f"requeue: {count(len(keep), 'file')} back in the queue")
     if refused:
         raise Failure(f"{len(refused)} refused: {'; '.join(refused)}")
 

@@ -17,7 +17,7 @@ from typing import Iterator
 import click
 
 from . import ledger, runs
-from .common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso, write_jsonl
+from .common import Failure, atomic_output, check_run_name, cli, count, kill_point, log, now_iso, write_jsonl
 
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -144,7 +144,7 @@ def _set_aside(conn: sqlite3.Connection, bad: list[int]) -> None:
     if bad:
         conn.executemany("UPDATE files SET ai_metadata_status = 'skipped', error_message = ?, updated_at = ? "
                          "WHERE rowid = ?", [(NOT_UTF8, now_iso(), rowid) for rowid in bad])
-        log(f"select-pending: {len(bad)} files set aside as skipped: {NOT_UTF8}")
+        log(f"select-pending: {count(len(bad), 'file')} set aside as skipped: {NOT_UTF8}")
 
 
 def report_others(conn: sqlite3.Connection, claim: str | None) -> None:
@@ -178,8 +178,8 @@ def main(db: str, limit: int | None, max_attempts: int, retry_exhausted: bool, c
         kill_point("after-claim")
         records = claimed(conn, claim) if claim else preview(conn, limit, max_attempts, retry_exhausted)
         with atomic_output(output) as out:
-            count = write_jsonl(records, out)
-    log(f"select-pending: {count} files selected" + (f" for run {claim}" if claim else ""))
+            written = write_jsonl(records, out)
+    log(f"select-pending: {count(written, 'file')} selected" + (f" for run {claim}" if claim else ""))
 
 
 if __name__ == "__main__":

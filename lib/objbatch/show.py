@@ -68,7 +68,8 @@ def _listed(label: str, items: list, indent: str = "  ") -> list[str]:
     return [f"{indent}{label}:"] + [f"{indent}  - {item}" for item in items]
 
 
-@cli("show --db data/library.db MOTM_2020-01-05_The-Virtue-of-Honesty.txt", "show --json Lecture-1.txt | jq .summary")
+@cli("show --db demo/library.db MOTM_2010-01-04_The-Virtue-of-Honesty.txt    # a file of make demo's library",
+     "show --db demo/library.db --json MOTM_2010-01-04_The-Virtue-of-Honesty.txt | jq .metadata.semantic_description.summary")
 @click.argument("path")
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
