@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import sqlite3
 
@@ -102,7 +103,7 @@ def test_a_model_without_a_price_is_refused_unless_allowed(emulator, library, ru
     allowed = batch(emulator, db, runs_dir, "MODEL=my-finetune", "ALLOW_UNPRICED=1", "NAME=u")
     assert allowed.returncode == 0, allowed.stderr
     assert jobs(emulator)[0]["model"] == "my-finetune"
-    assert "unknown (no price for this model)" in run("stats", "--db", db).stdout
+    assert "cost unknown (no price)" in run("stats", "--db", db).stdout
 
 
 # ---------------------------------------------------------------- answers as the library needs them
@@ -293,3 +294,44 @@ def test_without_a_keyring_the_missing_key_message_says_use_the_environment(emul
                     "OBJBATCH_TEST_KEYRING": ""}
     desktop = run("batch-submit", "--run-name", "k", input=request_lines(1), env=with_keyring)
     assert "or store it with 'keyring set objlib-mistral api_key'" in desktop.stderr
+
+
+def test_review_table_or_csv_piped_into_approve(reviewed):
+    db = reviewed
+    before = {p: r["ai_metadata_status"] for p, r in rows(db).items()}
+    table = run("approve", "--db", db, "-", input=run("review", "--db", db).stdout)
+    assert table.returncode == 1 and "is a line of review's table, not a path; pipe review --nl" in table.stderr
+    assert {p: r["ai_metadata_status"] for p, r in rows(db).items()} == before
+    listed = run("review", "--db", db, "--csv")
+    wanted = {r["file_path"] for r in csv.DictReader(io.StringIO(listed.stdout)) if r["group"] == "needs_review"}
+    approved = run("approve", "--db", db, "-", input=listed.stdout)
+    assert f"approve: {len(wanted)} files approved" in approved.stderr
+    assert {p for p, r in rows(db).items() if r["ai_metadata_status"] == "approved"} == wanted
+
+
+def test_export_output_file_edges(reviewed, tmp_path):
+    db = reviewed
+    out = tmp_path / "out.csv"
+    out.write_text("old\n")
+    out.chmod(0o640)
+    link = tmp_path / "link.csv"
+    link.symlink_to(out)
+    assert run("export-metadata", "--db", db, "--csv", "-o", link).returncode == 0
+    assert link.is_symlink() and (out.stat().st_mode & 0o777) == 0o640 and out.read_text().startswith("file_path,")
+    fresh = tmp_path / "fresh.json"
+    assert run("export-metadata", "--db", db, "-o", fresh).returncode == 0
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert run("export-metadata", "--db", db, "-o", "/dev/null").returncode == 0
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    for target, code, message in [("", 2, "-o needs a file name (or - for stdout)"),
+                                  (tmp_path, 2, f"-o {tmp_path} is a folder; give a file name in it"),
+                                  ("/proc/nope.json", 1, "cannot write /proc/nope.json: ")]:
+        result = run("export-metadata", "--db", db, "-o", target)
+        assert result.returncode == code and result.stderr.startswith(f"export-metadata: error: {message}"), \
+            result.stderr
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -548,3 +548,12 @@ def test_a_run_is_resumed_with_its_own_model_whatever_model_is_given(emulator, l
     assert resumed.returncode == 0, resumed.stderr
     assert "Run m uses model mistral-large-latest; MODEL=mistral-small-latest is for new runs." in resumed.stderr
     assert [job["model"] for job in jobs(emulator)] == ["mistral-large-latest"]
+
+
+@pytest.mark.parametrize("setting", ["BUDGET=nan", "BUDGET=inf", "TIMEOUT=nan", "POLL=inf"])
+def test_a_number_that_is_not_a_number_is_refused(emulator, library, runs_dir, setting):
+    _, db = library
+    result = batch_run(emulator, db, runs_dir, setting)
+    name, value = setting.split("=")
+    assert result.returncode == 2 and f"{name} must be a number of at least 0 (got '{value}')" in result.stderr
+    assert jobs(emulator) == [] and not runs_dir.exists()

@@ -12,7 +12,7 @@ import sys
 import click
 
 from . import ledger, library
-from .common import EXIT_USAGE, Failure, cli, count, log, now_iso
+from .common import EXIT_USAGE, Failure, Number, cli, count, log, now_iso
 
 
 def chosen(conn: ledger.Library, names: list[str], min_confidence: float | None) -> tuple[dict[str, str], list[str]]:
@@ -50,10 +50,10 @@ def _unfit(item: dict) -> str | None:
 @click.argument("paths", nargs=-1)
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
+@click.option("--min-confidence", type=Number(0, 1), default=None,
               help="Also approve every extracted or needs_review file with at least this confidence.")
 def main(paths: tuple[str, ...], db: str, min_confidence: float | None) -> None:
-    """Approve the files named by PATHS ('-' reads paths or review --nl/--json lines from stdin)."""
+    """Approve the files named by PATHS ('-' reads paths, or review --nl/--json/--csv output, from stdin)."""
     if not paths and min_confidence is None:
         raise Failure("name the files to approve (paths, '-' for stdin) or give --min-confidence", EXIT_USAGE)
     names = library.names_from(paths, sys.stdin)

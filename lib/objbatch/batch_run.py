@@ -22,6 +22,7 @@ cron that need the difference call batch-run (or batch-cron).
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import re
 import shlex
@@ -219,7 +220,7 @@ def check_settings(settings: dict[str, str]) -> None:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or value < low or (high is not None and value > high):
+        if value is None or not math.isfinite(value) or value < low or (high is not None and value > high):
             span = f"from {low} to {high}" if high is not None else f"of at least {low}"
             raise Failure(f"{name} must be a {'whole ' if kind is int else ''}number {span} (got {text!r})",
                           EXIT_USAGE)
@@ -243,7 +244,7 @@ def estimate(assignments: list[str]) -> int:
         figures = new_run_estimate(conn, settings)
     files = figures.requests + sum(figures.skipped.values())
     if not files:
-        click.echo("make batch would do nothing: no pending files.")
+        click.echo("make batch would do nothing: " + ("MAX=0." if settings.get("MAX") == "0" else "no pending files."))
         return EXIT_OK
     click.echo(f"make batch would start a new run with {count(files, 'file')}:")
     click.echo(figures.render())

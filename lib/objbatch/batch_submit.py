@@ -23,10 +23,12 @@ from .common import (
     EXIT_USAGE,
     SERVICE_ENV,
     Failure,
+    Number,
     atomic_output,
     atomic_write_json,
     check_run_name,
     cli,
+    count,
     dumps,
     file_lock,
     kill_point,
@@ -172,7 +174,8 @@ class LedgerStore:
         with ledger.transaction(self.conn):
             runs.finish(self.conn, replace(self.run, state="cancelling"), {"over budget": 1})
         raise Failure(f"{reason}; nothing was submitted and run {self.run.name} was cancelled (its files are "
-                      "back in the queue): raise BUDGET, or lower MAX")
+                      "back in the queue): " + ("raise BUDGET, or lower MAX" if "has no price" not in reason else
+                                                 "add the model's price to schemas/prices.json, or leave BUDGET out"))
 
     def save(self, record: dict) -> None:
         runs.save_record(self.conn, record)
@@ -230,7 +233,7 @@ class Submission:
     def _created(self, entry: dict, job: dict, how: str = "") -> None:
         entry.update({"job_id": job["id"], "status": job["status"], "created_at": job["created_at"]})
         self.save()
-        how = how or f"created for {entry['request_count']} requests " \
+        how = how or f"created for {count(entry['request_count'], 'request')} " \
                      f"({'file ' + entry['input_file'] if entry.get('input_file') else 'inline'})"
         log(f"batch-submit: job {job['id']} {how}")
 
@@ -279,7 +282,7 @@ def new_record(run_name: str, run_id: str, model: str, parts: list[Part]) -> dic
 @click.option("--inline-max-requests", default=10_000, show_default=True, envvar="OBJBATCH_INLINE_MAX_REQUESTS",
               help="Send inline up to this many requests (and --inline-max-bytes); upload a file above.")
 @click.option("--inline-max-bytes", default=8_000_000, show_default=True, help="Inline payload limit in bytes.")
-@click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="USD",
+@click.option("--budget", type=Number(min=0), default=None, metavar="USD",
               help="Refuse, before anything is uploaded or created, if the estimate is over this many dollars.")
 @click.option("--allow-unpriced", is_flag=True, help="Submit with a model that has no price in schemas/prices.json.")
 @click.option("--max-requests-per-job", default=MAX_JOB_REQUESTS, show_default=True, hidden=True)

@@ -22,6 +22,7 @@ from .common import (
     SERVICE_ENV,
     Failure,
     NotFinished,
+    Number,
     Progress,
     atomic_output,
     cli,
@@ -139,9 +140,9 @@ def wait(service, job_ids: list[str], poll: float, timeout: float, on_poll: Call
      "batch-wait --timeout 0 job.json || [ $? -eq 75 ]    # look once: done, or come back later",
      env=(*SERVICE_ENV, "OBJBATCH_MIN_POLL"), exits=NOT_FINISHED)
 @click.argument("job_record", type=click.Path(dir_okay=False), default="-")
-@click.option("--poll", default=30.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--poll", default=30.0, show_default=True, type=Number(min=0),
               help="The longest wait between status checks; shorter near the job's predicted end.")
-@click.option("--timeout", default=7200.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--timeout", default=7200.0, show_default=True, type=Number(min=0),
               help="Give up waiting after this many seconds and exit 75; the job keeps running and a rerun resumes.")
 @click.option("-o", "--output", default="-", help="Write the final job states here (atomically) instead of stdout.")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Also record job states in this database.")

@@ -14,7 +14,7 @@ from typing import IO
 import click
 
 from . import ledger, prompt, runs
-from .common import Failure, atomic_output, check_run_name, cli, dumps, kill_point, log, read_jsonl, write_jsonl
+from .common import Failure, atomic_output, check_run_name, cli, count, dumps, kill_point, log, read_jsonl, write_jsonl
 
 TEXT_SUFFIXES = {".txt", ".md"}
 MAX_BYTES = 830_000
@@ -125,7 +125,7 @@ def main(selection: IO[str], output: str, manifest: str, model: str, text_tokens
                 skipped += 1
             man.write(dumps(entry) + "\n")
             kill_point("build-line")
-    log(f"build-jsonl: {sent} requests, {skipped} files skipped")
+    log(f"build-jsonl: {count(sent, 'request')}, {count(skipped, 'file')} skipped")
 
 
 def frozen_manifest(db: str, run_name: str, manifest: str, output: str) -> bool:

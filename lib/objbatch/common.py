@@ -6,9 +6,11 @@ import fcntl
 import functools
 import io
 import json
+import math
 import os
 import re
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -92,6 +94,16 @@ def command(fn: Callable) -> Callable:
     click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug detail on errors.")(wrapper)
     wrapper.__click_params__.insert(0, wrapper.__click_params__.pop())
     return wrapper
+
+
+class Number(click.FloatRange):
+    """A number in a range, and a real one: click's FloatRange lets 'nan' and 'inf' through."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
 
 
 # What --help says about the environment: every variable a command reads, one line each.
@@ -201,17 +213,39 @@ def write_jsonl(records: Iterable[Any], out: IO[str]) -> int:
     return count
 
 
+UMASK = os.umask(0)
+os.umask(UMASK)
+
+
 @contextmanager
 def atomic_output(path: str | None) -> Iterator[IO[str]]:
     """stdout for None or '-', else a text file that appears complete or not at all (see atomic_writer)."""
     if path in (None, "-"):
         yield sys.stdout
         return
-    with atomic_writer(Path(path)) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8")
-        yield text
-        text.flush()
-        text.detach()
+    if not path.strip():
+        raise Failure("-o needs a file name (or - for stdout)", EXIT_USAGE)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise Failure(f"-o {path} is a folder; give a file name in it", EXIT_USAGE)
+    if mode is not None and not stat.S_ISREG(mode):  # /dev/null, /dev/stdout, a named pipe: written as it is
+        with open(path, "w", encoding="utf-8") as special:
+            yield special
+        return
+    target = Path(os.path.realpath(path))  # through a symlink: the link stays, its file is replaced
+    try:
+        with atomic_writer(target) as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8")
+            yield text
+            text.flush()
+            text.detach()
+    except OSError as exc:
+        if exc.filename is None or Path(exc.filename).parent != target.parent:
+            raise
+        raise Failure(f"cannot write {path}: {exc.strerror}; check the folder exists and can be written") from None
 
 
 @contextmanager
@@ -220,6 +254,8 @@ def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # the mode a plain open() would give: the replaced file's, else 0666 less the umask (mkstemp's is 0600)
+        os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~UMASK)
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()

@@ -127,12 +127,14 @@ class Estimate:
         lines += [f"Input tokens:   {self.input_tokens:,} (the request lines as they would be sent: prompt, "
                   "schema and text)",
                   f"Output tokens:  {self.output_tokens:,} ({self.answer_tokens:,.0f} a request, {self.answer_basis})",
-                  f"Cost:           {money(self.usd)} at the batch price ({money(self.sync_usd)} synchronous)"]
+                  f"Cost:           {money(self.usd)} at the batch price ({money(self.sync_usd)} synchronous)"
+                  if self.usd is not None else
+                  f"Cost:           unknown: {self.model} has no price in schemas/prices.json"]
         return "\n".join(lines)
 
 
 def money(usd: float | None) -> str:
-    return "unknown (no price for this model)" if usd is None else f"${usd:,.4f}"
+    return "unknown" if usd is None else f"${usd:,.4f}"
 
 
 def _round(usd: float | None) -> float | None:

@@ -15,7 +15,7 @@ from typing import IO, Iterable
 import click
 
 from . import costs, ledger
-from .common import EXIT_FAILED, Failure, cli, read_jsonl
+from .common import EXIT_FAILED, Failure, Number, cli, read_jsonl
 
 
 def estimate_requests(requests: Iterable[dict], manifest: Iterable[dict], model: str,
@@ -58,7 +58,7 @@ def _requests(stream: IO[str]) -> Iterable[dict]:
 @click.option("--model", default="mistral-small-latest", show_default=True, envvar="OBJBATCH_MODEL",
               help="The model the run would use (batch-submit's --model).")
 @click.option("--allow-unpriced", is_flag=True, help="Estimate tokens for a model without a price in schemas/prices.json.")
-@click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="USD",
+@click.option("--budget", type=Number(min=0), default=None, metavar="USD",
               help="Exit 1 if the estimate is over this many dollars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 def main(requests: IO[str], manifest: IO[str] | None, db: str | None, model: str, allow_unpriced: bool,

@@ -12,7 +12,7 @@ from typing import Iterator
 import click
 
 from . import ledger, library, output
-from .common import atomic_output, cli, log
+from .common import atomic_output, cli, count, log
 
 STATUSES = ("extracted", "needs_review", "approved", "failed_validation", "skipped", "pending")
 
@@ -21,8 +21,8 @@ def rows(conn: sqlite3.Connection, statuses: tuple[str, ...], limit: int | None)
     where = "COALESCE(f.is_deleted, 0) = 0 AND COALESCE(m.metadata_json, f.ai_metadata_json) IS NOT NULL"
     if statuses:
         where += f" AND f.ai_metadata_status IN ({','.join('?' * len(statuses))})"
-    for count, item in enumerate(library.stored(conn, where, statuses)):
-        if limit is not None and count >= limit:
+    for seen, item in enumerate(library.stored(conn, where, statuses)):
+        if limit is not None and seen >= limit:
             return
         yield flat(item)
 
@@ -55,8 +55,8 @@ def table(found: list[dict]) -> str:
 def main(db: str, statuses: tuple[str, ...], limit: int | None, path: str, fmt: str) -> None:
     """Write the stored metadata of the library's files."""
     with ledger.opened(db, identity=False) as conn, atomic_output(path) as out:
-        count = output.write(rows(conn, statuses, limit), fmt, out, table)
-    log(f"export-metadata: {count} files")
+        written = output.write(rows(conn, statuses, limit), fmt, out, table)
+    log(f"export-metadata: {count(written, 'file')}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ own review edits it); files.ai_metadata_json is a mirror. And the paths a person
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 import sqlite3
 from typing import IO, Iterable, Iterator
 
@@ -36,15 +39,20 @@ def stored(conn: sqlite3.Connection, where: str = "", params: dict | tuple = ())
 
 def names_from(arguments: Iterable[str], stdin: IO[str]) -> list[str]:
     """Paths given as arguments; '-' reads more from stdin: plain paths, JSON lines with a file_path (as
-    review --nl writes), or a JSON array of such objects (review --json)."""
+    review --nl writes), a JSON array of such objects (review --json), or CSV with a file_path column."""
     names: list[str] = []
     for argument in arguments:
         names.extend(_read(stdin) if argument == "-" else [argument])
     return names
 
 
+TABLE_LINE = re.compile(r"^(needs_review|failed_validation|skipped|extracted|approved|pending)\s{2,}\S")
+
+
 def _read(stream: IO[str]) -> list[str]:
     text = stream.read()
+    if text.lstrip().startswith("file_path,"):  # review --csv, export-metadata --csv
+        return [row["file_path"] for row in csv.DictReader(io.StringIO(text.lstrip())) if row.get("file_path")]
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)
@@ -53,6 +61,9 @@ def _read(stream: IO[str]) -> list[str]:
         return [_path(item, f"item {i + 1}") for i, item in enumerate(items)]
     names = []
     for lineno, line in enumerate(text.splitlines(), 1):
+        if TABLE_LINE.match(line):
+            raise Failure(f"stdin line {lineno} is a line of review's table, not a path; pipe review --nl (or "
+                          "--json, --csv)")
         line = line.strip()
         if not line:
             continue

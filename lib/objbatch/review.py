@@ -15,7 +15,7 @@ from typing import Iterator
 import click
 
 from . import ledger, library, metadata, output
-from .common import cli, log
+from .common import Number, cli, log
 
 GROUPS = {
     "needs_review": ("f.ai_metadata_status = 'needs_review' OR (f.ai_metadata_status = 'extracted' "
@@ -64,7 +64,7 @@ def table(found: list[dict]) -> str:
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
 @click.option("--skipped", is_flag=True, help="Also list skipped files and why.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+@click.option("--threshold", type=Number(0, 1), default=None,
               help="Also list extracted files below this confidence (default from schemas/soft-rules.json).")
 @click.option("-n", "--limit", type=click.IntRange(min=0), default=None, help="At most this many files per group.")
 @output.options()

@@ -110,7 +110,7 @@ def preview(conn: ledger.Library, limit: int | None, max_attempts: int, retry_ex
     for row in eligible(conn, criteria(max_attempts, retry_exhausted), limit, bad):
         yield as_record(row)
     if bad:
-        log(f"select-pending: {len(bad)} files left out: {NOT_UTF8}")
+        log(f"select-pending: {count(len(bad), 'file')} left out: {NOT_UTF8}")
 
 
 def claim_files(conn: ledger.Library, limit: int | None, max_attempts: int, retry_exhausted: bool, claim: str,
@@ -150,7 +150,7 @@ def _set_aside(conn: sqlite3.Connection, bad: list[int]) -> None:
 def report_others(conn: sqlite3.Connection, claim: str | None) -> None:
     for row in runs.in_flight(conn):
         if row["run_name"] != claim:
-            log(f"select-pending: skipping {row['files']} files in flight in run {row['run_name']}"
+            log(f"select-pending: skipping {count(row['files'], 'file')} in flight in run {row['run_name']}"
                 + (f" (jobs {row['jobs']})" if row["jobs"] else ""))
 
 

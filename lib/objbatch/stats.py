@@ -70,7 +70,8 @@ def render(data: dict) -> str:
 def run_line(run: dict) -> str:
     counts = ", ".join(f"{n} {k}" for k, n in sorted(run["counts"].items())) or "-"
     estimated = f" (estimate {costs.money(run['estimate_usd'])})" if run["estimate_usd"] is not None else ""
-    spent = costs.money(run["cost_usd"]) if run["cost_usd"] is not None or run["jobs"] else "$0.0000"
+    spent = "$0.0000" if run["cost_usd"] is None and not run["jobs"] else \
+        "cost unknown (no price)" if run["cost_usd"] is None else costs.money(run["cost_usd"])
     return (f"  {run['run']:<24} {run['state']:<10} {len(run['jobs'])} job(s) "
             f"{run['prompt_tokens'] + run['completion_tokens']:>10,} tokens  {spent}{estimated}  {counts}")
 

@@ -14,7 +14,7 @@ import click
 
 from . import metadata
 from .build_jsonl import Skip, read_text
-from .common import Failure, atomic_output, cli, log, read_jsonl, write_jsonl
+from .common import Failure, Number, atomic_output, cli, log, read_jsonl, write_jsonl
 
 
 class Manifest:
@@ -122,7 +122,7 @@ def decisions(results: IO[str], manifest: Manifest, threshold: float, counts: di
 @click.argument("results", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False), default=None,
               help="build-jsonl's manifest: links results to files and adds the skipped files.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+@click.option("--threshold", type=Number(0, 1), default=None,
               help="Confidence below which a valid answer needs review (default from schemas/soft-rules.json).")
 @click.option("-o", "--output", default="-", help="Write decisions here (atomically) instead of stdout.")
 def main(results: IO[str], manifest: str | None, threshold: float | None, output: str) -> None:
