@@ -45,8 +45,8 @@ def _unfit(item: dict) -> str | None:
     return None
 
 
-@cli("approve --db demo/library.db MOTM_2010-01-04_The-Virtue-of-Honesty.txt    # a file of make demo's library", "review --nl | approve -",
-     "approve --min-confidence 0.9")
+@cli("approve --db demo/library.db MOTM_2010-01-04_The-Virtue-of-Honesty.txt    # a file of make demo's library",
+     "review --nl | approve -", "approve --min-confidence 0.9")
 @click.argument("paths", nargs=-1)
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
