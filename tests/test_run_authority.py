@@ -557,3 +557,18 @@ def test_a_number_that_is_not_a_number_is_refused(emulator, library, runs_dir, s
     name, value = setting.split("=")
     assert result.returncode == 2 and f"{name} must be a number of at least 0 (got '{value}')" in result.stderr
     assert jobs(emulator) == [] and not runs_dir.exists()
+
+
+def test_a_run_is_followed_only_at_the_service_it_was_submitted_to(emulator, library, runs_dir):
+    _, db = library
+    emulator.pace(queue_seconds=600)
+    assert batch_run(emulator, db, runs_dir, "NAME=s", "TIMEOUT=0.2").returncode == 75
+    elsewhere = {"MISTRAL_SERVER_URL": "http://127.0.0.1:9"}
+    line = f"run s was submitted to {emulator.url}, not http://127.0.0.1:9: set MISTRAL_SERVER_URL={emulator.url}"
+    for result in (batch_run(emulator, db, runs_dir, "NAME=s", env=elsewhere),
+                   run("batch-wait", "--db", db, runs_dir / "s" / "job.json", env={**emulator.env, **elsewhere}),
+                   run("batch-cancel", "--db", db, "--run", "s", env={**emulator.env, **elsewhere})):
+        assert result.returncode == 1 and line in result.stderr, result.stderr
+    emulator.release()
+    assert batch_run(emulator, db, runs_dir, "NAME=s").returncode == 0
+    assert len(jobs(emulator)) == 1

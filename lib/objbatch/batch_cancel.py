@@ -51,6 +51,7 @@ def _cancel_locked(conn: ledger.Library, run: runs.Run, poll: float, timeout: fl
         log(f"batch-cancel: run {run.name} cancelled before anything was submitted; its {released} files are "
             "back in the queue")
         return None
+    runs.check_service(run.name, run.server_url)
     record = runs.record(conn, run, all_parts=True)
     with client.Service() as service:
         if any(not entry["job_id"] for entry in record["jobs"]):

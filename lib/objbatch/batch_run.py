@@ -290,6 +290,8 @@ def batch(assignments: list[str], wait_for_lock: bool = True) -> int:
                 "make batch without NAME starts a new run.")
             return EXIT_OK
         plan.check_folder()
+        if plan.run:
+            runs.check_service(plan.name, plan.run.server_url)
         if plan.run and plan.run.model and plan.run.model != settings["MODEL"]:
             log(f"Run {plan.name} uses model {plan.run.model}; MODEL={settings['MODEL']} is for new runs.")
             settings["MODEL"] = plan.run.model

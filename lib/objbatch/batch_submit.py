@@ -144,7 +144,7 @@ class LedgerStore:
         self._check_manifest(record)
         with ledger.transaction(self.conn):
             runs.freeze(self.conn, self.run.name, record["run_id"], self._manifest(),
-                        [entry["custom_ids"] for entry in record["jobs"]], figures.as_dict())
+                        [entry["custom_ids"] for entry in record["jobs"]], figures.as_dict(), record["server"])
         record.update(library_id=self.conn.library_id, db_path=self.conn.path)
 
     def _manifest(self) -> Iterator[tuple[dict, str]]:
@@ -241,9 +241,7 @@ class Submission:
 def check_same_target(record: dict, fresh: dict) -> None:
     """A run lives at one service, with one model: following it elsewhere would find nothing (or pay again)."""
     name = record["run_name"]
-    if record.get("server") and record["server"] != fresh["server"]:
-        raise Failure(f"run {name} was submitted to {record['server']}, not {fresh['server']}: set "
-                      f"MISTRAL_SERVER_URL={record['server']} to follow it, or give another --run-name")
+    runs.check_service(name, record.get("server"))
     if record.get("model") and record["model"] != fresh["model"]:
         raise Failure(f"run {name} was submitted with model {record.get('model')}, not {fresh['model']}: leave "
                       "--model out to follow it, or give another --run-name")

@@ -29,6 +29,7 @@ def _read(path: str) -> dict:
         record = load_json_file(path, "job record")
     if not isinstance(record, dict) or not isinstance(record.get("jobs"), list):
         raise Failure(f"{path} is not a job record from batch-submit (no 'jobs' list)")
+    runs.check_service(str(record.get("run_name")), record.get("server"))
     return record
 
 

@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS objbatch_runs (
     library_id TEXT,                -- the database the run belongs to
     db_path TEXT,
     run_id TEXT,                    -- tags its jobs at the service (set when submission starts)
-    estimate_json TEXT              -- what it was expected to cost, when submission started
+    estimate_json TEXT,             -- what it was expected to cost, when submission started
+    server_url TEXT                 -- the service its jobs were submitted to
 );
 CREATE TABLE IF NOT EXISTS objbatch_leases (
     run_name TEXT PRIMARY KEY,      -- one process works on a run at a time: host:pid, until (unix time)
@@ -114,7 +115,8 @@ CREATE TABLE IF NOT EXISTS objbatch_files (
 """
 # Columns later versions added to ledger tables an earlier version created.
 LEDGER_COLUMNS = {
-    "objbatch_runs": {"library_id": "TEXT", "db_path": "TEXT", "run_id": "TEXT", "estimate_json": "TEXT"},
+    "objbatch_runs": {"library_id": "TEXT", "db_path": "TEXT", "run_id": "TEXT", "estimate_json": "TEXT",
+                      "server_url": "TEXT"},
     "objbatch_claims": {"custom_id": "TEXT", "part": "INTEGER", "manifest_json": "TEXT"},
     "objbatch_files": {"skip_kind": "TEXT"},
     "objbatch_applied": {"run_name": "TEXT", "confidence": "REAL", "reasons_json": "TEXT", "repairs_json": "TEXT"},

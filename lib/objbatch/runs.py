@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from . import ledger
+from . import config, ledger
 from .common import Failure, log, now_iso
 
 FINISHED = ("applied", "cancelled")
@@ -40,6 +40,7 @@ class Run:
     run_id: str | None
     created_at: str
     finished_at: str | None
+    server_url: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -50,9 +51,16 @@ class Run:
         return self.state in FROZEN
 
 
+def check_service(name: str, server_url: str | None) -> None:
+    """A run's jobs live at the service they were submitted to: anywhere else they would not be found."""
+    if server_url and server_url != config.server_url():
+        raise Failure(f"run {name} was submitted to {server_url}, not {config.server_url()}: set "
+                      f"MISTRAL_SERVER_URL={server_url} to follow it")
+
+
 def get(conn: sqlite3.Connection, name: str) -> Run | None:
-    row = conn.execute("SELECT run_name, state, model, library_id, db_path, run_id, created_at, finished_at "
-                       "FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()
+    row = conn.execute("SELECT run_name, state, model, library_id, db_path, run_id, created_at, finished_at, "
+                       "server_url FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()
     return Run(*row) if row else None
 
 
@@ -214,9 +222,10 @@ def _renew(path: str, name: str, stop: threading.Event) -> None:
 # ------------------------------------------------------------------ what a run sends
 
 def freeze(conn: sqlite3.Connection, name: str, run_id: str, manifest: Iterable[tuple[dict, str]],
-           parts: list[list[str]], estimate: dict) -> None:
+           parts: list[list[str]], estimate: dict, server_url: str) -> None:
     """Record, before anything is created at the service, exactly what the run sends: the manifest line and
-    custom_id of every file, the split into parts, the run id that tags its jobs, and its cost estimate."""
+    custom_id of every file, the split into parts, the run id that tags its jobs, its cost estimate and the
+    service it goes to."""
     part_of = {cid: index for index, ids in enumerate(parts, 1) for cid in ids}
     conn.executemany("UPDATE objbatch_claims SET custom_id = ?, part = ?, manifest_json = ? "
                      "WHERE run_name = ? AND file_path = ?",
@@ -225,8 +234,8 @@ def freeze(conn: sqlite3.Connection, name: str, run_id: str, manifest: Iterable[
     conn.executemany("INSERT INTO objbatch_parts (run_name, part, parts, request_count) VALUES (?, ?, ?, ?) "
                      "ON CONFLICT(run_name, part) DO NOTHING",
                      [(name, index, len(parts), len(ids)) for index, ids in enumerate(parts, 1)])
-    conn.execute("UPDATE objbatch_runs SET run_id = ?, state = 'submitting', estimate_json = ? WHERE run_name = ?",
-                 (run_id, json.dumps(estimate), name))
+    conn.execute("UPDATE objbatch_runs SET run_id = ?, state = 'submitting', estimate_json = ?, server_url = ? "
+                 "WHERE run_name = ?", (run_id, json.dumps(estimate), server_url, name))
 
 
 def manifest(conn: sqlite3.Connection, name: str) -> Iterator[dict]:
@@ -255,7 +264,7 @@ def record(conn: ledger.Library, run: Run, all_parts: bool = False) -> dict:
                      "status": created["status"] if created else None,
                      "created_at": created["created_at"] if created else None, "custom_ids": ids})
     out = {"version": RECORD_VERSION, "run_name": run.name, "run_id": run.run_id, "model": run.model,
-           "endpoint": "/v1/chat/completions", "created_at": int(time.time()),
+           "server": run.server_url, "endpoint": "/v1/chat/completions", "created_at": int(time.time()),
            "request_count": sum(j["request_count"] for j in jobs), "library_id": conn.library_id,
            "db_path": conn.path, "jobs": jobs}
     if run.state in ("cancelling", "cancelled") and not all_parts:
