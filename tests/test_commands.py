@@ -57,3 +57,17 @@ def test_progress_is_one_live_line_on_a_terminal_and_a_line_per_change_otherwise
             assert stream.text.count("\r\033[K") == 4 and stream.text.endswith("SUCCESS 3/3\n")
         else:
             assert stream.text == "QUEUED 0/3\nRUNNING 1/3\nSUCCESS 3/3\n"
+
+
+def test_readers_leave_a_database_objbatch_never_touched_as_it_is(library, tmp_path):
+    _, db = library
+    before = db.read_bytes()
+    name = next(p.name for p in (tmp_path / "library").rglob("*.txt"))
+    for args in (("stats", "--db", db), ("review", "--db", db, "--skipped"), ("export-metadata", "--db", db, "--csv"),
+                 ("show", "--db", db, name), ("batch-run", "--estimate", f"DB={db}", f"RUNS={tmp_path / 'runs'}")):
+        result = run(*args)
+        assert result.returncode == 0, result.stderr
+        assert db.read_bytes() == before, f"{args[0]} wrote to the database"
+    assert "make batch would start a new run with" in result.stdout and not (tmp_path / "runs").exists()
+    assert run("select-pending", "--db", db, "--max", "1").returncode == 0  # a stage sets the database up
+    assert db.read_bytes() != before

@@ -48,7 +48,7 @@ def test_the_estimate_matches_the_run_that_follows_and_claims_nothing(emulator, 
     cost = re.search(r"Cost:\s+\$([\d.]+) at the batch price \(\$([\d.]+) synchronous\)", estimate.stdout)
     assert cost and float(cost.group(2)) == pytest.approx(2 * float(cost.group(1)), abs=0.0002)
     assert jobs(emulator) == [] and emulator.record()["uploads"] == []
-    assert query(db, "SELECT COUNT(*) FROM objbatch_claims") == [(0,)]
+    assert not query(db, "SELECT name FROM sqlite_master WHERE name LIKE 'objbatch%'")  # the database is untouched
     assert batch(emulator, db, runs_dir, "NAME=e1").returncode == 0
     ran = json.loads(run("stats", "--db", db, "--json").stdout)["runs"][0]
     assert abs(ran["prompt_tokens"] - predicted) / ran["prompt_tokens"] < 0.15
@@ -186,7 +186,8 @@ def test_review_lists_each_group_with_its_reasons(reviewed):
     assert "needs_review" in default.stdout and "skipped" not in default.stdout.split("\n")[0]
     table = run("review", "--db", db, "--csv", "-n", "2")
     assert table.stdout.splitlines()[0].startswith("file_path,group,status,confidence")
-    assert len(list(csv.DictReader(io.StringIO(table.stdout)))) == 4  # 2 per group
+    shown = [row["group"] for row in csv.DictReader(io.StringIO(table.stdout))]
+    assert sorted(shown) == sorted(g for g in ("needs_review", "failed_validation") for _ in range(min(2, len(groups[g]))))
 
 
 def test_review_json_piped_into_approve_approves_exactly_those(reviewed):

@@ -231,7 +231,7 @@ def estimate(assignments: list[str]) -> int:
     settings = resolve(assignments)
     check_settings(settings)
     absolute(settings, assignments)
-    with ledger.opened(settings["DB"]) as conn:
+    with ledger.opened(settings["DB"], read_only=True) as conn:
         plan = Plan(conn, settings)
         run = plan.run
         if run is not None:

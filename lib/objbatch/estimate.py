@@ -66,7 +66,7 @@ def main(requests: IO[str], manifest: IO[str] | None, db: str | None, model: str
     """Estimate tokens and cost of REQUESTS (build-jsonl's lines; - for stdin) before paying."""
     costs.check_model(model, allow_unpriced)
     if db:
-        with ledger.opened(db, identity=False) as conn:
+        with ledger.opened(db, identity=False, read_only=True) as conn:
             answer = costs.answer_tokens(conn)
     else:
         answer = costs.answer_tokens(None)

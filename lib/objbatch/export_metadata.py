@@ -54,7 +54,7 @@ def table(found: list[dict]) -> str:
 @output.options(default="json")
 def main(db: str, statuses: tuple[str, ...], limit: int | None, path: str, fmt: str) -> None:
     """Write the stored metadata of the library's files."""
-    with ledger.opened(db, identity=False) as conn, atomic_output(path) as out:
+    with ledger.opened(db, identity=False, read_only=True) as conn, atomic_output(path) as out:
         written = output.write(rows(conn, statuses, limit), fmt, out, table)
     log(f"export-metadata: {count(written, 'file')}")
 

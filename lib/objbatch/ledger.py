@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import uuid
 from contextlib import contextmanager
@@ -140,10 +141,11 @@ class Library(sqlite3.Connection):
     path: str = ""
 
 
-def connect(path: str | Path, identity: bool = True) -> Library:
+def connect(path: str | Path, identity: bool = True, read_only: bool = False) -> Library:
     """Open the library database (it must exist and hold `files`), waiting on locks instead of failing;
     check it can take objbatch's results and give it an identity, before anything else happens. Commands
-    that only read (stats, review, ...) pass identity=False: they never decide that a file is a copy."""
+    that only read (stats, review, ...) pass identity=False: they never decide that a file is a copy; and
+    read_only=True: a database objbatch has never touched is left as it is (see _stand_in)."""
     if not str(path).strip():
         raise Failure("no database given: pass --db with the library's SQLite file (or DB= to make)")
     path = Path(path)
@@ -163,6 +165,10 @@ def connect(path: str | Path, identity: bool = True) -> Library:
         raise Failure(f"{path} has no 'files' table; --db must be the library database")
     check_library_tables(conn, path, tables)
     if _needs_setup(conn, tables):
+        if read_only and "objbatch_meta" not in tables:
+            _stand_in(conn, tables)
+            conn.library_id = ""
+            return conn
         with transaction(conn):
             _add_what_we_need(conn)
     if identity:
@@ -203,6 +209,18 @@ def _needs_setup(conn: sqlite3.Connection, tables: set[str]) -> bool:
     if not own <= tables or "ai_metadata_json" not in columns(conn, "files"):
         return True
     return any(c not in columns(conn, t) for t, cols in LEDGER_COLUMNS.items() for c in cols)
+
+
+def _stand_in(conn: sqlite3.Connection, tables: set[str]) -> None:
+    """For a reader on a database objbatch has never touched: what objbatch would add, as empty TEMP
+    tables and a TEMP view of `files` with the mirror column, for this connection only (temp objects come
+    first in name lookup). The database itself is not written."""
+    if "ai_metadata_json" not in columns(conn, "files"):
+        conn.execute("CREATE TEMP VIEW files AS SELECT *, NULL AS ai_metadata_json FROM main.files")
+    for statement in OWN_TABLES.split(";"):
+        match = re.match(r"\s*CREATE TABLE IF NOT EXISTS (\w+)", statement)
+        if match and match.group(1) not in tables:
+            conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
 
 
 def _add_what_we_need(conn: sqlite3.Connection) -> None:
@@ -275,8 +293,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 @contextmanager
-def opened(path: str | Path, identity: bool = True) -> Iterator[Library]:
-    conn = connect(path, identity)
+def opened(path: str | Path, identity: bool = True, read_only: bool = False) -> Iterator[Library]:
+    conn = connect(path, identity, read_only)
     try:
         yield conn
     finally:

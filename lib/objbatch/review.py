@@ -72,7 +72,7 @@ def main(db: str, skipped: bool, threshold: float | None, limit: int | None, fmt
     """List files whose metadata deserves a look, most doubtful first."""
     threshold = metadata.soft_rules()["threshold"] if threshold is None else threshold
     groups = ["needs_review", "failed_validation"] + (["skipped"] if skipped else [])
-    with ledger.opened(db, identity=False) as conn:
+    with ledger.opened(db, identity=False, read_only=True) as conn:
         count = output.write(rows(conn, groups, threshold, limit), fmt, sys.stdout, table)
     if not count and fmt == "table":
         click.echo("Nothing to review.")

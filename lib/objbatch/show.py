@@ -76,7 +76,7 @@ def _listed(label: str, items: list, indent: str = "  ") -> list[str]:
 @output.options(formats=("table", "json"), json_help="Print one JSON object, for scripts.")
 def main(path: str, db: str, fmt: str) -> None:
     """Show one file: PATH as stored, or the end of it (a file name) if that names one file."""
-    with ledger.opened(db, identity=False) as conn:
+    with ledger.opened(db, identity=False, read_only=True) as conn:
         found, unknown = library.resolve(conn, [path])
         if unknown:
             raise Failure(f"{path}: {unknown[path]}; review --nl lists the stored paths")

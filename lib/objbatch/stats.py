@@ -86,7 +86,7 @@ def run_line(run: dict) -> str:
 @output.options(json_help="Print everything as one JSON object, for scripts (--nl and --csv: the runs).")
 def main(db: str, limit: int, max_attempts: int, fmt: str) -> None:
     """Where the library stands: statuses, work in flight, exhausted files, recent runs and their cost."""
-    with ledger.opened(db, identity=False) as conn:
+    with ledger.opened(db, identity=False, read_only=True) as conn:
         data = gather(conn, limit, max_attempts)
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
