@@ -100,6 +100,10 @@ def test_a_model_without_a_price_is_refused_unless_allowed(emulator, library, ru
     assert typo.returncode != 0 and not runs_dir.exists() and jobs(emulator) == []
     assert "model 'mistral-smal-latest' has no price in schemas/prices.json (known: mistral-large-latest" in typo.stderr
     assert "ALLOW_UNPRICED=1" in typo.stderr
+    capped = batch(emulator, db, runs_dir, "MODEL=my-finetune", "ALLOW_UNPRICED=1", "BUDGET=1", "NAME=u0")
+    assert capped.returncode != 0 and jobs(emulator) == []
+    assert "the budget $1.0000 cannot be checked: model my-finetune has no price" in capped.stderr
+    assert "add the model's price to schemas/prices.json, or leave BUDGET out" in capped.stderr
     allowed = batch(emulator, db, runs_dir, "MODEL=my-finetune", "ALLOW_UNPRICED=1", "NAME=u")
     assert allowed.returncode == 0, allowed.stderr
     assert jobs(emulator)[0]["model"] == "my-finetune"

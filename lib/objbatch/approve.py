@@ -1,6 +1,6 @@
 """approve: mark files' metadata as approved by a person (a batch never overwrites approved metadata).
 
-Files come as arguments, from stdin with '-' (plain paths, or review --nl / --json lines), or from a filter
+Files come as arguments, from stdin with '-' (plain paths, or review --nl / --json / --csv output), or from a filter
 (--min-confidence). A file without valid metadata (pending, failed, skipped, unknown) is refused by name;
 the others are approved, and the exit status is 1 if any was refused (as rm does with a missing file).
 """
@@ -19,14 +19,14 @@ def chosen(conn: ledger.Library, names: list[str], min_confidence: float | None)
     """({path: current status} to approve, refusals 'path (why)')."""
     found, unknown = library.resolve(conn, names)
     refused = [f"{name} ({why})" for name, why in unknown.items()]
-    paths = list(dict.fromkeys(found.values()))
+    items = {path: next(library.stored(conn, "f.file_path = ?", (path,))) for path in found.values()}
     if min_confidence is not None:
-        paths += [item["file_path"] for item in library.stored(
-            conn, "f.ai_metadata_status IN ('extracted', 'needs_review') AND f.ai_confidence_score >= ? "
-                  "AND COALESCE(f.is_deleted, 0) = 0", (min_confidence,)) if item["file_path"] not in paths]
+        for item in library.stored(conn, "f.ai_metadata_status IN ('extracted', 'needs_review') AND "
+                                         "f.ai_confidence_score >= ? AND COALESCE(f.is_deleted, 0) = 0",
+                                   (min_confidence,)):
+            items.setdefault(item["file_path"], item)
     approve = {}
-    for path in paths:
-        item = next(library.stored(conn, "f.file_path = ?", (path,)))
+    for path, item in items.items():
         why = _unfit(item)
         if why:
             refused.append(f"{path} ({why})")

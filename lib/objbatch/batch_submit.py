@@ -49,12 +49,14 @@ class Part:
 
     spool: IO[bytes]
     custom_ids: list[str] = field(default_factory=list)
-    digests: list[bytes] = field(default_factory=list)  # of each line as sent: the default run name
+    digests: list[bytes] = field(default_factory=list)  # of each line as sent, for a default run name
     size: int = 0
 
 
-def read_parts(stream: IO[str], max_requests: int, max_bytes: int, figures: costs.Estimate) -> list[Part]:
-    """Check every line and split into parts that each fit one job; count what they would cost."""
+def read_parts(stream: IO[str], max_requests: int, max_bytes: int, figures: costs.Estimate,
+               digests: bool = False) -> list[Part]:
+    """Check every line and split into parts that each fit one job; count what they would cost. With
+    `digests`, keep a digest of each line (to name a run after its requests)."""
     seen: dict[str, int] = {}
     parts: list[Part] = []
     for lineno, request, text in read_jsonl_lines(stream, "request"):
@@ -68,7 +70,8 @@ def read_parts(stream: IO[str], max_requests: int, max_bytes: int, figures: cost
             parts.append(Part(tempfile.TemporaryFile("w+b")))
         parts[-1].spool.write(line)
         parts[-1].custom_ids.append(custom_id)
-        parts[-1].digests.append(hashlib.blake2b(line, digest_size=16).digest())
+        if digests:
+            parts[-1].digests.append(hashlib.blake2b(line, digest_size=16).digest())
         parts[-1].size += size
     return parts
 
@@ -120,7 +123,7 @@ class FileStore:
     def begin(self, record: dict, figures: costs.Estimate) -> None:
         refuse_other_requests(self.folder, self.path, self.run_name)
 
-    def refuse(self, reason: str) -> None:
+    def refuse(self, reason: str, fix: str) -> None:
         raise Failure(f"{reason}; nothing was submitted")
 
     def save(self, record: dict) -> None:
@@ -169,13 +172,12 @@ class LedgerStore:
             raise Failure(f"the manifest {self.manifest_path} does not match the requests or run {self.run.name}'s "
                           "files; rebuild both with build-jsonl from the run's selection")
 
-    def refuse(self, reason: str) -> None:
+    def refuse(self, reason: str, fix: str) -> None:
         """Over budget: nothing was sent, and the run gives its files back (a new run can take them)."""
         with ledger.transaction(self.conn):
             runs.finish(self.conn, replace(self.run, state="cancelling"), {"over budget": 1})
         raise Failure(f"{reason}; nothing was submitted and run {self.run.name} was cancelled (its files are "
-                      "back in the queue): " + ("raise BUDGET, or lower MAX" if "has no price" not in reason else
-                                                 "add the model's price to schemas/prices.json, or leave BUDGET out"))
+                      f"back in the queue): {fix}")
 
     def save(self, record: dict) -> None:
         runs.save_record(self.conn, record)
@@ -298,7 +300,7 @@ def main(requests: IO[str], output: str, run_name: str | None, model: str, recor
         check_run_name(run_name)
     costs.check_model(model, allow_unpriced)
     figures = costs.Estimate(model=model)
-    parts = read_parts(requests, max_requests_per_job, max_bytes_per_job, figures)
+    parts = read_parts(requests, max_requests_per_job, max_bytes_per_job, figures, digests=run_name is None)
     run_name = run_name or default_run_name(parts, model)
 
     def plan(library_id: str = "") -> Plan:
@@ -360,7 +362,9 @@ def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -
         config.api_key()  # a missing or unusable key is said first, before any figure
         refusal = over_budget(plan.figures, plan.budget)
         if refusal:
-            store.refuse(f"{refusal} ({plan.figures.requests:,} requests, {plan.figures.input_tokens:,} input tokens)")
+            store.refuse(f"{refusal} ({plan.figures.requests:,} requests, {plan.figures.input_tokens:,} input tokens)",
+                         "raise BUDGET, or lower MAX" if plan.figures.usd is not None else
+                         "add the model's price to schemas/prices.json, or leave BUDGET out")
         log(f"batch-submit: estimate {costs.money(plan.figures.usd)} for {plan.figures.requests:,} requests "
             f"({plan.figures.input_tokens:,} input tokens)")
         store.begin(plan.fresh, plan.figures)

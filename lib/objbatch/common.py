@@ -204,13 +204,13 @@ def write_jsonl(records: Iterable[Any], out: IO[str]) -> int:
     """Write records one per line (flushed one by one on stdout, so a pipe sees each at once). Returns the
     count."""
     flush = out is sys.stdout
-    count = 0
+    written = 0
     for record in records:
         out.write(dumps(record) + "\n")
         if flush:
             out.flush()
-        count += 1
-    return count
+        written += 1
+    return written
 
 
 UMASK = os.umask(0)

@@ -1,6 +1,6 @@
 """requeue: send files back to the queue (status pending, attempt count reset), for the next run to take.
 
-Files come as arguments, from stdin with '-' (plain paths, or review --nl / --json lines), or by status
+Files come as arguments, from stdin with '-' (plain paths, or review --nl / --json / --csv output), or by status
 (--status skipped, failed_validation or needs_review). Approved files only with --include-approved. A file
 a run still has in flight, a deleted or unknown one is refused by name; the others are requeued, and the
 exit status is 1 if any was refused. Their metadata stays until a run replaces it; the results history
@@ -23,11 +23,11 @@ def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
            include_approved: bool) -> tuple[list[str], list[str]]:
     found, unknown = library.resolve(conn, names)
     refused = [f"{name} ({why})" for name, why in unknown.items()]
-    paths = list(dict.fromkeys(found.values()))
+    paths = dict.fromkeys(found.values())  # an ordered set
     for status in statuses:
-        paths += [r[0] for r in conn.execute("SELECT file_path FROM files WHERE ai_metadata_status = ? AND "
-                                             "COALESCE(is_deleted, 0) = 0 ORDER BY file_path", (status,))
-                  if r[0] not in paths]
+        paths.update(dict.fromkeys(r[0] for r in conn.execute(
+            "SELECT file_path FROM files WHERE ai_metadata_status = ? AND COALESCE(is_deleted, 0) = 0 "
+            "ORDER BY file_path", (status,))))
     flying = {r[0]: r[1] for r in conn.execute("SELECT file_path, run_name FROM objbatch_claims WHERE state = ?",
                                                (runs.IN_FLIGHT,))}
     keep = []
@@ -37,7 +37,10 @@ def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
         why = ("deleted" if row[1] else f"in flight in run {flying[path]}" if path in flying else
                "approved: add --include-approved to requeue it" if row[0] == "approved" and not include_approved
                else None)
-        (refused.append(f"{path} ({why})") if why else keep.append(path))
+        if why:
+            refused.append(f"{path} ({why})")
+        else:
+            keep.append(path)
     return keep, refused
 
 

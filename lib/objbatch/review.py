@@ -73,8 +73,8 @@ def main(db: str, skipped: bool, threshold: float | None, limit: int | None, fmt
     threshold = metadata.soft_rules()["threshold"] if threshold is None else threshold
     groups = ["needs_review", "failed_validation"] + (["skipped"] if skipped else [])
     with ledger.opened(db, identity=False, read_only=True) as conn:
-        count = output.write(rows(conn, groups, threshold, limit), fmt, sys.stdout, table)
-    if not count and fmt == "table":
+        listed = output.write(rows(conn, groups, threshold, limit), fmt, sys.stdout, table)
+    if not listed and fmt == "table":
         click.echo("Nothing to review.")
 
 

@@ -131,7 +131,7 @@ def unfreeze(conn: sqlite3.Connection, name: str) -> None:
     conn.execute("UPDATE objbatch_claims SET custom_id = NULL, part = NULL, manifest_json = NULL WHERE run_name = ?",
                  (name,))
     conn.execute("DELETE FROM objbatch_parts WHERE run_name = ?", (name,))
-    conn.execute("UPDATE objbatch_runs SET state = 'claimed', run_id = NULL, estimate_json = NULL "
+    conn.execute("UPDATE objbatch_runs SET state = 'claimed', run_id = NULL, estimate_json = NULL, server_url = NULL "
                  "WHERE run_name = ?", (name,))
 
 

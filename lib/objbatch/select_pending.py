@@ -90,13 +90,13 @@ def _clean(row: sqlite3.Row) -> dict:
 
 def eligible(conn: sqlite3.Connection, params: dict, limit: int | None, bad: list[int]) -> Iterator:
     """Up to `limit` eligible rows, lazily; a file skipped as missing or unreadable only once it can be read."""
-    count = 0
+    taken = 0
     for row in candidates(conn, params, bad):
-        if limit is not None and count >= limit:
+        if limit is not None and taken >= limit:
             return
         if row["ai_metadata_status"] == "skipped" and not os.access(row["file_path"], os.R_OK):
             continue
-        count += 1
+        taken += 1
         yield row
 
 
