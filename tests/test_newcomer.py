@@ -114,3 +114,72 @@ def test_batch_submit_with_no_requests_submits_nothing_and_writes_no_record(emul
     assert piped.returncode == 0 and piped.stdout == "" and "no requests: nothing submitted" in piped.stderr
     assert emulator.record()["jobs_created"] == []
     assert query  # (the ledger mode, make batch, still records an empty run: tests/test_pipeline covers it)
+
+
+# ---------------------------------------------------------------- 4: batch-cron --set
+
+@pytest.mark.parametrize("setting, message", [
+    ("MAXX=5", "unknown variable 'MAXX'; the variables are: "),
+    ("MAX=-1", "MAX must be a whole number of at least 0 (got '-1')"),
+    ("DB=other.db", "--set DB=other.db: it conflicts with --db; give the database with --db only"),
+    ("NAME=x", "--set NAME=x: batch-cron names its runs itself; leave NAME out"),
+])
+def test_batch_cron_refuses_a_bad_setting_as_a_usage_error_before_anything(library, tmp_path, setting, message):
+    _, db = library
+    done = run("batch-cron", "--db", db, "--runs", tmp_path / "runs", "--set", setting)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "needs attention" not in done.stderr and "cron-" not in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- 5: a resumed run and a new MAX
+
+def test_a_resumed_run_says_a_new_max_is_for_new_runs_and_estimate_only_would_resume(emulator, library, runs_dir):
+    _, db = library
+    emulator.pace(queue_seconds=600)
+    started = run("batch-run", f"DB={db}", f"RUNS={runs_dir}", "NAME=slow", "MAX=10", "TIMEOUT=0", "POLL=0",
+                  env=emulator.env)
+    assert started.returncode == 75, started.stderr
+    estimate = make("estimate", f"DB={db}", f"RUNS={runs_dir}", "MAX=5", env=emulator.env)
+    assert estimate.returncode == 0, estimate.stderr
+    assert "Resuming" not in estimate.stdout + estimate.stderr
+    assert estimate.stdout.startswith("make batch would resume run slow (submitted)")
+    assert "Run slow is resumed with the files it claimed; MAX=5 is for new runs." in estimate.stderr
+    emulator.release()
+    resumed = run("batch-run", f"DB={db}", f"RUNS={runs_dir}", "MAX=5", env=emulator.env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming unfinished run slow" in resumed.stderr
+    assert "Run slow is resumed with the files it claimed; MAX=5 is for new runs." in resumed.stderr
+    assert query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE run_name = 'slow'")[0][0] == 10
+
+
+# ---------------------------------------------------------------- 13: the next step; STATUS= and N=
+
+def test_make_batch_ends_with_the_next_step_and_review_and_export_take_status_and_n(reviewed):
+    db, done = reviewed
+    counts = dict(query(db, "SELECT ai_metadata_status, COUNT(*) FROM files GROUP BY 1"))
+    assert done.stdout.rstrip().endswith(
+        f"Next: {counts['needs_review']} need review, {counts['failed_validation']} failed validation (the next "
+        "make batch retries them): make review (or make report for the whole picture).")
+    assert "All runs: 1 run(s), 1 job(s), " in done.stdout and "Metadata of " in done.stdout
+    listed = make("review", f"DB={db}", "STATUS=failed_validation", "N=1")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("failed_validation") and "needs_review" not in listed.stdout
+    assert listed.stdout.count("attempt(s)") == 1
+    exported = make("export", f"DB={db}", "STATUS=needs_review", "N=2", "FORMAT=nl")
+    assert [r["status"] for r in jsonl(exported.stdout)] == ["needs_review", "needs_review"]
+
+
+# ---------------------------------------------------------------- 14: make typos
+
+def test_an_unknown_make_target_is_refused_with_the_nearest_before_anything_is_paid(emulator, library, runs_dir):
+    _, db = library
+    typo = make("bacth", f"DB={db}", f"RUNS={runs_dir}", env=emulator.env)
+    assert typo.returncode == 2 and typo.stdout == ""
+    assert "unknown target 'bacth'; did you mean batch? (make help lists the targets; nothing was run)" in typo.stderr
+    flag = make("batch", f"DB={db}", f"RUNS={runs_dir}", "--", "--dry", env=emulator.env)
+    assert flag.returncode == 2 and "unknown target '--dry'; make passes no options on" in flag.stderr
+    assert emulator.record()["jobs_created"] == [] and emulator.record()["uploads"] == []
+    assert not query(db, "SELECT name FROM sqlite_master WHERE name LIKE 'objbatch%'")  # nothing claimed
+    assert not runs_dir.exists()
+    assert make("-n", "report", f"DB={db}").returncode == 0  # a known target still runs

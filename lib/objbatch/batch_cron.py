@@ -22,7 +22,24 @@ from pathlib import Path
 import click
 
 from . import ledger, runs
-from .common import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, SERVICE_ENV, cli, file_lock, log
+from .common import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE, SERVICE_ENV, Failure, cli, file_lock, log
+from .make_vars import check_settings, resolve
+
+OWN = {"DB": "it conflicts with --db; give the database with --db only",
+       "RUNS": "it conflicts with --runs; give the runs folder with --runs only",
+       "NAME": "batch-cron names its runs itself; leave NAME out",
+       "POLL": "batch-cron never waits (it checks once a step); leave POLL out",
+       "TIMEOUT": "batch-cron never waits (it checks once a step); leave TIMEOUT out"}
+
+
+def check(settings: tuple[str, ...], base: list[str]) -> None:
+    """The --set variables are make variables with good values, and none that batch-cron sets itself,
+    before any lock, log line or run."""
+    for setting in settings:
+        name = setting.split("=", 1)[0]
+        if name in OWN:
+            raise Failure(f"--set {setting}: {OWN[name]}", EXIT_USAGE)
+    check_settings(resolve([*base, *settings]))
 
 
 def batch_run(settings: list[str]) -> tuple[int, str]:
@@ -74,6 +91,7 @@ def main(db: str, runs_folder: str, max_in_flight: int, settings: tuple[str, ...
     """Collect finished jobs, then submit a new batch if there is room; never blocks for long."""
     runs_dir = Path(runs_folder).resolve()
     base = [f"DB={Path(db).resolve()}", f"RUNS={runs_dir}", *settings, "TIMEOUT=0", "POLL=0"]
+    check(settings, base[:2])
     runs_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(runs_dir / ".cron.lock", wait=False) as locked:
         if not locked:
