@@ -72,7 +72,7 @@ unknown_goals := $(filter-out $(TARGETS) %.json %.jsonl $(STAMP),$(MAKECMDGOALS)
 ifneq ($(unknown_goals),)
 first_unknown := $(firstword $(unknown_goals))
 nearest := $(shell $(PYTHON) -c 'import difflib, sys; m = difflib.get_close_matches(sys.argv[1], sys.argv[2:], 1, 0.5); print("; did you mean " + m[0] + "?" if m else "")' $(call shq,$(first_unknown)) $(TARGETS) 2>/dev/null)
-hint := $(if $(filter -%,$(first_unknown)),; make passes no options on, give VAR=VALUE)
+hint := $(if $(filter -%,$(first_unknown)),; make passes no options on: use VAR=VALUE)
 $(error unknown target '$(first_unknown)'$(nearest)$(hint) (make help lists the targets; nothing was run))
 endif
 .PRECIOUS: $(RUNS)/%/select.jsonl $(RUNS)/%/requests.jsonl $(RUNS)/%/job.json $(RUNS)/%/wait.jsonl \
