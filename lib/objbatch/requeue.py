@@ -33,7 +33,7 @@ def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
     keep = []
     for path in paths:
         if isinstance(path, ledger.NotUtf8):  # no statement can name it: it would match nothing
-            refused.append(f"{path} ({ledger.NOT_UTF8_PATH})")
+            refused.append((path, ledger.NOT_UTF8_PATH))
             continue
         row = conn.execute("SELECT ai_metadata_status, COALESCE(is_deleted, 0) FROM files WHERE file_path = ?",
                            (path,)).fetchone()
