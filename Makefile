@@ -136,7 +136,7 @@ cancel: $(STAMP) ## cancel a run (NAME, or the only unfinished one): stop its jo
 
 cron: $(STAMP) ## one unattended step: collect finished jobs, start a new run if there is room
 	@$(BIN)/batch-cron --db $(call shq,$(DB)) --runs $(call shq,$(RUNS)) --max-in-flight $(call shq,$(MAX_IN_FLIGHT)) \
-	  $(foreach a,$(call given,DB RUNS NAME MAX_IN_FLIGHT POLL TIMEOUT),--set $(a)) || [ $$? -eq 75 ]
+	  $(foreach a,$(call given,DB RUNS NAME MAX_IN_FLIGHT),--set $(a)) || [ $$? -eq 75 ]
 
 stats: $(STAMP) ## where the library stands: statuses, runs in flight, cost
 	@$(BIN)/stats --db $(call shq,$(DB)) --max-attempts $(call shq,$(MAX_ATTEMPTS))

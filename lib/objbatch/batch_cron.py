@@ -27,9 +27,7 @@ from .make_vars import check_settings, resolve
 
 OWN = {"DB": "it conflicts with --db; give the database with --db only",
        "RUNS": "it conflicts with --runs; give the runs folder with --runs only",
-       "NAME": "batch-cron names its runs itself; leave NAME out",
-       "POLL": "batch-cron never waits (it checks once a step); leave POLL out",
-       "TIMEOUT": "batch-cron never waits (it checks once a step); leave TIMEOUT out"}
+       "NAME": "batch-cron names its runs itself; leave NAME out"}
 
 
 def check(settings: tuple[str, ...], base: list[str]) -> None:
