@@ -49,6 +49,8 @@ from .common import (
     cli,
     count,
     log,
+    printable,
+    printable_values,
 )
 from .estimate import over_budget
 
@@ -339,7 +341,7 @@ def _remove_own_folder(folder: Path) -> None:
 
 def summary(plan: Plan, run: runs.Run) -> None:
     click.echo(f"Run {run.name} {run.state}:")
-    click.echo(stats.render(stats.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))))
+    click.echo(printable(stats.render(printable_values(stats.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))))))
 
 
 @cli("batch-run MAX=116", "batch-run NAME=run-20261129-0800 POLL=60", "batch-run --estimate MAX=500",
