@@ -165,7 +165,7 @@ def stored_with(db, tmp_path, summaries: list[str]) -> list[str]:
         columns = [d[0] for d in conn.execute("SELECT * FROM files LIMIT 1").description]
         paths = []
         for i, summary in enumerate(summaries):
-            row = dict(zip(columns, source))
+            row = dict(zip(columns, source, strict=True))
             meta = {"category": "course_transcript", "difficulty": "intro", "primary_topics": ["ethics"],
                     "topic_aspects": [summary], "semantic_description": {"summary": summary, "key_arguments": [],
                                                                          "philosophical_positions": []},
