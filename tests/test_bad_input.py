@@ -136,5 +136,5 @@ def test_review_and_requeue_work_on_a_row_objbatch_set_aside(library):
     requeue = run("requeue", "--db", db, "--status", "skipped")
     assert requeue.returncode == 1
     assert "back in the queue, 1 refused (file_path is not valid UTF-8" in requeue.stderr
-    assert ": bad\x02\ufffd.txt)" in requeue.stderr
+    assert ": bad\\x02\ufffd.txt)" in requeue.stderr  # control characters escaped (issue 17)
     assert status(db, other)[0] == "pending"

@@ -47,6 +47,8 @@ from .common import (
     cli,
     count,
     log,
+    printable,
+    printable_values,
 )
 from .estimate import over_budget
 from .make_vars import check_settings, make_env, resolve
@@ -306,7 +308,7 @@ def _remove_own_folder(folder: Path) -> None:
 def summary(plan: Plan, run: runs.Run) -> None:
     click.echo(f"Run {run.name} {run.state}:")
     figures = overview.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))
-    click.echo(overview.render(figures))
+    click.echo(printable(overview.render(printable_values(figures))))
     click.echo(next_step(figures["statuses"]))
 
 
