@@ -58,6 +58,7 @@ class Applier:
         self.pending: dict[str, list[tuple]] = {}  # statement -> rows, written in the order first met
         self.pending_paths: set[str] = set()
         self.pending_keys: set[str] = set()
+        self.owners: dict[str, str | None] = {}  # job_id (or a skipped file's path) -> its run
 
     def later(self, statement: str, *rows: tuple) -> None:
         self.pending.setdefault(statement, []).extend(rows)
@@ -70,8 +71,19 @@ class Applier:
         self.pending_paths.clear()
         self.pending_keys.clear()
 
+    def run_of(self, decision: dict) -> str | None:
+        """The run a decision belongs to: --run, or (by hand) the run whose job returned it, so a run's
+        decisions applied without --run still count for it."""
+        if self.run_name:
+            return self.run_name
+        key = decision.get("job_id") or decision["file_path"]
+        if key not in self.owners:
+            self.owners[key] = runs.run_of_result(self.conn, decision.get("job_id"), decision["file_path"])
+        return self.owners[key]
+
     def apply(self, decision: dict) -> None:
-        key, path = result_key(decision, self.run_name), decision["file_path"]
+        run_name = self.run_of(decision)
+        key, path = result_key(decision, run_name), decision["file_path"]
         if path in self.pending_paths:  # the same file twice: what is read next must see the first
             self.flush()
         if key in self.pending_keys or \
@@ -90,7 +102,7 @@ class Applier:
         self.later(
             "INSERT INTO objbatch_applied (result_key, file_path, decision, outcome, applied_at, run_name, confidence, "
             "reasons_json, repairs_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, decision["file_path"], decision["decision"], outcome, self.now, self.run_name,
+            (key, decision["file_path"], decision["decision"], outcome, self.now, run_name,
              decision.get("confidence"), json.dumps(decision.get("reasons") or [], ensure_ascii=False),
              json.dumps(decision.get("repairs") or [], ensure_ascii=False)))
         self._add_usage(decision)
@@ -184,14 +196,7 @@ class Applier:
     def finish(self) -> None:
         """Write what is pending, and the tokens the applied results carried, added to their jobs."""
         self.flush()
-        self.conn.executemany(
-            "INSERT INTO objbatch_jobs (job_id, run_name, model, prompt_tokens, completion_tokens, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET "
-            "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
-            "completion_tokens = completion_tokens + excluded.completion_tokens, "
-            "run_name = COALESCE(run_name, excluded.run_name)",
-            [(job_id, self.run_name, model, tokens_in, tokens_out, self.now)
-             for job_id, (model, tokens_in, tokens_out) in self.usage.items()])
+        runs.add_usage(self.conn, self.run_name, self.usage)
 
 
 def read_decisions(stream: IO[str]) -> Iterator[dict]:
@@ -229,7 +234,7 @@ def main(decisions: IO[str], db: str, run_name: str | None, output: str | None) 
             applier.finish()
             undecided = runs.undecided(conn, run.name) if run and not run.finished else 0
             if run and not run.finished and not undecided:
-                applier.counts["claims released"] = runs.finish(conn, run, dict(applier.counts))
+                applier.counts["claims released"] = runs.finish(conn, run.name, dict(applier.counts))
     log("apply-sql: " + (", ".join(f"{n} {k}" for k, n in sorted(applier.counts.items())) or "nothing to apply"))
     if undecided:  # no summary file: to make, the run is not applied
         raise Failure(f"run {run_name} is not finished: {undecided} of its files have no result yet (its own "

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .common import Failure, log, now_iso
+from .common import Failure, log
 
 BUSY_TIMEOUT_MS = 120_000
 
@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS objbatch_runs (
     db_path TEXT,
     run_id TEXT,                    -- tags its jobs at the service (set when submission starts)
     estimate_json TEXT,             -- what it was expected to cost, when submission started
-    server_url TEXT                 -- the service its jobs were submitted to
+    server_url TEXT,                -- the service its jobs were submitted to
+    end_reason TEXT                 -- why it ended: applied | cancelled | nothing_sent (runs.EndReason)
 );
 CREATE TABLE IF NOT EXISTS objbatch_leases (
     run_name TEXT PRIMARY KEY,      -- one process works on a run at a time: host:pid, until (unix time)
@@ -92,6 +93,8 @@ CREATE TABLE IF NOT EXISTS objbatch_claims (
     custom_id TEXT,                 -- what was sent for the file (set when submission starts)
     part INTEGER,
     manifest_json TEXT,             -- build-jsonl's manifest line, while the run is unfinished
+    content_hash TEXT,              -- the content sent for the file (recorded before the upload)
+    request_digest TEXT,            -- blake2b of its request line as sent
     PRIMARY KEY (run_name, file_path)
 );
 CREATE INDEX IF NOT EXISTS idx_objbatch_claims_state ON objbatch_claims(state, file_path);
@@ -117,8 +120,9 @@ CREATE TABLE IF NOT EXISTS objbatch_files (
 # Columns later versions added to ledger tables an earlier version created.
 LEDGER_COLUMNS = {
     "objbatch_runs": {"library_id": "TEXT", "db_path": "TEXT", "run_id": "TEXT", "estimate_json": "TEXT",
-                      "server_url": "TEXT"},
-    "objbatch_claims": {"custom_id": "TEXT", "part": "INTEGER", "manifest_json": "TEXT"},
+                      "server_url": "TEXT", "end_reason": "TEXT"},
+    "objbatch_claims": {"custom_id": "TEXT", "part": "INTEGER", "manifest_json": "TEXT", "content_hash": "TEXT",
+                        "request_digest": "TEXT"},
     "objbatch_files": {"skip_kind": "TEXT"},
     "objbatch_applied": {"run_name": "TEXT", "confidence": "REAL", "reasons_json": "TEXT", "repairs_json": "TEXT"},
 }
@@ -256,8 +260,9 @@ def _identity(conn: Library) -> str:
             library_id = str(uuid.uuid4())
         conn.executemany("INSERT INTO objbatch_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                          "value = excluded.value", [("library_id", library_id), ("db_path", conn.path)])
-        conn.execute("UPDATE objbatch_runs SET library_id = ?, db_path = ? WHERE library_id IS NULL",
-                     (library_id, conn.path))  # runs from before identities belong to the database they are in
+        from .runs import adopt_unowned  # the run ledger's owner (it imports this module)
+
+        adopt_unowned(conn, library_id, conn.path)
     return library_id
 
 
@@ -299,21 +304,6 @@ def opened(path: str | Path, identity: bool = True, read_only: bool = False) -> 
         yield conn
     finally:
         conn.close()
-
-
-def update_jobs(conn: sqlite3.Connection, jobs: list[dict]) -> None:
-    """Record the service's view of jobs (status and counters)."""
-    with transaction(conn):
-        for job in jobs:
-            conn.execute(
-                "INSERT INTO objbatch_jobs (job_id, run_name, model, status, total_requests, completed_requests, "
-                "succeeded_requests, failed_requests, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(job_id) DO UPDATE SET status = excluded.status, "
-                "completed_requests = excluded.completed_requests, succeeded_requests = excluded.succeeded_requests, "
-                "failed_requests = excluded.failed_requests, updated_at = excluded.updated_at",
-                ((job["id"], (job.get("metadata") or {}).get("objbatch_run_name"), job.get("model"), job["status"],
-                  job["total_requests"], job["completed_requests"], job["succeeded_requests"],
-                  job["failed_requests"], job["created_at"], now_iso())))
 
 
 def load_json(text: Any, default: Any) -> Any:

@@ -129,10 +129,7 @@ def claim_files(conn: ledger.Library, limit: int | None, max_attempts: int, retr
         paths = [row["file_path"] for row in eligible(conn, criteria(max_attempts, retry_exhausted), limit, bad)]
         _set_aside(conn, bad)
         if paths:
-            runs.create(conn, claim, model)
-            now = now_iso()
-            conn.executemany("INSERT INTO objbatch_claims (run_name, file_path, state, claimed_at) "
-                             "VALUES (?, ?, 'claimed', ?)", ((claim, path, now) for path in paths))
+            runs.create(conn, claim, model, paths)
 
 
 def claimed(conn: sqlite3.Connection, claim: str) -> Iterator[dict]:
