@@ -4,6 +4,7 @@ holds."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -102,6 +103,8 @@ def test_a_paid_result_is_judged_against_what_was_sent_after_a_crash_and_a_rebui
     results = query(db, "SELECT COUNT(*) FROM objbatch_applied WHERE result_key LIKE ?", jobs(emulator)[0]["id"] + "/%")
     assert results == [(len(sent),)]  # every paid result was judged, the changed file's too (its tokens counted)
     assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'k'") == [("applied",)] and claimed(db) == 0
+    cached = {e.get("custom_id") for e in map(json.loads, (runs_dir / "k" / "manifest.jsonl").read_text().splitlines())}
+    assert set(jobs(emulator)[0]["custom_ids"]) <= cached  # the folder's manifest is rebuilt from the ledger
 
 
 # ---------------------------------------------------------------- item 4

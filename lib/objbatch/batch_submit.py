@@ -35,6 +35,7 @@ from .common import (
     log,
     read_jsonl_lines,
     state_dir,
+    write_jsonl,
 )
 from .estimate import over_budget
 
@@ -190,6 +191,14 @@ class LedgerStore:
 
     def save(self, record: dict) -> None:
         runs.save_record(self.conn, record)
+
+    def cache_manifest(self) -> None:
+        """The folder's manifest is a cache of what the ledger says was sent: rewritten when the requests
+        given here are not what was sent (the folder was rebuilt after the files changed)."""
+        if self.manifest_path:
+            with atomic_output(self.manifest_path) as out:
+                write_jsonl(runs.manifest(self.conn, self.run.name), out)
+            log(f"batch-submit: {self.manifest_path} rewritten from the ledger: what run {self.run.name} sent")
 
 
 class Submission:
@@ -402,6 +411,8 @@ def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -
         submission = Submission(service, store, record, plan.inline_max)
         if record["run_id"] != plan.fresh["run_id"] or len(record["jobs"]) != len(parts):
             finish_changed(submission)
+            if isinstance(store, LedgerStore):
+                store.cache_manifest()
         elif not cancelling(store):  # a cancelled run creates nothing new
             submission.submit(parts, plan.timeout_hours, (lambda: check_budget(store, plan)) if resumed else None)
     return record

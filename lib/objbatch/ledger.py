@@ -212,7 +212,14 @@ def _needs_setup(conn: sqlite3.Connection, tables: set[str]) -> bool:
            "objbatch_applied", "objbatch_files", "file_metadata_ai", "file_primary_topics"}
     if not own <= tables or "ai_metadata_json" not in columns(conn, "files"):
         return True
-    return any(c not in columns(conn, t) for t, cols in LEDGER_COLUMNS.items() for c in cols)
+    if any(c not in columns(conn, t) for t, cols in LEDGER_COLUMNS.items() for c in cols):
+        return True
+    return _schema_version(conn) < SCHEMA_VERSION
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM objbatch_meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row and str(row[0]).isdigit() else 1
 
 
 def _stand_in(conn: sqlite3.Connection, tables: set[str]) -> None:
@@ -227,6 +234,25 @@ def _stand_in(conn: sqlite3.Connection, tables: set[str]) -> None:
             conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
 
 
+# Version 2 stores a kind where earlier versions left only a message: a file skipped as missing or
+# unreadable by them gets its skip_kind from that message, once, so no query decides by message text.
+SKIP_KIND_FROM_MESSAGE = """
+INSERT INTO objbatch_files (file_path, skip_kind)
+SELECT file_path, CASE WHEN error_message LIKE 'file cannot be read%' THEN 'unreadable' ELSE 'missing' END
+FROM files WHERE ai_metadata_status = 'skipped' AND (error_message LIKE 'file not found on disk%'
+     OR error_message LIKE 'file cannot be read%' OR error_message LIKE 'file no longer on disk%')
+ON CONFLICT(file_path) DO UPDATE SET skip_kind = excluded.skip_kind WHERE objbatch_files.skip_kind IS NULL
+"""
+SCHEMA_VERSION = 2
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    if _schema_version(conn) < 2:
+        conn.execute(SKIP_KIND_FROM_MESSAGE)
+    conn.execute("INSERT INTO objbatch_meta (key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE "
+                 "SET value = excluded.value", (str(SCHEMA_VERSION),))
+
+
 def _add_what_we_need(conn: sqlite3.Connection) -> None:
     if "ai_metadata_json" not in columns(conn, "files"):
         conn.execute("ALTER TABLE files ADD COLUMN ai_metadata_json TEXT")
@@ -238,6 +264,7 @@ def _add_what_we_need(conn: sqlite3.Connection) -> None:
         for name, kind in wanted.items():
             if name not in have:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    _migrate(conn)
 
 
 # ------------------------------------------------------------------ identity

@@ -7,7 +7,7 @@ cache of artifacts that every stage can rebuild from here: a run whose folder wa
 cancelled from the ledger, never paid again.
 
 The tables objbatch_runs, objbatch_claims, objbatch_parts, objbatch_jobs and objbatch_leases are written
-only here. States are enums; each change of a run's state is one function below, declared with
+only here. States are enums (states.py); each change of a run's state is one function below, declared with
 @transition(from, to), that refuses to start from any other state. docs/design.md carries the same table
 (tests/test_run_life.py holds the two together).
 """
@@ -22,33 +22,11 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Callable, Iterable, Iterator
 
 from . import config, ledger
 from .common import Failure, log, now_iso
-
-
-class RunState(StrEnum):
-    CLAIMED = "claimed"        # files taken, nothing sent
-    SUBMITTING = "submitting"  # what it sends is recorded (frozen); jobs being created
-    SUBMITTED = "submitted"    # every part has its job
-    CANCELLING = "cancelling"  # a cancel was asked after something was sent: harvested, then cancelled
-    APPLIED = "applied"        # every claimed file has its result
-    CANCELLED = "cancelled"
-
-
-class ClaimState(StrEnum):
-    CLAIMED = "claimed"        # in flight: no other run takes the file
-    DONE = "done"              # released when the run finished
-
-
-class EndReason(StrEnum):
-    """Why a run ended as it did (objbatch_runs.end_reason), read by code instead of its message."""
-    APPLIED = "applied"
-    CANCELLED = "cancelled"                  # cancelled after sending: what its jobs finished was applied
-    NOTHING_SENT = "nothing_sent"            # cancelled before anything reached the service
-
+from .states import ClaimState, EndReason, RunState
 
 FINISHED = (RunState.APPLIED, RunState.CANCELLED)
 FROZEN = (RunState.SUBMITTING, RunState.SUBMITTED, RunState.CANCELLING)
@@ -482,8 +460,9 @@ def run_of_result(conn: sqlite3.Connection, job_id: str | None, file_path: str) 
     return row[0] if row else None
 
 
-def sent(conn: sqlite3.Connection, name: str, custom_id: str) -> dict | None:
-    """What the run's ledger says was sent under this custom_id (its manifest line), or None."""
-    row = conn.execute("SELECT manifest_json FROM objbatch_claims WHERE run_name = ? AND custom_id = ?",
-                       (name, custom_id)).fetchone()
+def sent(conn: sqlite3.Connection, name: str, file_path: str, custom_id: str) -> dict | None:
+    """What the run's ledger says was sent for this file under this custom_id (its manifest line), or
+    None when the ledger has no such record (the run sent nothing, or it is finished)."""
+    row = conn.execute("SELECT manifest_json FROM objbatch_claims WHERE run_name = ? AND file_path = ? AND "
+                       "custom_id = ?", (name, file_path, custom_id)).fetchone()
     return ledger.load_json(row[0], None) if row else None

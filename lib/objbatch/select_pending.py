@@ -30,9 +30,7 @@ WHERE COALESCE(f.is_deleted, 0) = 0
   AND (f.ai_metadata_status IS NULL OR f.ai_metadata_status IN ('pending', 'retry_scheduled', 'failed_json')
        OR (f.ai_metadata_status = 'failed_validation' AND (COALESCE(o.attempts, 0) < :max_attempts
                                                            OR :retry_exhausted))
-       OR (f.ai_metadata_status = 'skipped' AND (o.skip_kind IN ('missing', 'unreadable')
-           OR (o.skip_kind IS NULL AND (f.error_message LIKE 'file not found on disk%'
-               OR f.error_message LIKE 'file cannot be read%' OR f.error_message LIKE 'file no longer on disk%')))))
+       OR (f.ai_metadata_status = 'skipped' AND o.skip_kind IN ('missing', 'unreadable')))
   AND NOT EXISTS (SELECT 1 FROM objbatch_claims c WHERE c.file_path = f.file_path AND c.state = 'claimed')
 ORDER BY f.file_path
 """

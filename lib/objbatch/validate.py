@@ -17,6 +17,7 @@ import click
 from . import ledger, metadata, runs
 from .build_jsonl import Skip, read_text
 from .common import EXIT_USAGE, Failure, Number, atomic_output, check_run_name, cli, log, read_jsonl, write_jsonl
+from .states import Decision
 
 
 class Manifest:
@@ -68,7 +69,7 @@ def decide(result: dict, entry: dict | None, threshold: float) -> dict:
     decision["usage"] = result.get("usage") or {}
     decision["counts_attempt"] = result.get("attempted", True)
     if not result.get("ok"):
-        return {**decision, "decision": "failed_validation", "metadata": None, "confidence": None,
+        return {**decision, "decision": Decision.FAILED_VALIDATION, "metadata": None, "confidence": None,
                 "reasons": [f"request failed: {result.get('error') or 'no reason given'}"], "repairs": []}
     verdict = metadata.judge(result.get("content"), result.get("finish_reason"),
                              entry.get("filename") if entry else None, threshold,
@@ -91,7 +92,7 @@ def evidence(entry: dict) -> dict[str, int]:
 
 def skipped(entry: dict) -> dict:
     return {"custom_id": None, "job_id": None, "file_path": entry["file_path"], "filename": entry.get("filename"),
-            "db_hash": entry.get("db_hash"), "decision": "skipped", "skip_kind": entry.get("skip_kind"),
+            "db_hash": entry.get("db_hash"), "decision": Decision.SKIPPED, "skip_kind": entry.get("skip_kind"),
             "metadata": None, "confidence": None, "reasons": [entry["skip"]], "repairs": [], "usage": {}}
 
 
@@ -109,11 +110,11 @@ def decisions(results: IO[str], manifest: Manifest, threshold: float, counts: di
         counts[decision["decision"]] = counts.get(decision["decision"], 0) + 1
         yield decision
     for offset in manifest.skips:
-        counts["skipped"] = counts.get("skipped", 0) + 1
+        counts[Decision.SKIPPED] = counts.get(Decision.SKIPPED, 0) + 1
         yield skipped(manifest.entry(offset))
     for custom_id, offset in manifest.sent.items():
         if custom_id not in seen:
-            counts["failed_validation"] = counts.get("failed_validation", 0) + 1
+            counts[Decision.FAILED_VALIDATION] = counts.get(Decision.FAILED_VALIDATION, 0) + 1
             yield decide({"custom_id": custom_id, "ok": False, "error": "no result in the fetched results",
                           "missing": True, "attempted": False},
                          manifest.entry(offset), threshold)
