@@ -34,7 +34,7 @@ from pathlib import Path
 
 import click
 
-from . import build_jsonl, client, config, costs, ledger, prompt, runs, select_pending, stats
+from . import build_jsonl, client, config, costs, ledger, overview, prompt, runs, select_pending
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -49,6 +49,8 @@ from .common import (
     cli,
     count,
     log,
+    printable,
+    printable_values,
 )
 from .estimate import over_budget
 
@@ -356,7 +358,8 @@ def _drop_cache(folder: Path, created: bool) -> None:
 
 def summary(plan: Plan, run: runs.Run) -> None:
     click.echo(f"Run {run.name} {run.state}:")
-    click.echo(stats.render(stats.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))))
+    found = overview.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))
+    click.echo(printable(overview.render(printable_values(found))))
 
 
 @cli("batch-run MAX=116", "batch-run NAME=run-20261129-0800 POLL=60", "batch-run --estimate MAX=500",
