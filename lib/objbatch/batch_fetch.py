@@ -2,12 +2,14 @@
 
 Success lines carry the answer (content, finish_reason, usage, model); failure lines the HTTP status and the
 reason. A line is a failure when `error` is set or `status_code >= 400`, in the output file or the error
-file. Custom_ids with no line in either file come out as "no result returned": nothing is left behind.
+file. Custom_ids with no line in either file come out as "no result returned" (missing: true, attempted:
+false: a request that never ran costs its file no attempt): nothing is left behind.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any, Iterator
 import click
 
 from . import client
-from .common import NOT_FINISHED, SERVICE_ENV, NotFinished, atomic_output, cli, kill_point, log, write_jsonl
+from .common import NOT_FINISHED, SERVICE_ENV, Failure, NotFinished, atomic_output, cli, kill_point, log, write_jsonl
 from .job_record import opened_record
 
 
@@ -49,9 +51,17 @@ def error_text(error: Any, status: Any) -> str:
     return f"HTTP {status}: {text}" if status else text
 
 
+# A file id as the service makes them (UUIDs): nothing the service sends becomes a path unless it fits.
+FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
 def fetch_raw(service: client.Service, file_id: str, raw_dir: Path) -> Path:
     """The result file on disk under raw_dir, downloaded (streamed, atomically) only if not kept already,
     so a rerun never downloads, or loses, what the service returned."""
+    if not isinstance(file_id, str) or not FILE_ID.fullmatch(file_id):
+        raise Failure(f"the service named result file {str(file_id)[:80]!r}, which is not a file id (letters, "
+                      "digits, '-' and '_'); nothing was downloaded: check MISTRAL_SERVER_URL points at the "
+                      "service (or a proxy you trust)")
     kept = raw_dir / f"{file_id}.jsonl"
     if not kept.exists():
         service.download_to(file_id, kept)
@@ -99,17 +109,17 @@ def harvest(service: client.Service, job: dict, custom_ids: list[str], raw_dir: 
     _report(job["id"], **counts)
     yield from held.values()
     for cid in custom_ids:
-        if cid not in done and cid not in held:
+        if cid not in done and cid not in held:  # it never ran (cancelled, timed out, failed): no attempt spent
             yield {"custom_id": cid, "job_id": job["id"], "status_code": None, "ok": False,
-                   "error": f"no result returned (job ended {job['status']})",
-                   "attempted": job["status"] != "CANCELLED"}  # a cancel costs no attempt
+                   "error": f"no result returned (job ended {job['status']})", "missing": True, "attempted": False}
 
 
 def never_sent(custom_ids: list[str]) -> Iterator[dict]:
     """Requests of a cancelled run whose part was never created: no attempt spent, back to the queue."""
     for cid in custom_ids:
         yield {"custom_id": cid, "job_id": None, "status_code": None, "ok": False,
-               "error": "no result returned (never submitted: the run was cancelled)", "attempted": False}
+               "error": "no result returned (never submitted: the run was cancelled)", "missing": True,
+               "attempted": False}
 
 
 def _report(job_id: str, unknown: int, duplicates: int, unreadable: int) -> None:
@@ -163,8 +173,7 @@ def _raw_dir(raw_dir: str | None) -> Iterator[Path]:
 
 def _counted(results: Iterator[dict], counts: dict) -> Iterator[dict]:
     for result in results:
-        key = "ok" if result["ok"] else ("missing" if result["status_code"] is None
-                                         and result["error"].startswith("no result") else "failed")
+        key = "ok" if result["ok"] else ("missing" if result.get("missing") else "failed")
         counts[key] += 1
         yield result
 

@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any, Callable, Union
 
 from .common import load_schema
+from .states import Decision
 
 
 @lru_cache(maxsize=None)
@@ -39,7 +40,7 @@ TRUNCATED_FINISH = {"length", "model_length"}
 class Verdict:
     """What validate decides for one answer."""
 
-    decision: str  # extracted | needs_review | failed_validation
+    decision: Decision  # extracted | needs_review | failed_validation
     metadata: dict | None = None
     confidence: float | None = None
     reasons: list[str] = field(default_factory=list)  # hard failure, or soft warnings
@@ -122,11 +123,43 @@ def repair(obj: dict) -> tuple[dict, list[tuple[str, dict]]]:
     """Fix what is unambiguous (enum case and spacing, known aliases, duplicate or unknown topics), in place:
     the object is the one parse_answer just made."""
     done: list[tuple[str, dict]] = []
+    _strip_controls(obj, done)
     for name, allowed in (("category", CATEGORIES), ("difficulty", DIFFICULTIES)):
         _repair_enum(obj, name, allowed, done)
     if isinstance(obj.get("primary_topics"), list):
         _repair_topics(obj, done)
     return obj, done
+
+
+# What a terminal acts on (ESC starts CSI and OSC sequences, 0x9b is a one-byte CSI, U+202E reverses text): a
+# transcript can prompt the model to plant them in stored metadata, which review, show and the library's own
+# tools print. Line breaks and tabs stay: they are text.
+CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _strip_controls(obj: dict, done: list) -> None:
+    """Remove control characters from every string of the answer (keys included), recorded as one repair."""
+    removed, fields = 0, []
+
+    def clean(value: Any, where: str) -> Any:
+        nonlocal removed
+        if isinstance(value, str):
+            text, n = CONTROLS.subn("", value)
+            if n:
+                removed += n
+                fields.append(where) if where not in fields else None
+            return text
+        if isinstance(value, list):
+            return [clean(item, where) for item in value]
+        if isinstance(value, dict):
+            return {clean(k, where): clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return value
+
+    cleaned = clean(obj, "")
+    if removed:
+        obj.clear()
+        obj.update(cleaned)
+        done.append(("control_characters_removed", {"count": removed, "fields": ", ".join(fields)}))
 
 
 def _norm(value: str) -> str:
@@ -429,12 +462,12 @@ def judge(content: Any, finish_reason: str | None, filename: str | None = None,
     try:
         obj, parse_repairs = parse_answer(content, finish_reason)
     except Unusable as exc:
-        return Verdict("failed_validation", reasons=[str(exc)])
+        return Verdict(Decision.FAILED_VALIDATION, reasons=[str(exc)])
     obj, repairs = repair(obj)
     too_few = fit_topics(obj, evidence, repairs)
     errors = [too_few] if too_few else hard_errors(obj)
     if errors:
-        return Verdict("failed_validation", reasons=errors)
+        return Verdict(Decision.FAILED_VALIDATION, reasons=errors)
     repairs = [(kind, {}) for kind in parse_repairs] + repairs
     warnings = soft_warnings(obj, filename)
     score = confidence(obj.get("confidence_score"), [k for k, _ in repairs] + [k for k, _ in warnings])
@@ -444,5 +477,5 @@ def judge(content: Any, finish_reason: str | None, filename: str | None = None,
     reasons = [_message(k, p) for k, p in warnings]
     if score < threshold:
         reasons.append(f"confidence {score:.2f} is below the threshold {threshold:.2f}")
-    decision = "needs_review" if reasons else "extracted"
+    decision = Decision.NEEDS_REVIEW if reasons else Decision.EXTRACTED
     return Verdict(decision, obj, score, reasons, [_message(k, p) for k, p in repairs])
