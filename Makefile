@@ -68,7 +68,7 @@ R := $(RUNS)/$(NAME)
 # Command-line variables, passed on to batch-run (which hands them to the stages' make).
 given = $(foreach v,$(filter-out $(1),$(VARS)),$(if $(filter command line,$(origin $(v))),$(call shq,$(v)=$($(v)))))
 
-TARGETS := help vars estimate batch cancel cron stats review export report demo bench lint test test-slow test-all \
+TARGETS := help vars key estimate batch cancel cron stats review export report demo bench lint test test-slow test-all \
   simulate venv clean-venv
 .PHONY: $(TARGETS)
 
@@ -99,6 +99,9 @@ vars: ## print every variable as make resolves it (used by batch-run)
 	@printf '%s\n' $(foreach v,$(VARS),$(call shq,$(v)=$($(v))))
 
 # ---------------------------------------------------------------- the pipeline
+
+key: $(STAMP) ## store the Mistral API key in the system keyring (asked without echo, checked with one call)
+	@$(BIN)/set-key
 
 estimate: $(STAMP) ## what make batch would do and cost now (same variables); pays nothing
 	@$(BIN)/batch-run --estimate $(call given,) $(reader_done)
