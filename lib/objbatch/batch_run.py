@@ -49,6 +49,8 @@ from .common import (
     cli,
     count,
     log,
+    printable,
+    printable_values,
 )
 from .estimate import over_budget
 
@@ -339,7 +341,8 @@ def _remove_own_folder(folder: Path) -> None:
 
 def summary(plan: Plan, run: runs.Run) -> None:
     click.echo(f"Run {run.name} {run.state}:")
-    click.echo(overview.render(overview.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))))
+    found = overview.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))
+    click.echo(printable(overview.render(printable_values(found))))
 
 
 @cli("batch-run MAX=116", "batch-run NAME=run-20261129-0800 POLL=60", "batch-run --estimate MAX=500",

@@ -13,6 +13,7 @@ from typing import IO, Iterable, Iterator
 
 from .common import Failure
 from .ledger import load_json
+from .output import unquote
 
 STORED = """
 SELECT f.file_path, f.filename, f.ai_metadata_status AS status, f.ai_confidence_score AS confidence,
@@ -85,9 +86,10 @@ TABLE_LINE = re.compile(r"^(needs_review|failed_validation|skipped|extracted|app
 
 
 def _read(stream: IO[str]) -> list[str]:
-    text = stream.read()
+    raw = getattr(stream, "buffer", None)  # as sent: a CR inside a quoted CSV cell is part of the path
+    text = raw.read().decode("utf-8", "surrogateescape") if raw is not None else stream.read()
     if text.lstrip().startswith("file_path,"):  # review --csv, export-metadata --csv
-        return [row["file_path"] for row in csv.DictReader(io.StringIO(text.lstrip())) if row.get("file_path")]
+        return [unquote(row["file_path"]) for row in csv.DictReader(io.StringIO(text.lstrip())) if row.get("file_path")]
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)

@@ -11,7 +11,7 @@ import sys
 import click
 
 from . import ledger, output
-from .common import cli
+from .common import cli, printable, printable_values
 from .overview import gather, render
 from .select_pending import DEFAULT_MAX_ATTEMPTS
 
@@ -31,7 +31,7 @@ def main(db: str, limit: int, max_attempts: int, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
     elif fmt == "table":
-        click.echo(render(data))
+        click.echo(printable(render(printable_values(data))))
     else:
         output.write(data["runs"], fmt, sys.stdout, render)
 
