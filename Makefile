@@ -34,8 +34,11 @@ FORMAT = csv## make export: csv, json or nl (JSON lines)
 MAX_IN_FLIGHT = 1## make cron: start a new run only while fewer runs are in flight
 N =## make review, export, report: at most this many files (review: per group; report: of the review queue)
 STATUS =## make review, export: only files with this status (review: needs_review, failed_validation, skipped)
+SEEDS = 20## make simulate: how many seeded sequences (N: seeds 0 to N-1), or a range LOW-HIGH
+SEED =## make simulate: replay this one sequence, printing every event and its output
+EVENTS = 24## make simulate: random events in each sequence (then it settles)
 VARS := PYTHON DB RUNS NAME MAX MODEL ALLOW_UNPRICED BUDGET POLL TIMEOUT MAX_ATTEMPTS RETRY_EXHAUSTED THRESHOLD \
-  FAULTS MAX_IN_FLIGHT FORMAT N STATUS
+  FAULTS MAX_IN_FLIGHT FORMAT N STATUS SEEDS SEED EVENTS
 
 # A variable make does not know (a typo: MAXX=5, max=5) is refused before anything runs, and so is a '$' in
 # a value (make would expand it: NAME='$(id)' would become another name).
@@ -62,7 +65,19 @@ R := $(RUNS)/$(NAME)
 # Command-line variables, passed on to batch-run (which hands them to the stages' make).
 given = $(foreach v,$(filter-out $(1),$(VARS)),$(if $(filter command line,$(origin $(v))),$(call shq,$(v)=$($(v)))))
 
-.PHONY: help vars estimate batch cancel cron stats review export report demo bench lint test test-slow test-all venv clean-venv
+TARGETS := help vars estimate batch cancel cron stats review export report demo bench lint test test-slow test-all \
+  simulate venv clean-venv
+.PHONY: $(TARGETS)
+
+# A goal make does not know (a typo: make bacth; a flag after --: make batch -- --dry) is refused before anything
+# runs (nothing paid), naming the nearest target. Stage files (RUNS/NAME/*.json[l]) are goals batch-run uses.
+unknown_goals := $(filter-out $(TARGETS) %.json %.jsonl $(STAMP),$(MAKECMDGOALS))
+ifneq ($(unknown_goals),)
+first_unknown := $(firstword $(unknown_goals))
+nearest := $(shell $(PYTHON) -c 'import difflib, sys; m = difflib.get_close_matches(sys.argv[1], sys.argv[2:], 1, 0.5); print("; did you mean " + m[0] + "?" if m else "")' $(call shq,$(first_unknown)) $(TARGETS) 2>/dev/null)
+hint := $(if $(filter -%,$(first_unknown)),; make passes no options on: use VAR=VALUE)
+$(error unknown target '$(first_unknown)'$(nearest)$(hint) (make help lists the targets; nothing was run))
+endif
 .PRECIOUS: $(RUNS)/%/select.jsonl $(RUNS)/%/requests.jsonl $(RUNS)/%/job.json $(RUNS)/%/wait.jsonl \
            $(RUNS)/%/results.jsonl $(RUNS)/%/decisions.jsonl $(RUNS)/%/applied.json
 
@@ -89,7 +104,7 @@ batch: $(STAMP) ## run the pipeline once: select, build, submit, wait, fetch, va
 	@$(BIN)/batch-run $(call given,)
 
 $(R)/select.jsonl: | $(STAMP)
-	@mkdir -p $(call shq,$(R))
+	@mkdir -p -m 700 $(call shq,$(R))
 	@$(BIN)/select-pending --db $(call shq,$(DB)) $(if $(MAX),--max $(call shq,$(MAX))) \
 	  --max-attempts $(call shq,$(MAX_ATTEMPTS)) $(if $(filter 1,$(RETRY_EXHAUSTED)),--retry-exhausted) \
 	  --claim $(call shq,$(NAME)) --model $(call shq,$(MODEL)) -o $(call shq,$@)
@@ -130,12 +145,14 @@ cron: $(STAMP) ## one unattended step: collect finished jobs, start a new run if
 stats: $(STAMP) ## where the library stands: statuses, runs in flight, cost
 	@$(BIN)/stats --db $(call shq,$(DB)) --max-attempts $(call shq,$(MAX_ATTEMPTS))
 
-review: $(STAMP) ## files whose metadata deserves a look (then: bin/show, bin/approve, bin/requeue)
-	@$(BIN)/review --db $(call shq,$(DB)) $(if $(THRESHOLD),--threshold $(call shq,$(THRESHOLD)))
+review: $(STAMP) ## files whose metadata deserves a look (STATUS=, N=; then: bin/show, bin/approve, bin/requeue)
+	@$(BIN)/review --db $(call shq,$(DB)) $(if $(THRESHOLD),--threshold $(call shq,$(THRESHOLD))) \
+	  $(if $(N),-n $(call shq,$(N))) $(foreach s,$(STATUS),--status $(call shq,$(s)))
 
-export: $(STAMP) ## the stored metadata on stdout (FORMAT=csv, json or nl)
+export: $(STAMP) ## the stored metadata on stdout (FORMAT=csv, json or nl; STATUS=, N=)
 	@$(if $(filter csv json nl,$(FORMAT)),,$(error FORMAT must be csv, json or nl (got '$(FORMAT)')))
-	@$(BIN)/export-metadata --db $(call shq,$(DB)) $(call shq,--$(FORMAT))
+	@$(BIN)/export-metadata --db $(call shq,$(DB)) $(call shq,--$(FORMAT)) $(if $(N),-n $(call shq,$(N))) \
+	  $(foreach s,$(STATUS),--status $(call shq,$(s)))
 
 report: $(STAMP) ## one self-contained HTML page to look at: cost, statuses, confidence, review queue (RUNS/report.html)
 	@$(BIN)/report --db $(call shq,$(DB)) --runs $(call shq,$(RUNS)) $(if $(N),-n $(call shq,$(N))) \
@@ -158,6 +175,10 @@ test: $(STAMP) ## the fast test suite
 
 test-slow: $(STAMP) ## the fault-injection and convergence suites
 	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]
+
+simulate: $(STAMP) ## seeded worst days of a user, a library and the service, invariants checked after every event
+	$(BIN)/python tests/simulate.py --events $(call shq,$(EVENTS)) \
+	  $(if $(SEED),--seed $(call shq,$(SEED)),--seeds $(call shq,$(SEEDS)))
 
 bench: $(STAMP) ## throughput and memory figures
 	$(BIN)/python tests/bench.py
