@@ -295,7 +295,7 @@ class Sequence:
         self.outputs = []
         self.budget = None
         self.in_copy = False
-        self.requeued: set[str] = set()
+        self.copy_problems: list[str] = []
         self.reader = False
         before = self.rows() if getattr(event, "__name__", "") == "ev_reader" else None
         started = time.time()
@@ -557,13 +557,14 @@ class Sequence:
             self.note(in_process("batch_run", ["--estimate", f"DB={copy}", f"RUNS={self.runs}"])
                       if action == "estimate" else in_process("stats", ["--db", str(copy)]))
             if self.rows(copy) != before:
-                raise Violation(f"{action} on a copy of the database changed the copy (a reader must change nothing)")
+                self.copy_problems.append(f"{action} on a copy of the database changed the copy (a reader must "
+                                          "change nothing)")
         if self.rows() != original:
-            raise Violation(f"{action} on a copy of the database changed the original")
+            self.copy_problems.append(f"{action} on a copy of the database changed the original")
         mine = self._job_ids_of_current_runs()
         cancelled = [j for j in self.emu.state.record["cancels"][cancels_before:] if j in mine]
         if cancelled:
-            raise Violation(f"{action} on a copy of the database cancelled the original's jobs {cancelled}")
+            self.copy_problems.append(f"{action} on a copy of the database cancelled the original's jobs {cancelled}")
         shutil.rmtree(copy.parent)
         return f"database: copied, {action} on the copy"
 
@@ -753,6 +754,7 @@ class Sequence:
                     problems.append(exc)
 
         run("output", self.check_outputs)
+        run("copy", self.check_copy)
         if reader_before is not None:
             run("reader", self.check_reader, reader_before)
         run("outside", self.check_files_outside)
@@ -789,6 +791,10 @@ class Sequence:
                 raise Violation(f"{out.argv[0]} failed with an unexpected exception: {out.err.strip()[-400:]}")
             if out.code not in EXIT_CODES and out.code not in (137, -2):
                 raise Violation(f"{out.argv[0]} exited {out.code}")
+
+    def check_copy(self) -> None:
+        if self.copy_problems:
+            raise Violation(self.copy_problems[0])
 
     def check_reader(self, before: dict) -> None:
         if self.rows() != before:
@@ -937,7 +943,7 @@ class Sequence:
 # ------------------------------------------------------------------ the runner
 
 
-CHECKS = ("output", "reader", "outside", "paid_once", "budget", "claims", "results", "attempts", "key")
+CHECKS = ("output", "copy", "reader", "outside", "paid_once", "budget", "claims", "results", "attempts", "key")
 
 
 def replay_line(seed: int, events: int) -> str:

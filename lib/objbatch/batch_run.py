@@ -329,6 +329,8 @@ def _locked(plan: Plan, assignments: list[str]) -> int:
         log(f"Run {plan.name} was finished by another process ({run.state}).")
         return EXIT_OK
     created = not plan.folder.exists()
+    if run is not None:  # applied.json is made once the ledger finished the run; this ledger has not (a
+        (plan.folder / "applied.json").unlink(missing_ok=True)  # restored backup): make must apply again
     atomic_write_json(plan.folder / "run.json", {"run_name": plan.name, "library_id": plan.conn.library_id,
                                                  "db_path": plan.conn.path})
     code = run_stages(plan, assignments)
