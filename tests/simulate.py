@@ -260,6 +260,7 @@ class Sequence:
         self.held = False
         self.budget: float | None = None
         self.restored = self.in_copy = False
+        self.copy_problems: list[str] = []
         self.event_index = 0
         self.snapshot = self._outside()
         self.attempts = self._attempts()
