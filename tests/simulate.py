@@ -14,7 +14,8 @@ at least --events random events drawn with random.Random(seed):
 - the library: edit, delete, move or make unreadable a file (then restore it), back up / restore the
   database, act on a copy of the database, delete a run folder;
 - the service: fault mixes (none, real, chaos), HTTP storms on one route, jobs ending FAILED or
-  TIMEOUT_EXCEEDED part-way, missing results, held jobs and their release, an emulator restart.
+  TIMEOUT_EXCEEDED part-way, missing results, oddly shaped result lines, lost job creations (made, but
+  answered 500), held jobs and their release, an emulator restart.
 Then a settling phase: faults off, jobs released, make batch (and make cancel if needed) until no run is
 unfinished. After every event the invariants below are checked; the first violation stops the sequence and
 prints its seed, its events and the last command's output.
@@ -488,9 +489,9 @@ class Sequence:
                     handle.write(f"\nAn added sentence {rng.randrange(10**6)} about reason and virtue.\n")
             if how in ("add", "edit and rescan"):
                 self.scan(path)
-            elif how == "delete":
+            if how == "delete":
                 path.unlink()
-            else:
+            elif how in ("move", "unreadable"):
                 where = self.dir / "moved" / f"{len(self.hidden)}-{path.name}"
                 where.parent.mkdir(exist_ok=True)
                 os.replace(path, where)
@@ -574,7 +575,15 @@ class Sequence:
     def ev_service(self) -> str:
         rng = self.rng
         kind = rng.choice(["preset", "preset", "storm", "storm", "job_status", "missing", "hold", "release",
-                           "restart"])
+                           "restart", "odd", "lost"])
+        if kind == "odd":
+            rate = rng.choice([0.0, 0.2, 1.0])
+            self.emu.faults(odd_lines=rate)
+            return f"service: oddly shaped result lines {rate}"
+        if kind == "lost":
+            n = rng.choice([1, 2])
+            self.emu.faults(lost_creates=n)
+            return f"service: the next {n} job creation(s) succeed but answer 500"
         if kind == "preset":
             preset = rng.choice(["none", "real", "chaos"])
             self.emu.faults(preset=preset, seed=self.seed * 1000 + self.event_index)
