@@ -93,7 +93,7 @@ batch: $(STAMP) ## run the pipeline once: select, build, submit, wait, fetch, va
 	@$(BIN)/batch-run $(call given,)
 
 $(R)/select.jsonl: | $(STAMP)
-	@mkdir -p $(call shq,$(R))
+	@mkdir -p -m 700 $(call shq,$(R))
 	@$(BIN)/select-pending --db $(call shq,$(DB)) $(if $(MAX),--max $(call shq,$(MAX))) \
 	  --max-attempts $(call shq,$(MAX_ATTEMPTS)) $(if $(filter 1,$(RETRY_EXHAUSTED)),--retry-exhausted) \
 	  --claim $(call shq,$(NAME)) --model $(call shq,$(MODEL)) -o $(call shq,$@)
