@@ -113,7 +113,8 @@ $(R)/select.jsonl: | $(STAMP)
 	@mkdir -p -m 700 $(call shq,$(R))
 	@$(BIN)/select-pending --db $(call shq,$(DB)) $(if $(MAX),--max $(call shq,$(MAX))) \
 	  --max-attempts $(call shq,$(MAX_ATTEMPTS)) $(if $(filter 1,$(RETRY_EXHAUSTED)),--retry-exhausted) \
-	  --claim $(call shq,$(NAME)) --model $(call shq,$(MODEL)) -o $(call shq,$@)
+	  --claim $(call shq,$(NAME)) --model $(call shq,$(MODEL)) -o $(call shq,$@) \
+	  $(if $(filter command line,$(origin MAX_IN_FLIGHT)),--max-in-flight $(call shq,$(MAX_IN_FLIGHT)))
 
 $(R)/requests.jsonl: $(R)/select.jsonl
 	@$(BIN)/build-jsonl --db $(call shq,$(DB)) --run $(call shq,$(NAME)) --model $(call shq,$(MODEL)) \

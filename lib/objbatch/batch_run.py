@@ -299,6 +299,8 @@ def _locked(plan: Plan, assignments: list[str]) -> int:
     created = not os.path.lexists(plan.folder)
     private_folder(plan.runs_dir, "RUNS folder", link_ok=True)
     private_folder(plan.folder, "run folder")
+    if run is not None:  # applied.json is made once the ledger finished the run; this ledger has not (a
+        (plan.folder / "applied.json").unlink(missing_ok=True)  # restored backup): make must apply again
     atomic_write_json(plan.folder / "run.json", {"run_name": plan.name, "library_id": plan.conn.library_id,
                                                  "db_path": plan.conn.path})
     code = run_stages(plan, assignments)
