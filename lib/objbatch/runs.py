@@ -367,6 +367,13 @@ def estimate(conn: sqlite3.Connection, name: str) -> dict | None:
     return ledger.load_json(row[0], None) if row else None
 
 
+def digests(conn: sqlite3.Connection, name: str) -> dict[str, str]:
+    """custom_id -> digest of the request line the run recorded as sent (frozen runs)."""
+    return {r[0]: r[1] for r in conn.execute("SELECT custom_id, request_digest FROM objbatch_claims WHERE "
+                                             "run_name = ? AND custom_id IS NOT NULL AND request_digest IS NOT NULL",
+                                             (name,))}
+
+
 def claimed_paths(conn: sqlite3.Connection, name: str) -> set[str]:
     return {r[0] for r in conn.execute("SELECT file_path FROM objbatch_claims WHERE run_name = ?", (name,))}
 
