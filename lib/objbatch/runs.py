@@ -9,7 +9,7 @@ cancelled from the ledger, never paid again.
 The tables objbatch_runs, objbatch_claims, objbatch_parts, objbatch_jobs and objbatch_leases are written
 only here. States are enums (states.py); each change of a run's state is one function below, declared with
 @transition(from, to), that refuses to start from any other state. docs/design.md carries the same table
-(tests/test_run_life.py holds the two together).
+(tests/test_run_states.py holds the two together).
 """
 
 from __future__ import annotations
@@ -127,11 +127,6 @@ def unfinished(conn: ledger.Library) -> list[Run]:
                         "(library_id = ? OR library_id IS NULL OR db_path = ?) ORDER BY created_at, run_name",
                         (*FINISHED, conn.library_id, conn.path)).fetchall()
     return [r for r in (get(conn, row[0]) for row in rows) if r]
-
-
-def claimed(conn: sqlite3.Connection, name: str) -> bool:
-    """Whether the run holds files (claimed, in flight)."""
-    return conn.execute("SELECT 1 FROM objbatch_claims WHERE run_name = ? LIMIT 1", (name,)).fetchone() is not None
 
 
 @transition([None], RunState.CLAIMED)
