@@ -18,7 +18,7 @@ from typing import IO, Iterator
 
 import click
 
-from . import ledger, runs, sources
+from . import kinds, ledger, runs, sources
 from .common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso, read_jsonl
 from .states import Decision, FileStatus
 
@@ -202,11 +202,11 @@ class Applier:
                    *[(path, tag) for tag in dict.fromkeys(meta["primary_topics"])])
 
     def _add_usage(self, decision: dict) -> None:
-        usage, job_id = decision.get("usage") or {}, decision.get("job_id")
-        if job_id and usage:
+        usage, job_id = kinds.usage(decision.get("usage")), decision.get("job_id")
+        if job_id and decision.get("usage"):
             total = self.usage.setdefault(job_id, [decision.get("model"), 0, 0])
-            total[1] += int(usage.get("prompt_tokens") or 0)
-            total[2] += int(usage.get("completion_tokens") or 0)
+            total[1] += usage["prompt_tokens"]
+            total[2] += usage["completion_tokens"]
 
     def finish(self) -> None:
         """Write what is pending, and the tokens the applied results carried, added to their jobs."""
