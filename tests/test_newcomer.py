@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import subprocess
 
 import pytest
@@ -238,3 +239,24 @@ def test_make_key_checks_the_key_then_stores_it_where_every_command_finds_it(emu
     no_keyring = run("set-key", input=TEST_KEY + "\n",
                      env={**env, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
     assert no_keyring.returncode == 1 and "no usable keyring" in no_keyring.stderr
+
+
+# ---------------------------------------------------------------- 6: retry lines say who retries, and until when
+
+def test_a_retry_line_names_its_command_its_attempt_and_when_it_gives_up(emulator, tmp_path):
+    from conftest import request_lines
+
+    submitted = run("batch-submit", "-o", tmp_path / "job.json", input=request_lines(2), env=emulator.env)
+    assert submitted.returncode == 0, submitted.stderr
+    emulator.faults(http_storm=2, http_status=503, retry_after=0.1)
+    waited = run("batch-wait", "--poll", "0.05", tmp_path / "job.json", env=emulator.env)
+    assert waited.returncode == 0, waited.stderr
+    retries = [line for line in waited.stderr.splitlines() if "retrying in" in line]
+    assert len(retries) == 2, waited.stderr
+    assert retries[0].startswith("batch-wait: status of job ") and "HTTP 503" in retries[0]
+    assert re.search(r"; retrying in 0\.1s \(attempt 1; giving up in \d+s\)$", retries[0]), retries[0]
+    assert "(attempt 2; giving up in " in retries[1]
+    emulator.faults(http_storm=1, http_status=429, retry_after=0.1)
+    slow = run("batch-wait", "--poll", "0.05", tmp_path / "job.json",
+               env={**emulator.env, "OBJBATCH_RETRY_SECONDS": "3600"})
+    assert re.search(r"\(attempt 1; giving up at \d\d:\d\d\)$", slow.stderr.splitlines()[0]), slow.stderr
