@@ -13,8 +13,10 @@ import click
 
 from . import ledger, library, output
 from .common import atomic_output, cli, count, log
+from .states import FileStatus
 
-STATUSES = ("extracted", "needs_review", "approved", "failed_validation", "skipped", "pending")
+STATUSES = (FileStatus.EXTRACTED, FileStatus.NEEDS_REVIEW, FileStatus.APPROVED, FileStatus.FAILED_VALIDATION,
+            FileStatus.SKIPPED, FileStatus.PENDING)
 
 
 def rows(conn: sqlite3.Connection, statuses: tuple[str, ...], limit: int | None) -> Iterator[dict]:

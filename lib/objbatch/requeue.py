@@ -15,8 +15,9 @@ import click
 
 from . import ledger, library, runs
 from .common import EXIT_FAILED, EXIT_USAGE, Failure, cli, count, log, now_iso
+from .states import FileStatus
 
-STATUSES = ("skipped", "failed_validation", "needs_review", "extracted")
+STATUSES = (FileStatus.SKIPPED, FileStatus.FAILED_VALIDATION, FileStatus.NEEDS_REVIEW, FileStatus.EXTRACTED)
 
 
 def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
@@ -38,7 +39,7 @@ def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
         row = conn.execute("SELECT ai_metadata_status, COALESCE(is_deleted, 0) FROM files WHERE file_path = ?",
                            (path,)).fetchone()
         why = ("deleted" if row[1] else f"in flight in run {flying[path]}" if path in flying else
-               "approved: add --include-approved to requeue it" if row[0] == "approved" and not include_approved
+               "approved: add --include-approved to requeue it" if row[0] == FileStatus.APPROVED and not include_approved
                else None)
         if why:
             refused.append((path, why))
