@@ -53,7 +53,7 @@ def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
 @click.argument("paths", nargs=-1)
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
-@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
+@click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in STATUSES]),
               help="Also requeue every file with this status (repeatable).")
 @click.option("--include-approved", is_flag=True, help="Allow approved files among those named.")
 def main(paths: tuple[str, ...], db: str, statuses: tuple[str, ...], include_approved: bool) -> None:
