@@ -139,7 +139,7 @@ def test_select_pending_skips_files_claimed_by_a_run_in_flight(library):
     assert [r["file_path"] for r in jsonl(same.stdout)] == first
     record = jsonl(claimed.stdout)[0]
     assert set(record) == {"file_path", "filename", "file_size", "content_hash", "scanner_metadata", "status",
-                           "attempts"}
+                           "attempts", "library_root"}
     assert isinstance(record["scanner_metadata"], dict)
 
 

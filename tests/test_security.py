@@ -40,13 +40,13 @@ def mode(path) -> int:
 
 # ---------------------------------------------------------------- the emulator
 
-@pytest.mark.parametrize("path, body", [("/_emulator/record", None), ("/_emulator/faults", {"http_503": 1.0}),
+@pytest.mark.parametrize("path, body", [("/_emulator/record", None), ("/_emulator/faults", {"http_rate": 1.0}),
                                         ("/_emulator/pace", {"queue_seconds": 99}),
                                         ("/_emulator/release", {})])
 def test_the_emulators_control_endpoints_need_the_key(emulator, path, body):
     assert control(emulator, path, body)[0] == 401
     assert control(emulator, path, body, key="wrong-key")[0] == 401
-    assert emulator.pace()["queue_seconds"] != 99 and emulator.faults().get("http_503", 0) != 1.0
+    assert emulator.pace()["queue_seconds"] != 99 and emulator.faults()["http_rate"] != 1.0
     assert control(emulator, path, body, key=TEST_KEY)[0] == 200
 
 
@@ -430,3 +430,26 @@ def test_build_jsonl_needs_a_root_for_lines_that_do_not_carry_one(tmp_path):
     assert built.returncode == 1 and built.stderr == (
         "build-jsonl: error: selection line 1 has no library_root (the folder files may be read from); pipe "
         "select-pending's output, or give --library-root\n")
+
+
+def test_the_key_is_in_no_file_objbatch_or_the_emulator_writes(emulator, library, tmp_path):
+    _, db = library
+    runs = tmp_path / "runs"
+    assert batch_run(emulator, db, runs, "NAME=k1", "MAX=4").returncode == 0
+    assert run("batch-cron", "--db", db, "--runs", runs, "--set", "MAX=2", env=emulator.env).returncode in (0, 75)
+    files = [p for root in (runs, emulator.state_dir, tmp_path / "state", db.parent) if root.exists()
+             for p in root.rglob("*") if p.is_file()]
+    assert db in files and any(p.name == "cron.log" for p in files) and any(p.name == "state.json" for p in files)
+    assert not [p for p in files if TEST_KEY.encode() in p.read_bytes()]
+
+
+def test_a_fault_setting_of_the_wrong_type_is_refused_and_never_saved(emulator, tmp_path):
+    for change in ({"http_rate": "x"}, {"answers": {"prose": "often"}}, {"shuffle": 1}, {"preset": "nope"},
+                   {"no_such": 1}, ["http_rate"]):
+        status, answer = control(emulator, "/_emulator/faults", change, key=TEST_KEY)
+        assert status == 422 and ("not changed" in json.dumps(answer) or "JSON object" in json.dumps(answer))
+    emulator.restart()
+    assert emulator.faults(http_rate=0.0)["http_rate"] == 0.0
+    submitted = run("batch-submit", "--run-name", "q1", "--record-dir", tmp_path / "records",
+                    input=request_lines(2), env=emulator.env)
+    assert submitted.returncode == 0, submitted.stderr
