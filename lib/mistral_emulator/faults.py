@@ -1,13 +1,16 @@
 """Fault injection: what goes wrong, how often, and for which request.
 
 A request's fate is decided by the seed, its custom_id and how often that custom_id was submitted before,
-so a run is reproducible and a resubmission is a fresh draw, as it is with a real model. Presets: `none`,
+so a run is reproducible and a resubmission is a fresh draw, as it is with a real model. Of objbatch's
+custom_ids (f<path hash>-<content hash>) only the content part counts, so the same library draws the same
+faults wherever its folder is (the README's session, typed in any clone). Presets: `none`,
 `real` (the answer failure rates measured on real runs of the library) and `chaos`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -55,10 +58,16 @@ PER_JOB = ("seed", "answers", "error_in_output", "error_in_error_file", "error_a
            "job_status", "partial", "odd_lines")  # fixed for a job when it is created
 
 
+def draw_key(custom_id: str) -> str:
+    """What a request's draw follows: the content hash of an objbatch custom_id, else the custom_id itself."""
+    head, _, content = custom_id.partition("-")
+    return content if len(head) == 17 and head.startswith("f") and len(content) == 16 else custom_id
+
+
 def fate(fault: dict, custom_id: str, occurrence: int) -> dict:
     """What happens to one request: kind (ok, error_output, error_file, missing), its answer fault, whether
     its error is a bare string, and the salt its answer is drawn with."""
-    salt = f"{fault['seed']}|{custom_id}|{occurrence}"
+    salt = f"{fault['seed']}|{draw_key(custom_id)}|{occurrence}"
     rng = random.Random(salt)
     roll = rng.random()
     kind = "ok"
@@ -120,6 +129,31 @@ def http_fault(faults: dict, record: dict, method: str, path: str) -> ApiError |
                              "param": None, "code": "3000"}, retry)
 
 
+def problem(changes: Any) -> str | None:
+    """Why a fault change cannot be taken (None: it can): known settings, each of its default's type. A
+    wrong value is refused, never saved into state.json, where it would break every later job."""
+    if not isinstance(changes, dict):
+        return "give a JSON object, e.g. {\"preset\": \"real\"}"
+    for key, value in changes.items():
+        if key == "preset":
+            if value not in PRESETS:
+                return f"unknown preset {value!r}; known: {', '.join(PRESETS)}"
+            continue
+        if key not in DEFAULTS:
+            return f"unknown setting {key!r}; known: {', '.join(DEFAULTS)}"
+        if not _fits(DEFAULTS[key], value):
+            return f"{key} must be like {DEFAULTS[key]!r} (got {value!r})"
+    return None
+
+
+def _fits(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(default, str):
+        return type(value) is type(default)
+    if isinstance(default, dict):
+        return isinstance(value, dict) and all(_fits(0.0, rate) for rate in value.values())
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def update(faults: dict, changes: dict[str, Any]) -> None:
     """Apply a change (POST /_emulator/faults): a `preset` starts from the defaults and that preset."""
     if "preset" in changes:
@@ -136,7 +170,11 @@ def parse_option(value: str | None) -> dict:
     path = Path(value)
     text = path.read_text() if path.exists() else value
     try:
-        return json.loads(text)
+        parsed = json.loads(text)
     except json.JSONDecodeError:
         raise click.BadParameter(f"{value!r} is not a preset ({', '.join(PRESETS)}), a JSON file or JSON text") \
             from None
+    wrong = problem(parsed)
+    if wrong:
+        raise click.BadParameter(wrong, param_hint="--faults")
+    return parsed
