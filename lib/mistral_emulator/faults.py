@@ -1,7 +1,9 @@
 """Fault injection: what goes wrong, how often, and for which request.
 
 A request's fate is decided by the seed, its custom_id and how often that custom_id was submitted before,
-so a run is reproducible and a resubmission is a fresh draw, as it is with a real model. Presets: `none`,
+so a run is reproducible and a resubmission is a fresh draw, as it is with a real model. Of objbatch's
+custom_ids (f<path hash>-<content hash>) only the content part counts, so the same library draws the same
+faults wherever its folder is (the README's session, typed in any clone). Presets: `none`,
 `real` (the answer failure rates measured on real runs of the library) and `chaos`.
 """
 
@@ -45,15 +47,26 @@ DEFAULTS = {
     "http_storm_path": "",       # ... only calls that start with this, e.g. "POST /v1/files"
     "http_status": 429,          # status of storm answers (429 or 503)
     "retry_after": 0.05,         # seconds, sent as Retry-After on 429/503
+    "odd_lines": 0.0,            # share of answered requests whose result line is oddly shaped (ODD_SHAPES)
+    "lost_creates": 0,           # the next N job creations succeed but are answered 500 (the answer is lost)
 }
+# Result lines a service should not send but might: each affects its own request only.
+ODD_SHAPES = ("message_string", "usage_list", "tokens_text", "brackets", "choices_null", "response_string",
+              "body_list", "custom_id_number")
 PER_JOB = ("seed", "answers", "error_in_output", "error_in_error_file", "error_as_string", "missing", "shuffle",
-           "job_status", "partial")  # fixed for a job when it is created
+           "job_status", "partial", "odd_lines")  # fixed for a job when it is created
+
+
+def draw_key(custom_id: str) -> str:
+    """What a request's draw follows: the content hash of an objbatch custom_id, else the custom_id itself."""
+    head, _, content = custom_id.partition("-")
+    return content if len(head) == 17 and head.startswith("f") and len(content) == 16 else custom_id
 
 
 def fate(fault: dict, custom_id: str, occurrence: int) -> dict:
     """What happens to one request: kind (ok, error_output, error_file, missing), its answer fault, whether
     its error is a bare string, and the salt its answer is drawn with."""
-    salt = f"{fault['seed']}|{custom_id}|{occurrence}"
+    salt = f"{fault['seed']}|{draw_key(custom_id)}|{occurrence}"
     rng = random.Random(salt)
     roll = rng.random()
     kind = "ok"
@@ -69,7 +82,31 @@ def fate(fault: dict, custom_id: str, occurrence: int) -> dict:
             answer = name
             break
         roll -= rate
-    return {"kind": kind, "answer": answer, "string_error": rng.random() < fault["error_as_string"], "salt": salt}
+    string_error = rng.random() < fault["error_as_string"]
+    odd = rng.choice(ODD_SHAPES) if rng.random() < fault.get("odd_lines", 0.0) else None  # drawn last: older
+    return {"kind": kind, "answer": answer, "string_error": string_error, "salt": salt, "odd": odd}  # draws kept
+
+
+def oddly_shaped(line: dict, shape: str) -> dict:
+    """A result line bent into one of ODD_SHAPES."""
+    body = line["response"]["body"]
+    if shape == "message_string":
+        body["choices"][0]["message"] = "oops"
+    elif shape == "usage_list":
+        body["usage"] = [1, 2]
+    elif shape == "tokens_text":
+        body["usage"] = {**(body.get("usage") or {}), "prompt_tokens": "n/a"}
+    elif shape == "brackets":
+        body["choices"][0]["message"]["content"] = "[" * 3000
+    elif shape == "choices_null":
+        body["choices"] = None
+    elif shape == "response_string":
+        line["response"] = "oops"
+    elif shape == "body_list":
+        line["response"]["body"] = [body]
+    elif shape == "custom_id_number":
+        line["custom_id"] = 12345
+    return line
 
 
 def http_fault(faults: dict, record: dict, method: str, path: str) -> ApiError | None:
