@@ -17,6 +17,7 @@ import click
 
 from . import ledger, runs, sources
 from .common import Failure, atomic_output, check_run_name, cli, count, kill_point, log, now_iso, write_jsonl
+from .states import FileStatus
 
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -46,7 +47,7 @@ def as_record(row: sqlite3.Row) -> dict:
     scanner = ledger.load_json(row["metadata_json"], row["metadata_json"])
     return {"file_path": row["file_path"], "filename": row["filename"], "file_size": row["file_size"],
             "content_hash": row["content_hash"] or "", "scanner_metadata": scanner or {},
-            "status": row["ai_metadata_status"] or "pending", "attempts": row["attempts"]}
+            "status": row["ai_metadata_status"] or FileStatus.PENDING, "attempts": row["attempts"]}
 
 
 def candidates(conn: sqlite3.Connection, params: dict, bad: list[int]) -> Iterator[sqlite3.Row]:
@@ -65,7 +66,7 @@ def eligible(conn: sqlite3.Connection, params: dict, limit: int | None, bad: lis
     for row in candidates(conn, params, bad):
         if limit is not None and taken >= limit:
             return
-        if row["ai_metadata_status"] == "skipped" and not sources.readable(row["file_path"]):
+        if row["ai_metadata_status"] == FileStatus.SKIPPED and not sources.readable(row["file_path"]):
             continue
         taken += 1
         yield row
@@ -142,9 +143,12 @@ def report_others(conn: sqlite3.Connection, claim: str | None) -> None:
 @click.option("--max-in-flight", type=click.IntRange(min=1), default=None,
               help="With --claim: start no new run while this many runs of the database are unfinished (the "
                    "cap make cron keeps, counted in the claim's own transaction).")
+@click.option("--library-root", type=click.Path(file_okay=False), default=None,
+              help="The folder the library's files are in (make's LIBRARY_ROOT); build-jsonl reads nothing "
+                   "outside it. Default: where objlib records it, else the common folder of the rows.")
 @click.option("-o", "--output", default="-", help="Write here (atomically) instead of stdout.")
 def main(db: str, limit: int | None, max_attempts: int, retry_exhausted: bool, claim: str | None,
-         model: str | None, max_in_flight: int | None, output: str) -> None:
+         model: str | None, max_in_flight: int | None, library_root: str | None, output: str) -> None:
     """Print the files to extract as JSONL: path, name, size, content hash, scanner metadata, attempts."""
     if claim is not None:
         check_run_name(claim)
@@ -154,8 +158,9 @@ def main(db: str, limit: int | None, max_attempts: int, retry_exhausted: bool, c
         report_others(conn, claim)
         kill_point("after-claim")
         records = claimed(conn, claim) if claim else preview(conn, limit, max_attempts, retry_exhausted)
+        root = sources.library_root(conn, db, library_root)[0]
         with atomic_output(output) as out:
-            written = write_jsonl(records, out)
+            written = write_jsonl(({**record, "library_root": root} for record in records), out)
     log(f"select-pending: {count(written, 'file')} selected" + (f" for run {claim}" if claim else ""))
 
 
