@@ -22,7 +22,7 @@ def one_line_errors(fn: Callable) -> Callable:
         except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except click.ClickException as exc:
-            _fail(name, exc.format_message(), verbose)
+            _fail(name, exc.format_message(), verbose, exc.exit_code)  # 2 for a usage error
         except KeyboardInterrupt:
             _fail(name, "interrupted", verbose, 130)
         except Exception as exc:  # anything unexpected still gets one readable line
