@@ -290,7 +290,9 @@ class Sequence:
         self.paths: dict[str, str] = {}               # sha256(path)[:16] -> path, for custom_ids
         self.held = False
         self.budget: float | None = None
-        self.restored = self.in_copy = False
+        self.restored = self.in_copy = self.library_event = False
+        self.approved: dict[str, tuple] = {}
+        self.event_started = time.time()
         self.copy_problems: list[str] = []
         self.event_index = 0
         self.snapshot = self._outside()
@@ -326,7 +328,8 @@ class Sequence:
         self.event_index = index
         self.outputs = []
         self.budget = None
-        self.in_copy = False
+        self.in_copy = self.library_event = False
+        self.event_started = time.time()
         self.copy_problems: list[str] = []
         self.reader = False
         before = self.rows() if getattr(event, "__name__", "") == "ev_reader" else None
@@ -504,6 +507,7 @@ class Sequence:
 
     def ev_library(self) -> str:
         rng = self.rng
+        self.library_event = True
         if self.hidden and rng.random() < 0.4:
             path, where, how = self.hidden.pop(rng.randrange(len(self.hidden)))
             if how == "unreadable":
@@ -574,6 +578,7 @@ class Sequence:
 
     def ev_database(self) -> str:
         rng = self.rng
+        self.library_event = True
         choice = rng.choice(["backup", "restore", "copy", "copy", "delete run folder"])
         if choice == "backup" or (choice == "restore" and not self.backup):
             target = self.dir / "backup.db"
@@ -849,6 +854,7 @@ class Sequence:
         run("results", self.check_results_applied, current, applied)
         run("attempts", self.check_attempts, current, applied)
         run("key", self.check_key_in_files)
+        run("approved", self.check_approved)
         self.applied = applied
         self.restored = False
         if problems:
@@ -862,6 +868,10 @@ class Sequence:
             if "Traceback (most recent call last)" in text or "rerun with --verbose for details" in text:
                 lines = [line for line in text.splitlines() if "rerun with --verbose" in line or "Error" in line]
                 raise Violation(f"{out.argv[0]} failed with an unexpected exception: {(lines or [''])[-1].strip()}")
+            summary = re.search(r"^Run (\S+) (\w+):$", out.out, re.M)
+            if out.argv[0].endswith("batch-run") and out.code == 0 and summary and \
+                    summary.group(2) not in ("applied", "cancelled"):
+                raise Violation(f"batch-run exited 0 (done) but run {summary.group(1)} is {summary.group(2)}")
             if out.code == -999:
                 raise Violation(f"{out.argv[0]} hung (killed by the simulator)")
             if out.code not in EXIT_CODES and out.code not in (137, -2):
@@ -1004,6 +1014,23 @@ class Sequence:
                     raise Violation(f"{path}: attempts grew by {grew} but only {ran} request(s) for it ran "
                                     "(had a line in an output or error file)")
 
+    def check_approved(self) -> None:
+        """An approved file's metadata changes only by the user's hand (requeue --include-approved) or the
+        library's (a rescan, a restored database)."""
+        with self.connect() as conn:
+            try:
+                now = {r[0]: tuple(r[1:]) for r in conn.execute(
+                    "SELECT file_path, ai_metadata_status, ai_metadata_json FROM files")}
+            except sqlite3.OperationalError:  # objbatch never touched the database yet
+                return
+        before, self.approved = self.approved, {p: v for p, v in now.items() if v[0] == "approved"}
+        if self.library_event or self.restored:
+            return
+        for path, value in before.items():
+            if now.get(path) != value and self.touched_at.get(path, 0) < self.event_started:
+                raise Violation(f"approved file {path} changed without a requeue: {value[0]} -> "
+                                f"{(now.get(path) or ('gone',))[0]}")
+
     def check_key_in_files(self) -> None:
         needle = KEY.encode()
         for base in (self.runs, self.dir / "state"):
@@ -1021,7 +1048,7 @@ class Sequence:
 
 
 CHECKS = ("output", "copy", "reader", "outside", "paid_once", "budget", "claims", "results", "attempts", "key",
-          "unfinished")
+          "approved", "unfinished")
 
 
 def replay_line(seed: int, events: int) -> str:
