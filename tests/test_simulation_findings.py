@@ -68,3 +68,20 @@ def test_ctrl_c_while_a_stage_opens_its_input_is_an_interruption_not_an_unexpect
             run_stage(["validate", "--manifest", str(tmp_path / "manifest.jsonl"), str(fifo)])
     finally:
         timer.cancel()
+
+
+def test_a_ctrl_c_wrapped_in_another_exception_is_an_interruption(capsys):
+    """make simulate SEED=896: a SIGINT that landed while batch-submit first imported the SDK came out as
+    "RuntimeError: Error calling __set_name__ on 'PydanticDescriptorProxy' ... (rerun with --verbose)",
+    exit 1: Python 3.11 wraps an exception raised while a class is being made. Any Ctrl-C is an
+    interruption: exit 130, one line."""
+    from objbatch.common import cli
+
+    @cli("wrapped")
+    def wrapped() -> None:
+        raise RuntimeError("Error calling __set_name__ on 'PydanticDescriptorProxy'") from KeyboardInterrupt()
+
+    with pytest.raises(SystemExit) as done:
+        wrapped.main(args=[], prog_name="wrapped", standalone_mode=False)
+    assert done.value.code == 130
+    assert capsys.readouterr().err == "wrapped: error: interrupted; rerun the same command to resume\n"

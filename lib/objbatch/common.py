@@ -123,6 +123,8 @@ def command(fn: Callable) -> Callable:
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # anything unexpected still gets one readable line
+            if _interrupted(exc):
+                _exit(name, "interrupted; rerun the same command to resume", 130, "error", verbose)
             _exit(name, f"{type(exc).__name__}: {exc} (rerun with --verbose for details)", EXIT_FAILED, "error",
                   verbose)
 
@@ -181,6 +183,18 @@ def cli(*examples: str, env: Iterable[str] = (), exits: dict[int, str] | None = 
                              epilog=epilog)(body)
 
     return decorate
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """A Ctrl-C that another exception wrapped (Python 3.11 wraps one that lands while a class is being made,
+    as when the SDK is first imported, in a RuntimeError)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _exit(name: str, message: str, code: int, label: str, verbose: bool) -> None:
