@@ -26,6 +26,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -330,10 +331,21 @@ def _drop_cache(folder: Path, created: bool) -> None:
 
 
 def summary(plan: Plan, run: runs.Run) -> None:
-    click.echo(f"Run {run.name} {run.state}:")
     figures = overview.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))
-    click.echo(printable(overview.render(printable_values(figures))))
-    click.echo(next_step(figures["statuses"]))
+    say(f"Run {run.name} {run.state}:\n{printable(overview.render(printable_values(figures)))}\n"
+        f"{next_step(figures['statuses'])}")
+
+
+def say(text: str) -> None:
+    """The summary on stdout, for the person watching. A reader that went away (make batch | head) does not
+    stop or fail a paid run: what it no longer reads goes to /dev/null."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a closed stdout: an error on write, not the end
+    try:
+        click.echo(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def next_step(statuses: dict[str, int]) -> str:
