@@ -36,6 +36,7 @@ DEFAULTS = {
     "error_in_output": 0.0,      # request errors written as failure lines in the output file
     "error_in_error_file": 0.0,  # request errors written to the error file
     "error_as_string": 0.5,      # share of request errors whose `error` is a bare string
+    "null_custom_id": 0.0,       # share of request errors whose line has custom_id null (the service allows it)
     "missing": 0.0,              # requests in neither file
     "shuffle": False,            # result lines in arbitrary order
     "job_status": "SUCCESS",     # terminal status: SUCCESS, FAILED or TIMEOUT_EXCEEDED
@@ -46,8 +47,8 @@ DEFAULTS = {
     "http_status": 429,          # status of storm answers (429 or 503)
     "retry_after": 0.05,         # seconds, sent as Retry-After on 429/503
 }
-PER_JOB = ("seed", "answers", "error_in_output", "error_in_error_file", "error_as_string", "missing", "shuffle",
-           "job_status", "partial")  # fixed for a job when it is created
+PER_JOB = ("seed", "answers", "error_in_output", "error_in_error_file", "error_as_string", "null_custom_id",
+           "missing", "shuffle", "job_status", "partial")  # fixed for a job when it is created
 
 
 def fate(fault: dict, custom_id: str, occurrence: int) -> dict:
@@ -69,7 +70,9 @@ def fate(fault: dict, custom_id: str, occurrence: int) -> dict:
             answer = name
             break
         roll -= rate
-    return {"kind": kind, "answer": answer, "string_error": rng.random() < fault["error_as_string"], "salt": salt}
+    null_id = kind in ("error_output", "error_file") and rng.random() < fault.get("null_custom_id", 0.0)
+    return {"kind": kind, "answer": answer, "string_error": rng.random() < fault["error_as_string"], "salt": salt,
+            "null_custom_id": null_id}
 
 
 def http_fault(faults: dict, record: dict, method: str, path: str) -> ApiError | None:
@@ -84,9 +87,11 @@ def http_fault(faults: dict, record: dict, method: str, path: str) -> ApiError |
     status = faults["http_status"] if storm else (429 if record["calls"] % 2 else 503)
     record["http_faults"] += 1
     retry = {"Retry-After": f"{faults['retry_after']:g}"}
-    if status == 429:
-        return ApiError(429, {"object": "error", "message": "Requests rate limit exceeded", "type": "rate_limited",
-                              "param": None, "code": "1300"}, retry)
+    if status == 429:  # the service's body and headers (docs/mistral-batch-api.md, "Errors")
+        limits = {"x-ratelimit-limit-req-minute": "60", "x-ratelimit-remaining-req-minute": "0",
+                  "x-ratelimit-limit-tokens-minute": "500000", "x-ratelimit-remaining-tokens-minute": "0"}
+        return ApiError(429, {"object": "error", "message": "Rate limit exceeded", "type": "rate_limited",
+                              "param": None, "code": "1300"}, {**retry, **limits})
     return ApiError(status, {"object": "error", "message": "Service unavailable", "type": "service_unavailable",
                              "param": None, "code": "3000"}, retry)
 

@@ -18,7 +18,7 @@ from typing import IO, Iterator
 
 import click
 
-from . import ledger, runs
+from . import costs, ledger, runs
 from .common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso, read_jsonl
 
 PROTECTED = ("approved",)
@@ -53,7 +53,7 @@ class Applier:
     def __init__(self, conn: sqlite3.Connection, run_name: str | None):
         self.conn, self.run_name = conn, run_name
         self.counts: dict[str, int] = {}
-        self.usage: dict[str, list] = {}  # job_id -> [model, prompt tokens, completion tokens]
+        self.usage: dict[str, list] = {}  # job_id -> [model, resolved models, prompt, cached, output, reasoning]
         self.now = now_iso()
         self.pending: dict[str, list[tuple]] = {}  # statement -> rows, written in the order first met
         self.pending_paths: set[str] = set()
@@ -89,10 +89,11 @@ class Applier:
             self._refresh_mirror(decision["file_path"])
         self.later(
             "INSERT INTO objbatch_applied (result_key, file_path, decision, outcome, applied_at, run_name, confidence, "
-            "reasons_json, repairs_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "reasons_json, repairs_json, model, resolved_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key, decision["file_path"], decision["decision"], outcome, self.now, self.run_name,
              decision.get("confidence"), json.dumps(decision.get("reasons") or [], ensure_ascii=False),
-             json.dumps(decision.get("repairs") or [], ensure_ascii=False)))
+             json.dumps(decision.get("repairs") or [], ensure_ascii=False), decision.get("model"),
+             decision.get("resolved_model")))
         self._add_usage(decision)
         if len(self.pending_keys) >= BATCH:
             self.flush()
@@ -167,31 +168,38 @@ class Applier:
                    (text, decision["decision"], decision["confidence"], review, self.now, path))
         self.later("UPDATE file_metadata_ai SET is_current = 0 WHERE file_path = ? AND is_current = 1", (path,))
         self.later("INSERT INTO file_metadata_ai (file_path, metadata_json, model, prompt_version, "
-                   "extraction_config_hash, is_current, created_at) VALUES (?, ?, ?, ?, ?, 1, ?)",
+                   "extraction_config_hash, is_current, created_at, resolved_model) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
                    (path, text, decision.get("model"), decision.get("prompt_version"), decision.get("config_hash"),
-                    self.now))
+                    self.now, decision.get("resolved_model")))
         self.later("DELETE FROM file_primary_topics WHERE file_path = ?", (path,))
         self.later("INSERT INTO file_primary_topics (file_path, topic_tag) VALUES (?, ?)",
                    *[(path, tag) for tag in dict.fromkeys(meta["primary_topics"])])
 
     def _add_usage(self, decision: dict) -> None:
+        """Tokens as the service reported them: prompt (of which cached) and output (of which reasoning)."""
         usage, job_id = decision.get("usage") or {}, decision.get("job_id")
         if job_id and usage:
-            total = self.usage.setdefault(job_id, [decision.get("model"), 0, 0])
-            total[1] += int(usage.get("prompt_tokens") or 0)
-            total[2] += int(usage.get("completion_tokens") or 0)
+            total = self.usage.setdefault(job_id, [decision.get("model"), set(), 0, 0, 0, 0])
+            if decision.get("resolved_model"):
+                total[1].add(str(decision["resolved_model"]))
+            for index, tokens in enumerate(costs.usage_tokens(usage), 2):
+                total[index] += tokens
 
     def finish(self) -> None:
         """Write what is pending, and the tokens the applied results carried, added to their jobs."""
         self.flush()
         self.conn.executemany(
-            "INSERT INTO objbatch_jobs (job_id, run_name, model, prompt_tokens, completion_tokens, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET "
+            "INSERT INTO objbatch_jobs (job_id, run_name, model, prompt_tokens, cached_tokens, completion_tokens, "
+            "reasoning_tokens, resolved_model, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(job_id) DO UPDATE SET "
             "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+            "cached_tokens = cached_tokens + excluded.cached_tokens, "
             "completion_tokens = completion_tokens + excluded.completion_tokens, "
+            "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, "
+            "resolved_model = COALESCE(excluded.resolved_model, resolved_model), "
             "run_name = COALESCE(run_name, excluded.run_name)",
-            [(job_id, self.run_name, model, tokens_in, tokens_out, self.now)
-             for job_id, (model, tokens_in, tokens_out) in self.usage.items()])
+            [(job_id, self.run_name, model, prompt, cached, output, reasoning, ",".join(sorted(resolved)) or None,
+              self.now) for job_id, (model, resolved, prompt, cached, output, reasoning) in self.usage.items()])
 
 
 def read_decisions(stream: IO[str]) -> Iterator[dict]:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import click
 
-from . import build_jsonl, client, config, costs, ledger, prompt, runs, select_pending, stats
+from . import build_jsonl, client, config, costs, ledger, prompt, remote, runs, select_pending, stats
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -200,7 +200,7 @@ def run_stages(plan: Plan, assignments: list[str]) -> int:
 
 NUMBERS = {"MAX": (int, 0, None), "MAX_ATTEMPTS": (int, 1, None), "POLL": (float, 0, None),
            "TIMEOUT": (float, 0, None), "THRESHOLD": (float, 0, 1), "MAX_IN_FLIGHT": (int, 1, None),
-           "BUDGET": (float, 0, None)}
+           "BUDGET": (float, 0, None), "TIMEOUT_HOURS": (int, 1, 168)}
 
 
 def check_settings(settings: dict[str, str]) -> None:
@@ -208,10 +208,11 @@ def check_settings(settings: dict[str, str]) -> None:
     is touched."""
     if settings.get("NAME"):
         check_run_name(settings["NAME"])
-    for flag in ("RETRY_EXHAUSTED", "ALLOW_UNPRICED"):
+    for flag in ("RETRY_EXHAUSTED", "ALLOW_UNPRICED", "KEEP_REMOTE"):
         if settings.get(flag, "") not in ("", "0", "1"):
             raise Failure(f"{flag} is 1 (on) or empty or 0 (off), not {settings[flag]!r}", EXIT_USAGE)
     costs.check_model(settings["MODEL"], settings.get("ALLOW_UNPRICED") == "1")
+    costs.check_effort(settings["MODEL"], settings.get("REASONING_EFFORT") or None)
     for name, (kind, low, high) in NUMBERS.items():
         text = settings.get(name, "")
         if not text:
@@ -248,6 +249,9 @@ def estimate(assignments: list[str]) -> int:
         return EXIT_OK
     click.echo(f"make batch would start a new run with {count(files, 'file')}:")
     click.echo(figures.render())
+    stale = costs.stale_note()
+    if stale:
+        log(f"make estimate: {stale}")
     refusal = over_budget(figures, float(settings["BUDGET"]) if settings.get("BUDGET") else None)
     if refusal:
         log(f"make batch would refuse: {refusal}")
@@ -257,17 +261,18 @@ def estimate(assignments: list[str]) -> int:
 
 def new_run_estimate(conn: ledger.Library, settings: dict[str, str]) -> costs.Estimate:
     """Build, in memory, every request a new run would send."""
-    answer = costs.answer_tokens(conn)
-    figures = costs.Estimate(model=settings["MODEL"], answer_tokens=answer[0], answer_basis=answer[1])
+    figures = costs.Estimate(model=settings["MODEL"])
+    effort = settings.get("REASONING_EFFORT") or None
     limit = int(settings["MAX"]) if settings.get("MAX") else None
     selected = select_pending.preview(conn, limit, int(settings["MAX_ATTEMPTS"]), settings["RETRY_EXHAUSTED"] == "1")
-    config = prompt.config_hash(settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS)
+    config = prompt.config_hash(settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS, effort)
     for record in selected:
-        request, entry = build_jsonl.build(record, settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS, config)
+        request, entry = build_jsonl.build(record, settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS, config, effort)
         if request:
             figures.add_request(request["body"])
         else:
             figures.add_skip(entry.get("skip_kind") or "other")
+    figures.learn_answers(conn)
     return figures
 
 
@@ -288,6 +293,7 @@ def batch(assignments: list[str], wait_for_lock: bool = True) -> int:
         if plan.run and plan.run.finished:
             log(f"Run {plan.name} is finished ({plan.run.state} {plan.run.finished_at}); nothing to do. "
                 "make batch without NAME starts a new run.")
+            _clean_up_finished(conn, plan.name, settings)  # a crash between apply and cleanup is made good
             return EXIT_OK
         plan.check_folder()
         if plan.run:
@@ -325,9 +331,17 @@ def _locked(plan: Plan, assignments: list[str]) -> int:
             log("No pending files: nothing to do.")
     if code == 0:
         if run is not None:
-            summary(plan, run)
+            summary(plan, run, *remote.clean_up(plan.conn, run.name, plan.settings.get("KEEP_REMOTE") == "1"))
         return EXIT_OK
     return code if code in (EXIT_FAILED, EXIT_TEMPFAIL, EXIT_USAGE, 130) else EXIT_FAILED
+
+
+def _clean_up_finished(conn: ledger.Library, name: str, settings: dict[str, str]) -> None:
+    outcome, warnings = remote.clean_up(conn, name, settings.get("KEEP_REMOTE") == "1")
+    if outcome:
+        log(f"Run {name}'s files: {outcome}.")
+    for warning in warnings:
+        log(f"Warning: {warning}")
 
 
 def _remove_own_folder(folder: Path) -> None:
@@ -337,8 +351,10 @@ def _remove_own_folder(folder: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def summary(plan: Plan, run: runs.Run) -> None:
-    click.echo(f"Run {run.name} {run.state}:")
+def summary(plan: Plan, run: runs.Run, remote_files: str | None = None, warnings: list[str] | None = None) -> None:
+    click.echo(f"Run {run.name} {run.state}" + (f" (its files: {remote_files})" if remote_files else "") + ":")
+    for warning in warnings or []:
+        click.echo(f"Warning: {warning}")
     click.echo(stats.render(stats.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))))
 
 
@@ -349,8 +365,13 @@ def summary(plan: Plan, run: runs.Run) -> None:
 @click.option("--no-wait", is_flag=True, help="If another process holds the run, exit 75 at once instead of waiting.")
 @click.option("--estimate", "only_estimate", is_flag=True,
               help="Only say what make batch would do and what it would cost (make estimate); pays nothing.")
-def main(assignments: tuple[str, ...], no_wait: bool, only_estimate: bool) -> None:
+@click.option("--keep-remote", is_flag=True,
+              help="Keep the run's files at the service once it is applied (KEEP_REMOTE=1); by default its "
+                   "uploaded requests and result files are deleted there after apply.")
+def main(assignments: tuple[str, ...], no_wait: bool, only_estimate: bool, keep_remote: bool) -> None:
     """Run the pipeline once, as make batch does, and exit 0 (done), 75 (still running), 1 or 2."""
+    if keep_remote:
+        assignments = (*assignments, "KEEP_REMOTE=1")
     if only_estimate:
         sys.exit(estimate(list(assignments)))
     sys.exit(batch(list(assignments), wait_for_lock=not no_wait))

@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS file_metadata_ai (
     prompt_version TEXT,
     extraction_config_hash TEXT,
     is_current INTEGER NOT NULL DEFAULT 1,
-    created_at TEXT
+    created_at TEXT,
+    resolved_model TEXT             -- the dated model that answered (model: the name asked for)
 );
 CREATE INDEX IF NOT EXISTS idx_file_metadata_ai_path ON file_metadata_ai(file_path, is_current);
 CREATE TABLE IF NOT EXISTS file_primary_topics (
@@ -53,7 +54,8 @@ CREATE TABLE IF NOT EXISTS objbatch_runs (
     db_path TEXT,
     run_id TEXT,                    -- tags its jobs at the service (set when submission starts)
     estimate_json TEXT,             -- what it was expected to cost, when submission started
-    server_url TEXT                 -- the service its jobs were submitted to
+    server_url TEXT,                -- the service its jobs were submitted to
+    remote_cleanup TEXT             -- after apply: its files at the service deleted, kept, or what failed
 );
 CREATE TABLE IF NOT EXISTS objbatch_leases (
     run_name TEXT PRIMARY KEY,      -- one process works on a run at a time: host:pid, until (unix time)
@@ -80,9 +82,16 @@ CREATE TABLE IF NOT EXISTS objbatch_jobs (
     succeeded_requests INTEGER,
     failed_requests INTEGER,
     prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,   -- reasoning included
     created_at INTEGER,
-    updated_at TEXT
+    updated_at TEXT,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,       -- of prompt_tokens, served from the service's cache
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0,    -- of completion_tokens, thinking before the answer
+    resolved_model TEXT,            -- the dated model(s) that answered, as the results say
+    completed_at INTEGER,           -- when the service finished the job (its results expire 24 h later)
+    output_file TEXT,
+    error_file TEXT,
+    fetched_at TEXT                 -- when its result files were downloaded
 );
 CREATE TABLE IF NOT EXISTS objbatch_claims (
     run_name TEXT NOT NULL,
@@ -104,7 +113,9 @@ CREATE TABLE IF NOT EXISTS objbatch_applied (
     run_name TEXT,
     confidence REAL,
     reasons_json TEXT,              -- why it went to review or failed
-    repairs_json TEXT               -- what validate repaired, each with its weight in soft-rules.json
+    repairs_json TEXT,              -- what validate repaired, each with its weight in soft-rules.json
+    model TEXT,                     -- the model asked for
+    resolved_model TEXT             -- the dated model that answered
 );
 CREATE INDEX IF NOT EXISTS idx_objbatch_applied_path ON objbatch_applied(file_path, applied_at);
 CREATE TABLE IF NOT EXISTS objbatch_files (
@@ -117,10 +128,15 @@ CREATE TABLE IF NOT EXISTS objbatch_files (
 # Columns later versions added to ledger tables an earlier version created.
 LEDGER_COLUMNS = {
     "objbatch_runs": {"library_id": "TEXT", "db_path": "TEXT", "run_id": "TEXT", "estimate_json": "TEXT",
-                      "server_url": "TEXT"},
+                      "server_url": "TEXT", "remote_cleanup": "TEXT"},
+    "objbatch_jobs": {"cached_tokens": "INTEGER NOT NULL DEFAULT 0", "reasoning_tokens": "INTEGER NOT NULL DEFAULT 0",
+                      "resolved_model": "TEXT", "completed_at": "INTEGER", "output_file": "TEXT", "error_file": "TEXT",
+                      "fetched_at": "TEXT"},
+    "file_metadata_ai": {"resolved_model": "TEXT"},
     "objbatch_claims": {"custom_id": "TEXT", "part": "INTEGER", "manifest_json": "TEXT"},
     "objbatch_files": {"skip_kind": "TEXT"},
-    "objbatch_applied": {"run_name": "TEXT", "confidence": "REAL", "reasons_json": "TEXT", "repairs_json": "TEXT"},
+    "objbatch_applied": {"run_name": "TEXT", "confidence": "REAL", "reasons_json": "TEXT", "repairs_json": "TEXT",
+                         "model": "TEXT", "resolved_model": "TEXT"},
 }
 # What objbatch reads and writes in the library's own tables: checked before anything is claimed or paid.
 LIBRARY_COLUMNS = {
@@ -301,19 +317,43 @@ def opened(path: str | Path, identity: bool = True, read_only: bool = False) -> 
         conn.close()
 
 
-def update_jobs(conn: sqlite3.Connection, jobs: list[dict]) -> None:
-    """Record the service's view of jobs (status and counters)."""
+def update_jobs(conn: sqlite3.Connection, jobs: list[dict], fetched: bool = False) -> None:
+    """Record the service's view of jobs (status, counters, when they finished and their result files);
+    with `fetched`, that their result files are downloaded."""
     with transaction(conn):
         for job in jobs:
             conn.execute(
                 "INSERT INTO objbatch_jobs (job_id, run_name, model, status, total_requests, completed_requests, "
-                "succeeded_requests, failed_requests, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "succeeded_requests, failed_requests, created_at, updated_at, completed_at, output_file, error_file, "
+                "fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(job_id) DO UPDATE SET status = excluded.status, "
                 "completed_requests = excluded.completed_requests, succeeded_requests = excluded.succeeded_requests, "
-                "failed_requests = excluded.failed_requests, updated_at = excluded.updated_at",
+                "failed_requests = excluded.failed_requests, updated_at = excluded.updated_at, "
+                "completed_at = COALESCE(excluded.completed_at, completed_at), "
+                "output_file = COALESCE(excluded.output_file, output_file), "
+                "error_file = COALESCE(excluded.error_file, error_file), "
+                "fetched_at = COALESCE(fetched_at, excluded.fetched_at)",
                 ((job["id"], (job.get("metadata") or {}).get("objbatch_run_name"), job.get("model"), job["status"],
                   job["total_requests"], job["completed_requests"], job["succeeded_requests"],
-                  job["failed_requests"], job["created_at"], now_iso())))
+                  job["failed_requests"], job["created_at"], now_iso(), _when(job.get("completed_at")),
+                  job.get("output_file"), job.get("error_file"), now_iso() if fetched else None)))
+
+
+def _when(value: Any) -> int | None:
+    """A job's timestamp as unix seconds (the SDK gives ints; a date string is read too)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            from datetime import datetime
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            return None
+    return None
+
+
+def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return column in columns(conn, table)
 
 
 def load_json(text: Any, default: Any) -> Any:

@@ -12,12 +12,13 @@ import sqlite3
 from typing import IO, Iterable, Iterator
 
 from .common import Failure
-from .ledger import load_json
+from .ledger import has_column, load_json
 
 STORED = """
 SELECT f.file_path, f.filename, f.ai_metadata_status AS status, f.ai_confidence_score AS confidence,
        f.error_message, COALESCE(f.is_deleted, 0) AS is_deleted,
-       COALESCE(m.metadata_json, f.ai_metadata_json) AS metadata_json, m.model, m.prompt_version,
+       COALESCE(m.metadata_json, f.ai_metadata_json) AS metadata_json, m.model, {resolved} AS resolved_model,
+       m.prompt_version,
        m.created_at AS extracted_at, COALESCE(o.attempts, 0) AS attempts, o.reasons_json
 FROM files f
 LEFT JOIN file_metadata_ai m ON m.metadata_id = (SELECT MAX(metadata_id) FROM file_metadata_ai
@@ -29,7 +30,9 @@ WITH_METADATA = ("extracted", "needs_review", "approved")
 
 def stored(conn: sqlite3.Connection, where: str = "", params: dict | tuple = ()) -> Iterator[dict]:
     """Files (filtered by `where`, a condition on f, m and o) with their current metadata parsed."""
-    for row in conn.execute(STORED + (f" WHERE {where}" if where else "") + " ORDER BY f.file_path", params):
+    resolved = "m.resolved_model" if has_column(conn, "file_metadata_ai", "resolved_model") else "NULL"
+    query = STORED.format(resolved=resolved) + (f" WHERE {where}" if where else "") + " ORDER BY f.file_path"
+    for row in conn.execute(query, params):
         item = dict(row)
         item["metadata"] = load_json(item.pop("metadata_json"), None)
         item["status"] = item["status"] or "pending"

@@ -135,6 +135,25 @@ def unfreeze(conn: sqlite3.Connection, name: str) -> None:
                  "WHERE run_name = ?", (name,))
 
 
+UNFETCHED_WARN_HOURS = 12  # the service keeps results 24 hours after a job finished
+
+
+def unfetched_results(conn: sqlite3.Connection, hours: float = UNFETCHED_WARN_HOURS) -> list[sqlite3.Row]:
+    """Finished jobs of unfinished runs whose results were not downloaded and are older than `hours`."""
+    return conn.execute(
+        "SELECT j.job_id, j.run_name, j.completed_at, (strftime('%s', 'now') - j.completed_at) / 3600.0 AS hours "
+        "FROM objbatch_jobs j JOIN objbatch_runs r USING (run_name) WHERE j.completed_at IS NOT NULL AND "
+        "j.fetched_at IS NULL AND r.state NOT IN (?, ?) AND strftime('%s', 'now') - j.completed_at > ? "
+        "ORDER BY j.completed_at", (*FINISHED, hours * 3600)).fetchall()
+
+
+def unfetched_warnings(conn: sqlite3.Connection) -> list[str]:
+    """One line per finished job whose results are older than 12 hours and not downloaded yet."""
+    return [f"job {j['job_id']} of run {j['run_name']} finished {j['hours']:.0f} hours ago and its results are not "
+            f"fetched yet; the service keeps them 24 hours: run make batch NAME={j['run_name']} (or make cron) now"
+            for j in unfetched_results(conn)]
+
+
 def in_flight(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     """Runs with files still claimed, their state and their jobs."""
     return conn.execute(

@@ -65,14 +65,15 @@ def decide(result: dict, entry: dict | None, threshold: float) -> dict:
                                                    "model", "prompt_version", "config_hash")})
     decision["usage"] = result.get("usage") or {}
     decision["counts_attempt"] = result.get("attempted", True)
+    if result.get("model"):  # the dated model that answered, beside the name that was asked for
+        decision["resolved_model"] = result["model"]
+        decision["model"] = decision.get("model") or result["model"]
     if not result.get("ok"):
         return {**decision, "decision": "failed_validation", "metadata": None, "confidence": None,
                 "reasons": [f"request failed: {result.get('error') or 'no reason given'}"], "repairs": []}
     verdict = metadata.judge(result.get("content"), result.get("finish_reason"),
                              entry.get("filename") if entry else None, threshold,
                              (lambda: evidence(entry)) if entry else None)
-    if result.get("model"):
-        decision["model"] = result["model"]
     return {**decision, "decision": verdict.decision, "metadata": verdict.metadata, "confidence": verdict.confidence,
             "reasons": verdict.reasons, "repairs": verdict.repairs}
 
