@@ -53,7 +53,7 @@ def test_prices_are_dated_and_the_estimate_uses_them(tmp_path):
     assert data["sync_usd"] == pytest.approx(2 * expected, abs=1e-6)
     assert data["resolves_to"] == "mistral-small-2603"
     table = run("estimate", input=request_lines(3))
-    assert "prices as of 2026-08-21 (Mistral model cards" in table.stdout
+    assert "prices as of 2026-08-21 (mistralai/platform-docs-public@222f4ba9 model cards)" in table.stdout
     stale = (date.today() - date.fromisoformat(PRICES["as_of"])).days > PRICES["stale_after_days"]
     assert ("days old (as of 2026-08-21); check Mistral's current prices" in table.stderr) == stale
     assert table.returncode == 0  # stale prices are said, never refused

@@ -378,7 +378,7 @@ def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -
             client.check_job(plan.fresh["model"], job_metadata(plan.fresh, entry), plan.timeout_hours)
         refusal = over_budget(plan.figures, plan.budget)
         if refusal:
-            store.refuse(f"{refusal} ({plan.figures.requests:,} requests, {plan.figures.input_tokens:,} input tokens; "
+            store.refuse(f"{refusal} ({plan.figures.requests:,} requests, {plan.figures.input_tokens:,} input tokens, "
                          f"{costs.price_note(plan.figures.model)})",
                          "raise BUDGET, or lower MAX" if plan.figures.usd is not None else
                          "add the model's price to schemas/prices.json, or leave BUDGET out")
