@@ -35,8 +35,10 @@ THRESHOLD =## confidence below which a valid answer needs review (default 0.85)
 FAULTS = none## make demo: the emulator's fault mix (none, real, chaos)
 FORMAT = csv## make export: csv, json or nl (JSON lines)
 MAX_IN_FLIGHT = 1## make cron: start a new run only while fewer runs are in flight
+N =## make review, export, report: at most this many files (review: per group; report: of the review queue)
+STATUS =## make review, export: only files with this status (review: needs_review, failed_validation, skipped)
 VARS := PYTHON DB RUNS NAME MAX MODEL ALLOW_UNPRICED BUDGET POLL TIMEOUT MAX_ATTEMPTS RETRY_EXHAUSTED THRESHOLD \
-  FAULTS MAX_IN_FLIGHT FORMAT TIMEOUT_HOURS REASONING_EFFORT KEEP_REMOTE
+  FAULTS MAX_IN_FLIGHT FORMAT N STATUS TIMEOUT_HOURS REASONING_EFFORT KEEP_REMOTE
 
 # A variable make does not know (a typo: MAXX=5, max=5) is refused before anything runs, and so is a '$' in
 # a value (make would expand it: NAME='$(id)' would become another name).
@@ -63,7 +65,7 @@ R := $(RUNS)/$(NAME)
 # Command-line variables, passed on to batch-run (which hands them to the stages' make).
 given = $(foreach v,$(filter-out $(1),$(VARS)),$(if $(filter command line,$(origin $(v))),$(call shq,$(v)=$($(v)))))
 
-.PHONY: help vars estimate batch cancel cron stats review export demo bench lint test test-slow test-all venv clean-venv
+.PHONY: help vars estimate batch cancel cron stats review export report demo bench lint test test-slow test-all venv clean-venv
 .PRECIOUS: $(RUNS)/%/select.jsonl $(RUNS)/%/requests.jsonl $(RUNS)/%/job.json $(RUNS)/%/wait.jsonl \
            $(RUNS)/%/results.jsonl $(RUNS)/%/decisions.jsonl $(RUNS)/%/applied.json
 
@@ -136,6 +138,10 @@ review: $(STAMP) ## files whose metadata deserves a look (then: bin/show, bin/ap
 export: $(STAMP) ## the stored metadata on stdout (FORMAT=csv, json or nl)
 	@$(if $(filter csv json nl,$(FORMAT)),,$(error FORMAT must be csv, json or nl (got '$(FORMAT)')))
 	@$(BIN)/export-metadata --db $(call shq,$(DB)) $(call shq,--$(FORMAT))
+
+report: $(STAMP) ## one self-contained HTML page to look at: cost, statuses, confidence, review queue (RUNS/report.html)
+	@$(BIN)/report --db $(call shq,$(DB)) --runs $(call shq,$(RUNS)) $(if $(N),-n $(call shq,$(N))) \
+	  $(if $(THRESHOLD),--threshold $(call shq,$(THRESHOLD))) --max-attempts $(call shq,$(MAX_ATTEMPTS))
 
 # ---------------------------------------------------------------- offline demo
 

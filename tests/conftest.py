@@ -63,7 +63,8 @@ class Emulator:
 
     def _control(self, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method="POST" if data else "GET")
+        request = urllib.request.Request(self.url + path, data=data, method="POST" if data else "GET",
+                                         headers={"Authorization": f"Bearer {TEST_KEY}"})
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 

@@ -1,4 +1,4 @@
-"""The emulator's own endpoints, for tests and the demo (no key needed):
+"""The emulator's own endpoints, for tests and the demo (with the key, like every other call):
 
 - GET /_emulator/record: what it was asked (uploads, jobs created with their metadata and custom_ids,
   polls, cancels, calls, HTTP faults served), its files and jobs;
@@ -10,12 +10,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from . import faults, jobs
-from .errors import ApiError
-from .state import State
+from .errors import ApiError, json_body, unprocessable
+from .state import State, pace_problem
 
 
 def handle(state: State, method: str, path: str, body: bytes) -> Any:
@@ -26,12 +25,17 @@ def handle(state: State, method: str, path: str, body: bytes) -> Any:
     if path in ("/_emulator/faults", "/_emulator/pace"):
         target = state.faults if path.endswith("faults") else state.pace
         if method == "POST":
-            changes = json.loads(body or b"{}")
+            changes = json_body(body or b"{}")
+            problem = pace_problem(changes) if path.endswith("pace") else None
+            if problem:
+                raise unprocessable(f"pace not changed: {problem}", ["body"])
             faults.update(target, changes) if path.endswith("faults") else target.update(changes)
             state.save()
         return target
     if path == "/_emulator/advance" and method == "POST":
-        hours = float(json.loads(body or b"{}").get("hours", 0))
+        hours = json_body(body or b"{}").get("hours", 0)
+        if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not 0 <= hours <= 24 * 366:
+            raise unprocessable("hours must be a number from 0 to 8784", ["body", "hours"])
         state.clock_offset += state.hours(hours)
         state.save()
         return {"advanced_hours": hours, "clock_offset_seconds": state.clock_offset}

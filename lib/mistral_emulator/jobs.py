@@ -9,7 +9,7 @@ from typing import Any
 
 from . import faults, model
 from .errors import error, json_body, not_found, query_int, unprocessable
-from .state import RUNNING, State, scan_requests
+from .state import RUNNING, State, scan_requests, write_private
 
 ENDPOINTS = {"/v1/chat/completions", "/v1/embeddings", "/v1/fim/completions", "/v1/moderations",
              "/v1/chat/moderations", "/v1/ocr", "/v1/classifications", "/v1/chat/classifications",
@@ -37,8 +37,8 @@ def create(api: Any, query: dict, body: bytes, headers: Any) -> dict:
     job_id = str(uuid.uuid4())
     state.add_job_ids(job_id, custom_ids)
     if spec.get("requests") is not None:
-        (state.root / "files" / f"{job_id}.requests").write_text(
-            "".join(json.dumps(r) + "\n" for r in spec["requests"]))
+        write_private(state.root / "files" / f"{job_id}.requests",
+                      "".join(json.dumps(r) + "\n" for r in spec["requests"]).encode())
     created = state.now()
     run = min(pace["max_run_seconds"], max(pace["min_run_seconds"], pace["seconds_per_request"] * len(custom_ids)))
     job = {"id": job_id, "object": "batch", "input_files": list(spec.get("input_files") or []),

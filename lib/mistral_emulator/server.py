@@ -19,7 +19,7 @@ import click
 
 from . import __version__, control, faults, files, jobs
 from .errors import ApiError
-from .state import DEFAULT_PACE, State
+from .state import State, pace_problem
 
 ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", r"/v1/files", files.upload),
@@ -54,13 +54,9 @@ def pace_option(text: str | None) -> dict:
         pace = json.loads(text) if text else {}
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON ({exc.msg})", param_hint="--pace") from None
-    if not isinstance(pace, dict):
-        raise click.BadParameter("give a JSON object, e.g. '{\"seconds_per_request\": 0.08}'", param_hint="--pace")
-    for key, value in pace.items():
-        if key not in DEFAULT_PACE:
-            raise click.BadParameter(f"unknown setting {key!r}; known: {', '.join(DEFAULT_PACE)}", param_hint="--pace")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise click.BadParameter(f"{key} must be a number of at least 0 (got {value!r})", param_hint="--pace")
+    problem = pace_problem(pace)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--pace")
     return pace
 
 
@@ -72,9 +68,9 @@ class Api:
 
     def handle(self, method: str, path: str, query: dict, headers: Any, body: bytes) -> tuple[int, Any, dict]:
         with self.state.lock:
+            self._authorize(headers)  # the control endpoints too: they change what every client is told
             if path.startswith("/_emulator/"):
                 return 200, control.handle(self.state, method, path, body), {}
-            self._authorize(headers)
             fault = faults.http_fault(self.state.faults, self.state.record, method, path)
             if fault:
                 self.state.save()
@@ -155,7 +151,9 @@ Exit codes: 0 stopped (Ctrl-C or SIGTERM), 1 could not start (port in use, state
               help="Loopback address to bind (127.x.x.x or localhost); nothing else is served.")
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port; 0 picks a free one.")
 @click.option("--state-dir", required=True, type=click.Path(file_okay=False), help="Where files and jobs persist.")
-@click.option("--api-key", default=None, help="Accept only this key (default: any non-empty Bearer key).")
+@click.option("--api-key", default=None,
+              help="Accept only this key, on every endpoint (the /_emulator/ controls too). Without it the "
+                   "emulator accepts ANY non-empty key: anyone who can reach the port can use it.")
 @click.option("--faults", "fault_option", default=None,
               help="Fault preset (none, real, chaos), a JSON file, or JSON text.")
 @click.option("--seed", default=None, type=int, help="Seed for reproducible faults.")

@@ -26,6 +26,26 @@ RESULT_RETENTION_HOURS = 24      # result files can be downloaded this long afte
 UPLOAD_RETENTION_HOURS = 30 * 24  # uploaded files are kept 30 days
 
 
+def pace_problem(pace: Any) -> str | None:
+    """Why a pace change cannot be taken (None: it can): an object of known settings, each a number of at
+    least 0. A wrong value is refused, never saved: state.json would break every later job."""
+    if not isinstance(pace, dict):
+        return "give a JSON object, e.g. {\"seconds_per_request\": 0.08}"
+    for key, value in pace.items():
+        if key not in DEFAULT_PACE:
+            return f"unknown setting {key!r}; known: {', '.join(DEFAULT_PACE)}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            return f"{key} must be a number of at least 0 (got {value!r})"
+    return None
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """A file only this user can read (0600), as state.json is: the requests hold the library's text."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """`path` appears complete or not at all."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -47,7 +67,8 @@ class State:
 
     def __init__(self, root: Path, fault_config: dict, pace: dict):
         self.root = root
-        (root / "files").mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (root / "files").mkdir(mode=0o700, exist_ok=True)
         self.lock = threading.RLock()
         saved = json.loads((root / "state.json").read_text()) if (root / "state.json").exists() else {}
         self.files: dict[str, dict] = saved.get("files", {})
@@ -55,7 +76,8 @@ class State:
         self.record: dict[str, Any] = saved.get("record", {"uploads": [], "jobs_created": [], "polls": {},
                                                           "calls": 0, "http_faults": 0, "cancels": []})
         self.faults = {**faults.DEFAULTS, **saved.get("faults", {}), **fault_config}
-        self.pace = {**DEFAULT_PACE, **saved.get("pace", {}), **pace}
+        kept = {k: v for k, v in (saved.get("pace") or {}).items() if pace_problem({k: v}) is None}
+        self.pace = {**DEFAULT_PACE, **kept, **pace}  # a bad value saved by an older emulator is dropped
         seen = root / "seen.json"  # how often each custom_id was submitted: written only when a job is created
         self.seen: dict[str, int] = json.loads(seen.read_text()) if seen.exists() else {}
         self.clock_offset: float = saved.get("clock_offset", 0.0)  # POST /_emulator/advance moves the clock on
@@ -260,7 +282,7 @@ class _Sink:
 
     def __init__(self, root: Path):
         self.path = root / "files" / f".{uuid.uuid4()}.part"
-        self.handle = open(self.path, "wb")
+        self.handle = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
         self.held: list[bytes] = []
         self.count = 0
 

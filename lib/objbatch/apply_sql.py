@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
-from pathlib import Path
 from typing import IO, Iterator
 
 import click
 
-from . import costs, ledger, runs
+from . import costs, ledger, runs, sources
 from .common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso, read_jsonl
 
 PROTECTED = ("approved",)
@@ -36,13 +34,16 @@ def on_disk(decision: dict) -> str:
     equal to those of the read that was sent mean unchanged (as git and rsync assume); otherwise it is
     hashed again."""
     path, sent = decision["file_path"], decision.get("sent_stat") or {}
-    try:
-        stat = os.stat(path)
-        if sent and (stat.st_size, stat.st_mtime_ns) == (sent.get("size"), sent.get("mtime_ns")):
-            return "same"
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
+    now = sources.stat_of(path)
+    if now is None:
         return "unreadable"
+    if sent and (now.st_size, now.st_mtime_ns) == (sent.get("size"), sent.get("mtime_ns")):
+        return "same"
+    try:
+        data, _ = sources.read_bytes(path, sources.MAX_BYTES)
+    except sources.Skip as exc:  # now a pipe, a device or too big: not what was sent
+        return "changed" if exc.kind in ("not_regular", "too_big") else "unreadable"
+    digest = hashlib.sha256(data).hexdigest()
     return "same" if not decision.get("sent_hash") or digest == decision["sent_hash"] else "changed"
 
 

@@ -36,6 +36,8 @@ def chosen(conn: ledger.Library, names: list[str], min_confidence: float | None)
 
 
 def _unfit(item: dict) -> str | None:
+    if isinstance(item["file_path"], ledger.NotUtf8):
+        return ledger.NOT_UTF8_PATH
     if item["is_deleted"]:
         return "deleted"
     if item["status"] not in library.WITH_METADATA:

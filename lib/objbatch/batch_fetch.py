@@ -8,6 +8,7 @@ file. Custom_ids with no line in either file come out as "no result returned": n
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from typing import Any, Iterator
 import click
 
 from . import client
-from .common import NOT_FINISHED, SERVICE_ENV, NotFinished, atomic_output, cli, kill_point, log, write_jsonl
+from .common import NOT_FINISHED, SERVICE_ENV, Failure, NotFinished, atomic_output, cli, kill_point, log, write_jsonl
 from .job_record import opened_record
 
 
@@ -50,9 +51,17 @@ def error_text(error: Any, status: Any) -> str:
     return f"HTTP {status}: {text}" if status else text
 
 
+# A file id as the service makes them (UUIDs): nothing the service sends becomes a path unless it fits.
+FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
 def fetch_raw(service: client.Service, file_id: str, raw_dir: Path) -> Path:
     """The result file on disk under raw_dir, downloaded (streamed, atomically) only if not kept already,
     so a rerun never downloads, or loses, what the service returned."""
+    if not isinstance(file_id, str) or not FILE_ID.fullmatch(file_id):
+        raise Failure(f"the service named result file {str(file_id)[:80]!r}, which is not a file id (letters, "
+                      "digits, '-' and '_'); nothing was downloaded: check MISTRAL_SERVER_URL points at the "
+                      "service (or a proxy you trust)")
     kept = raw_dir / f"{file_id}.jsonl"
     if not kept.exists():
         service.download_to(file_id, kept)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import click
 
-from . import build_jsonl, client, config, costs, ledger, prompt, remote, runs, select_pending, stats
+from . import build_jsonl, client, config, costs, ledger, overview, prompt, remote, runs, select_pending
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -49,6 +49,8 @@ from .common import (
     cli,
     count,
     log,
+    printable,
+    printable_values,
 )
 from .estimate import over_budget
 
@@ -354,8 +356,9 @@ def _remove_own_folder(folder: Path) -> None:
 def summary(plan: Plan, run: runs.Run, remote_files: str | None = None, warnings: list[str] | None = None) -> None:
     click.echo(f"Run {run.name} {run.state}" + (f" (its files: {remote_files})" if remote_files else "") + ":")
     for warning in warnings or []:
-        click.echo(f"Warning: {warning}")
-    click.echo(stats.render(stats.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))))
+        click.echo(printable(f"Warning: {warning}"))
+    found = overview.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))
+    click.echo(printable(overview.render(printable_values(found))))
 
 
 @cli("batch-run MAX=116", "batch-run NAME=run-20261129-0800 POLL=60", "batch-run --estimate MAX=500",

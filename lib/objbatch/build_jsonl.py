@@ -7,28 +7,18 @@ manifest with the reason; one bad file never stops the run. It streams: one file
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import IO
 
 import click
 
-from . import costs, ledger, prompt, runs
+from . import costs, ledger, prompt, runs, sources
 from .common import Failure, atomic_output, check_run_name, cli, count, dumps, kill_point, log, read_jsonl, write_jsonl
 
 TEXT_SUFFIXES = {".txt", ".md"}
-MAX_BYTES = 830_000
+MAX_BYTES = sources.MAX_BYTES
 DEFAULT_MODEL = "mistral-small-latest"
-
-
-class Skip(Exception):
-    """This file cannot be sent; the message is the reason stored in error_message. `kind` groups reasons
-    (not_text, too_big, missing, unreadable, binary, undecodable, empty); a missing or unreadable file is
-    retried once it can be read again."""
-
-    def __init__(self, reason: str, kind: str):
-        super().__init__(reason)
-        self.kind = kind
+Skip = sources.Skip  # validate and the estimate catch it from here
 
 
 def custom_id_for(file_path: str, content_hash: str) -> str:
@@ -43,17 +33,7 @@ def read_text(record: dict) -> tuple[str, str, str, dict]:
     if suffix not in TEXT_SUFFIXES:
         raise Skip(f"not a text file ({suffix or 'no extension'}); only {', '.join(sorted(TEXT_SUFFIXES))} are sent",
                    "not_text")
-    try:
-        with open(path, "rb") as handle:
-            stat = os.fstat(handle.fileno())
-            if stat.st_size >= MAX_BYTES:
-                raise Skip(f"file is {stat.st_size:,} bytes; files of {MAX_BYTES:,} bytes or more are not sent",
-                           "too_big")
-            data = handle.read()
-    except FileNotFoundError:
-        raise Skip("file not found on disk (deleted, moved or on an unmounted disk)", "missing") from None
-    except (PermissionError, IsADirectoryError, OSError) as exc:
-        raise Skip(f"file cannot be read ({exc.strerror or type(exc).__name__})", "unreadable") from None
+    data, stat = sources.read_bytes(record["file_path"], MAX_BYTES)
     if b"\x00" in data[:8192]:
         raise Skip("file looks binary (NUL bytes), not text", "binary")
     digest = hashlib.sha256(data).hexdigest()

@@ -63,11 +63,45 @@ def check_run_name(name: str) -> str:
 SECRETS: set[str] = set()
 
 
+URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]*@")
+
+
 def scrub(text: str) -> str:
+    """The text without registered secrets, nor a URL's user name and password (http://user:pass@host)."""
     for secret in SECRETS:
         if len(secret) >= 8:  # a real key; a placeholder like "local" would mangle every word
             text = text.replace(secret, "***")
-    return text
+    return URL_USERINFO.sub(r"\1***@", text)
+
+
+# What a terminal would act on instead of showing: C0 controls (ESC starts CSI/OSC sequences: clear the
+# screen, set the window title, plant a hyperlink), DEL, C1 controls (0x9b is a one-byte CSI) and the
+# bidirectional overrides that reorder what is shown. Every text output escapes them (see printable).
+CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+CONTROLS_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, newlines: bool = True) -> str:
+    """Text safe to show on a terminal: control characters written as \\x1b, \\u202e. Lines are kept
+    (newlines=True) for a message or a table already composed; a value put in a line escapes them too."""
+    return (CONTROLS_BUT_NEWLINE if newlines else CONTROLS).sub(_escaped, text)
+
+
+def printable_values(value: Any) -> Any:
+    """Every string in a row (dicts and lists walked) made printable, line breaks included: a value from
+    the database or the service cannot start a line of its own, nor move the cursor."""
+    if isinstance(value, str):
+        return printable(value, newlines=False)
+    if isinstance(value, dict):
+        return {key: printable_values(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable_values(item) for item in value]
+    return value
 
 
 def command(fn: Callable) -> Callable:
@@ -109,7 +143,9 @@ class Number(click.FloatRange):
 # What --help says about the environment: every variable a command reads, one line each.
 ENVIRONMENT = {
     "MISTRAL_API_KEY": "the API key (else the keyring entry objlib-mistral/api_key)",
-    "MISTRAL_SERVER_URL": "the service (default https://api.mistral.ai; a mistral-emulator's URL offline)",
+    "MISTRAL_SERVER_URL": "the service (default https://api.mistral.ai; a mistral-emulator's URL offline); "
+                          "http:// only to this machine",
+    "OBJBATCH_ALLOW_HTTP": "1: allow an http:// MISTRAL_SERVER_URL on another machine (a proxy you trust)",
     "OBJBATCH_MODEL": "the model when --model is not given",
     "OBJBATCH_RETRY_SECONDS": "how long failing service calls are retried (default 900)",
     "OBJBATCH_MIN_POLL": "the shortest wait between status checks (default 2; lower only for the emulator)",
@@ -120,7 +156,7 @@ ENVIRONMENT = {
     "OBJBATCH_MAX_BYTES_PER_JOB": "the default of --max-bytes-per-job (at most 512 MB)",
     "XDG_STATE_HOME": "without --db, job records go to $XDG_STATE_HOME/objbatch/jobs (~/.local/state)",
 }
-SERVICE_ENV = ("MISTRAL_API_KEY", "MISTRAL_SERVER_URL", "OBJBATCH_RETRY_SECONDS")
+SERVICE_ENV = ("MISTRAL_API_KEY", "MISTRAL_SERVER_URL", "OBJBATCH_ALLOW_HTTP", "OBJBATCH_RETRY_SECONDS")
 EXIT_CODES = {EXIT_OK: "done", EXIT_FAILED: "failed (one line on stderr says why and what to do)",
               EXIT_USAGE: "usage error", 130: "interrupted (rerun the same command to resume)"}
 NOT_FINISHED = {EXIT_TEMPFAIL: "not finished: a job is still running or the service is away; rerun later"}
@@ -153,14 +189,15 @@ def cli(*examples: str, env: Iterable[str] = (), exits: dict[int, str] | None = 
 def _exit(name: str, message: str, code: int, label: str, verbose: bool) -> None:
     """Print the one line (secrets masked) and exit with the code."""
     if verbose:
-        click.echo(scrub(traceback.format_exc()).rstrip(), err=True)
-    click.echo(f"{name}: {label}: {scrub(message)}", err=True)
+        click.echo(printable(scrub(traceback.format_exc()).rstrip()), err=True)
+    click.echo(f"{name}: {label}: {printable(scrub(message), newlines=False)}", err=True)
     sys.exit(code)
 
 
 def log(message: str) -> None:
-    """A progress or summary line for people: always stderr, never stdout."""
-    click.echo(message, err=True)
+    """A progress or summary line for people: always stderr, never stdout; control characters escaped,
+    secrets masked."""
+    click.echo(printable(scrub(message)), err=True)
 
 
 # ---------------------------------------------------------------- JSONL
@@ -200,8 +237,14 @@ def count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+# JSON escapes C0 controls itself; these it would write raw (with ensure_ascii=False), and a terminal acts on them.
+RAW_IN_JSON = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def dumps(obj: Any, **options: Any) -> str:
+    """JSON text, UTF-8 as it is except the characters a terminal would act on (\\u009b, \\u202e)."""
+    text = json.dumps(obj, ensure_ascii=False, **({"separators": (",", ":")} | options))
+    return RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if RAW_IN_JSON.search(text) else text
 
 
 def write_jsonl(records: Iterable[Any], out: IO[str]) -> int:
@@ -313,6 +356,7 @@ class Progress:
         self._last = ""
 
     def update(self, line: str, changed_key: str) -> None:
+        line = printable(line, newlines=False)
         if self.live:
             self.stream.write("\r\033[K" + line)
             self.stream.flush()

@@ -3,8 +3,10 @@ stored: it is checked for characters an HTTP header cannot carry, and masked in 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+from urllib.parse import urlsplit
 
 from .common import SECRETS, Failure
 
@@ -62,10 +64,30 @@ def keyring_usable() -> bool:
 
 def server_url() -> str:
     url = os.environ.get("MISTRAL_SERVER_URL", "").strip().rstrip("/") or DEFAULT_SERVER_URL
+    parts = urlsplit(url)
+    if "@" in parts.netloc:  # shown without it: a password in a URL is printed by nothing of ours
+        raise Failure(f"MISTRAL_SERVER_URL ({parts.scheme}://***@{parts.netloc.rsplit('@', 1)[1]}) holds a user "
+                      "name or password; remove it: the API key is the only credential objbatch sends")
     if url.endswith("/v1"):
         raise Failure(f"MISTRAL_SERVER_URL ends in /v1 ({url}); give the service's root, e.g. {DEFAULT_SERVER_URL} "
                       "(the /v1 of each call is added)")
+    if parts.scheme.lower() == "http" and not loopback(parts.hostname or "") and os.environ.get(ALLOW_HTTP) != "1":
+        raise Failure(f"MISTRAL_SERVER_URL {url} is plain HTTP to another machine: the API key would cross the "
+                      f"network unencrypted; use https://, or set {ALLOW_HTTP}=1 for a proxy you trust")
     return url
+
+
+ALLOW_HTTP = "OBJBATCH_ALLOW_HTTP"
+
+
+def loopback(host: str) -> bool:
+    """This machine: localhost or a loopback address (127.0.0.0/8, ::1), where plain HTTP stays local."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def retry_seconds() -> float:

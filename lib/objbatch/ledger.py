@@ -150,6 +150,25 @@ COLUMN_TYPES = {"ai_confidence_score": "REAL", "is_deleted": "INTEGER DEFAULT 0"
                 "ai_metadata_status": "TEXT DEFAULT 'pending'"}
 
 
+class NotUtf8(str):
+    """A text value from the database whose bytes are not UTF-8, shown with U+FFFD where they failed. It
+    is a str (prints, serialises, compares), but it is not what the database holds: a row found by it is
+    not found, so code that writes by it checks for this type first (select-pending sets such a path
+    aside by rowid; requeue refuses it by name)."""
+
+
+NOT_UTF8_PATH = "file_path is not valid UTF-8 in the database; fix the row (rescan the file with objlib)"
+
+
+def tolerant_text(raw: bytes) -> str:
+    """The connection's text factory: any text the database holds can be read, whatever its bytes. A
+    strict decode would stop a whole query (and the command) at the first bad row."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return NotUtf8(raw.decode("utf-8", "replace"))
+
+
 class Library(sqlite3.Connection):
     """A connection to a library database that knows the database's identity."""
 
@@ -171,6 +190,7 @@ def connect(path: str | Path, identity: bool = True, read_only: bool = False) ->
         raise Failure(f"database {path} does not exist; pass --db with the library's SQLite file (or DB= to make)")
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, factory=Library)
     conn.row_factory = sqlite3.Row
+    conn.text_factory = tolerant_text
     conn.path = str(path.resolve())
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     try:

@@ -13,6 +13,7 @@ from typing import IO, Iterable, Iterator
 
 from .common import Failure
 from .ledger import has_column, load_json
+from .output import unquote
 
 STORED = """
 SELECT f.file_path, f.filename, f.ai_metadata_status AS status, f.ai_confidence_score AS confidence,
@@ -28,16 +29,50 @@ LEFT JOIN objbatch_files o ON o.file_path = f.file_path
 WITH_METADATA = ("extracted", "needs_review", "approved")
 
 
-def stored(conn: sqlite3.Connection, where: str = "", params: dict | tuple = ()) -> Iterator[dict]:
+def stored(conn: sqlite3.Connection, where: str = "", params: dict | tuple = (), order: str = "f.file_path",
+           limit: int | None = None) -> Iterator[dict]:
     """Files (filtered by `where`, a condition on f, m and o) with their current metadata parsed."""
     resolved = "m.resolved_model" if has_column(conn, "file_metadata_ai", "resolved_model") else "NULL"
-    query = STORED.format(resolved=resolved) + (f" WHERE {where}" if where else "") + " ORDER BY f.file_path"
-    for row in conn.execute(query, params):
+    tail = f" ORDER BY {order}" + (f" LIMIT {int(limit)}" if limit is not None else "")
+    for row in conn.execute(STORED.format(resolved=resolved) + (f" WHERE {where}" if where else "") + tail, params):
         item = dict(row)
         item["metadata"] = load_json(item.pop("metadata_json"), None)
         item["status"] = item["status"] or "pending"
         item["reasons"] = load_json(item.pop("reasons_json"), [])
         yield item
+
+
+# What deserves a person's look (review, report): the groups, each most doubtful first.
+REVIEW_GROUPS = {
+    "needs_review": ("f.ai_metadata_status = 'needs_review' OR (f.ai_metadata_status = 'extracted' "
+                     "AND f.ai_confidence_score < :threshold)"),
+    "failed_validation": "f.ai_metadata_status IN ('failed_validation', 'failed_json')",
+    "skipped": "f.ai_metadata_status = 'skipped'",
+}
+REVIEW_ORDER = {"needs_review": "COALESCE(f.ai_confidence_score, 0), f.file_path",
+                "failed_validation": "COALESCE(o.attempts, 0) DESC, f.file_path", "skipped": "f.file_path"}
+
+
+def review_group(conn: sqlite3.Connection, group: str, threshold: float,
+                 limit: int | None) -> tuple[int, list[dict]]:
+    """(how many files are in the group, the first `limit` of them as stored, each with its review row)."""
+    where = f"COALESCE(f.is_deleted, 0) = 0 AND ({REVIEW_GROUPS[group]})"
+    params = {"threshold": threshold}
+    total = conn.execute(f"SELECT COUNT(*) FROM files f WHERE {where}", params).fetchone()[0]
+    items = [{**item, "review": review_row(item, group)}
+             for item in stored(conn, where, params, REVIEW_ORDER[group], limit)]
+    return total, items
+
+
+def review_row(item: dict, group: str) -> dict:
+    """One file as review lists it: its group, status, confidence, attempts, reasons and metadata outline."""
+    meta = item["metadata"] if isinstance(item["metadata"], dict) else {}
+    reasons = item["reasons"] if group == "failed_validation" and item["reasons"] else \
+        [r for r in (item["error_message"] or "").split("; ") if r]
+    return {"file_path": item["file_path"], "group": group, "status": item["status"],
+            "confidence": item["confidence"], "attempts": item["attempts"], "reasons": reasons,
+            "category": meta.get("category"), "difficulty": meta.get("difficulty"),
+            "topics": meta.get("primary_topics", [])}
 
 
 def names_from(arguments: Iterable[str], stdin: IO[str]) -> list[str]:
@@ -53,9 +88,10 @@ TABLE_LINE = re.compile(r"^(needs_review|failed_validation|skipped|extracted|app
 
 
 def _read(stream: IO[str]) -> list[str]:
-    text = stream.read()
+    raw = getattr(stream, "buffer", None)  # as sent: a CR inside a quoted CSV cell is part of the path
+    text = raw.read().decode("utf-8", "surrogateescape") if raw is not None else stream.read()
     if text.lstrip().startswith("file_path,"):  # review --csv, export-metadata --csv
-        return [row["file_path"] for row in csv.DictReader(io.StringIO(text.lstrip())) if row.get("file_path")]
+        return [unquote(row["file_path"]) for row in csv.DictReader(io.StringIO(text.lstrip())) if row.get("file_path")]
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)

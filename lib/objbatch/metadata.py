@@ -122,11 +122,43 @@ def repair(obj: dict) -> tuple[dict, list[tuple[str, dict]]]:
     """Fix what is unambiguous (enum case and spacing, known aliases, duplicate or unknown topics), in place:
     the object is the one parse_answer just made."""
     done: list[tuple[str, dict]] = []
+    _strip_controls(obj, done)
     for name, allowed in (("category", CATEGORIES), ("difficulty", DIFFICULTIES)):
         _repair_enum(obj, name, allowed, done)
     if isinstance(obj.get("primary_topics"), list):
         _repair_topics(obj, done)
     return obj, done
+
+
+# What a terminal acts on (ESC starts CSI and OSC sequences, 0x9b is a one-byte CSI, U+202E reverses text): a
+# transcript can prompt the model to plant them in stored metadata, which review, show and the library's own
+# tools print. Line breaks and tabs stay: they are text.
+CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _strip_controls(obj: dict, done: list) -> None:
+    """Remove control characters from every string of the answer (keys included), recorded as one repair."""
+    removed, fields = 0, []
+
+    def clean(value: Any, where: str) -> Any:
+        nonlocal removed
+        if isinstance(value, str):
+            text, n = CONTROLS.subn("", value)
+            if n:
+                removed += n
+                fields.append(where) if where not in fields else None
+            return text
+        if isinstance(value, list):
+            return [clean(item, where) for item in value]
+        if isinstance(value, dict):
+            return {clean(k, where): clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return value
+
+    cleaned = clean(obj, "")
+    if removed:
+        obj.clear()
+        obj.update(cleaned)
+        done.append(("control_characters_removed", {"count": removed, "fields": ", ".join(fields)}))
 
 
 def _norm(value: str) -> str:

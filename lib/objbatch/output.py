@@ -1,26 +1,34 @@
 """The output options of every command that shows stored data, one bundle so they mean the same everywhere
 (as sqlite-utils does): --table (for people; the default), --json (a JSON array, one object a line),
---nl (JSON lines), --csv (lists and objects as JSON in their cell)."""
+--nl (JSON lines), --csv (lists and objects as JSON in their cell; a cell a spreadsheet would run as a
+formula is neutralised, --csv-raw writes it as stored). Text for people has its control characters escaped."""
 
 from __future__ import annotations
 
 import csv
-import json
 from typing import IO, Any, Callable, Iterable
 
 import click
 
+from .common import dumps, printable, printable_values
+
 FORMATS = ("table", "json", "nl", "csv")
+# A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection"): =cmd|' /C calc'!A0.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def options(default: str = "table", formats: tuple[str, ...] = FORMATS, json_help: str | None = None) -> Callable:
     """The bundle as click options (or the subset a command can honour), passed to the command as `fmt`."""
     helps = {"table": "Print for people.", "json": json_help or "Print a JSON array, one object a line.",
              "nl": "Print JSON lines (one object a line), to pipe into approve, requeue or jq.",
-             "csv": "Print CSV (lists as JSON in their cell)."}
+             "csv": "Print CSV (lists as JSON in their cell; a cell starting with =, +, -, @, a tab or a CR gets a "
+                    "leading ' so a spreadsheet shows it instead of running it).",
+             "csv-raw": "Print CSV with every cell exactly as stored (for programs, not spreadsheets: a cell can "
+                        "be a formula)."}
+    listed = (*formats, "csv-raw") if "csv" in formats else formats
 
     def apply(fn: Callable) -> Callable:
-        for name in reversed(formats):
+        for name in reversed(listed):
             extra = {"default": True} if name == default else {}
             fn = click.option(f"--{name}", "fmt", flag_value=name,
                               help=helps[name] + (" (the default)" if name == default else ""), **extra)(fn)
@@ -32,18 +40,20 @@ def options(default: str = "table", formats: tuple[str, ...] = FORMATS, json_hel
 def write(rows: Iterable[dict], fmt: str, out: IO[str], table: Callable[[list[dict]], str]) -> int:
     """Write rows in the chosen format (streaming, except for the people's table); returns the count."""
     if fmt == "table":
-        listed = list(rows)
+        listed = [printable_values(row) for row in rows]
         if listed:
-            out.write(table(listed).rstrip("\n") + "\n")
+            out.write(printable(table(listed)).rstrip("\n") + "\n")
         return len(listed)
-    writer = {"json": _json, "nl": _nl, "csv": _csv}[fmt]
+    if fmt in ("csv", "csv-raw"):
+        return _csv(rows, out, guard=fmt == "csv")
+    writer = {"json": _json, "nl": _nl}[fmt]
     return writer(rows, out)
 
 
 def _nl(rows: Iterable[dict], out: IO[str]) -> int:
     count = 0
     for row in rows:
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        out.write(dumps(row, separators=(", ", ": ")) + "\n")
         count += 1
     return count
 
@@ -51,24 +61,37 @@ def _nl(rows: Iterable[dict], out: IO[str]) -> int:
 def _json(rows: Iterable[dict], out: IO[str]) -> int:
     count = 0
     for row in rows:
-        out.write(("[" if count == 0 else ",\n ") + json.dumps(row, ensure_ascii=False))
+        out.write(("[" if count == 0 else ",\n ") + dumps(row, separators=(", ", ": ")))
         count += 1
     out.write("]\n" if count else "[]\n")
     return count
 
 
-def _csv(rows: Iterable[dict], out: IO[str]) -> int:
+def _csv(rows: Iterable[dict], out: IO[str], guard: bool = True) -> int:
     writer = None
     count = 0
     for row in rows:
         if writer is None:
             writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\n")
             writer.writeheader()
-        writer.writerow({k: cell(v) for k, v in row.items()})
+        writer.writerow({k: neutralised(cell(v)) if guard else cell(v) for k, v in row.items()})
         count += 1
     return count
 
 
 def cell(value: Any) -> Any:
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
+    return dumps(value, separators=(", ", ": ")) if isinstance(value, (list, dict)) else value
 
+
+
+def neutralised(text: Any) -> Any:
+    """A cell a spreadsheet shows and never runs: one starting like a formula (or with the quote this adds)
+    gets a leading ', which readers of our CSV (approve -, requeue -) take off again (unquote)."""
+    if isinstance(text, str) and text.startswith((*FORMULA_START, "'")):
+        return "'" + text
+    return text
+
+
+def unquote(text: str) -> str:
+    """A cell as stored, from one `neutralised` wrote."""
+    return text[1:] if text.startswith("'") else text

@@ -32,6 +32,9 @@ def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
                                                (runs.IN_FLIGHT,))}
     keep = []
     for path in paths:
+        if isinstance(path, ledger.NotUtf8):  # no statement can name it: it would match nothing
+            refused.append(f"{path} ({ledger.NOT_UTF8_PATH})")
+            continue
         row = conn.execute("SELECT ai_metadata_status, COALESCE(is_deleted, 0) FROM files WHERE file_path = ?",
                            (path,)).fetchone()
         why = ("deleted" if row[1] else f"in flight in run {flying[path]}" if path in flying else

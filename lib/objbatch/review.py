@@ -17,34 +17,13 @@ import click
 from . import ledger, library, metadata, output
 from .common import Number, cli, log
 
-GROUPS = {
-    "needs_review": ("f.ai_metadata_status = 'needs_review' OR (f.ai_metadata_status = 'extracted' "
-                     "AND f.ai_confidence_score < :threshold)"),
-    "failed_validation": "f.ai_metadata_status IN ('failed_validation', 'failed_json')",
-    "skipped": "f.ai_metadata_status = 'skipped'",
-}
-
 
 def rows(conn: sqlite3.Connection, groups: list[str], threshold: float, limit: int | None) -> Iterator[dict]:
-    counts = {group: 0 for group in groups}
+    counts = {}
     for group in groups:
-        found = [_row(item, group) for item in library.stored(conn, f"COALESCE(f.is_deleted, 0) = 0 AND "
-                                                                   f"({GROUPS[group]})", {"threshold": threshold})]
-        found.sort(key=lambda r: (r["confidence"] if r["confidence"] is not None else 0, r["file_path"])
-                   if group == "needs_review" else (-r["attempts"], r["file_path"]))
-        counts[group] = len(found)
-        yield from found[:limit]
+        counts[group], items = library.review_group(conn, group, threshold, limit)
+        yield from (item["review"] for item in items)
     log("review: " + ", ".join(f"{n} {group}" for group, n in counts.items()))
-
-
-def _row(item: dict, group: str) -> dict:
-    meta = item["metadata"] or {}
-    reasons = item["reasons"] if group == "failed_validation" and item["reasons"] else \
-        [r for r in (item["error_message"] or "").split("; ") if r]
-    return {"file_path": item["file_path"], "group": group, "status": item["status"],
-            "confidence": item["confidence"], "attempts": item["attempts"], "reasons": reasons,
-            "category": meta.get("category"), "difficulty": meta.get("difficulty"),
-            "topics": meta.get("primary_topics", [])}
 
 
 def table(found: list[dict]) -> str:

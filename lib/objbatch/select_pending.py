@@ -10,13 +10,12 @@ run claims nothing again. A row whose path is not valid UTF-8 is set aside with 
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from typing import Iterator
 
 import click
 
-from . import ledger, runs
+from . import ledger, runs, sources
 from .common import Failure, atomic_output, check_run_name, cli, count, kill_point, log, now_iso, write_jsonl
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -42,7 +41,7 @@ FROM objbatch_claims c JOIN files f ON f.file_path = c.file_path
 LEFT JOIN objbatch_files o ON o.file_path = f.file_path
 WHERE c.run_name = ? ORDER BY f.file_path
 """
-NOT_UTF8 = "file_path is not valid UTF-8 in the database; fix the row (rescan the file with objlib)"
+NOT_UTF8 = ledger.NOT_UTF8_PATH
 
 
 def as_record(row: sqlite3.Row) -> dict:
@@ -54,38 +53,12 @@ def as_record(row: sqlite3.Row) -> dict:
 
 def candidates(conn: sqlite3.Connection, params: dict, bad: list[int]) -> Iterator[sqlite3.Row]:
     """Eligible rows, lazily. A path that is not valid UTF-8 cannot be selected (nor sent, nor matched
-    back): its rowid goes to `bad`. Decoding turns tolerant only once such a row is met; the rows already
-    yielded are not yielded again."""
-    done = 0
-    try:
-        for row in conn.execute(ELIGIBLE, params):
-            done += 1
+    back): its rowid goes to `bad`. Other text that is not UTF-8 (a file name) is read with U+FFFD."""
+    for row in conn.execute(ELIGIBLE, params):
+        if isinstance(row["file_path"], ledger.NotUtf8):
+            bad.append(row["row_id"])
+        else:
             yield row
-        return
-    except sqlite3.OperationalError as exc:
-        if "decode" not in str(exc):
-            raise
-    conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
-    try:
-        for index, row in enumerate(conn.execute(ELIGIBLE, params)):
-            if index < done:
-                continue
-            if _undecodable(row["file_path"]):
-                bad.append(row["row_id"])
-            else:
-                yield _clean(row)
-    finally:
-        conn.text_factory = str
-
-
-def _undecodable(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
-
-
-def _clean(row: sqlite3.Row) -> dict:
-    """A row read tolerantly, with undecodable bytes in its other text fields shown as U+FFFD."""
-    return {k: (row[k].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                if isinstance(row[k], str) else row[k]) for k in row.keys()}
 
 
 def eligible(conn: sqlite3.Connection, params: dict, limit: int | None, bad: list[int]) -> Iterator:
@@ -94,7 +67,7 @@ def eligible(conn: sqlite3.Connection, params: dict, limit: int | None, bad: lis
     for row in candidates(conn, params, bad):
         if limit is not None and taken >= limit:
             return
-        if row["ai_metadata_status"] == "skipped" and not os.access(row["file_path"], os.R_OK):
+        if row["ai_metadata_status"] == "skipped" and not sources.readable(row["file_path"]):
             continue
         taken += 1
         yield row

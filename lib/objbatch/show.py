@@ -3,13 +3,12 @@ attempts, the current metadata (the current file_metadata_ai row) and its histor
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
 import click
 
 from . import ledger, library, output
-from .common import Failure, cli
+from .common import Failure, cli, dumps, printable, printable_values
 
 
 def details(conn: sqlite3.Connection, path: str) -> dict:
@@ -89,7 +88,8 @@ def main(path: str, db: str, fmt: str) -> None:
         if unknown:
             raise Failure(f"{path}: {unknown[path]}; review --nl lists the stored paths")
         info = details(conn, found[path])
-    click.echo(json.dumps(info, ensure_ascii=False, indent=2) if fmt == "json" else render(info))
+    shown = dumps(info, indent=2, separators=(",", ": ")) if fmt == "json" else render(printable_values(info))
+    click.echo(printable(shown))
 
 
 if __name__ == "__main__":

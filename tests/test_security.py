@@ -1,0 +1,243 @@
+"""Hostile inputs and shared machines (issue 17): a hostile database, a hostile service, another user of the
+machine, a careless user. Each test is an attack that worked on 6ab6fb2, run with the real commands, real
+SQLite and the real emulator; docs/design.md ("Security") says what each shows."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shlex
+import sqlite3
+import stat
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import BIN, TEST_KEY, request_lines, run
+
+ESC_SEQUENCES = ["\x1b]0;pwned\x07", "\x1b[2J", "\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\", "\x9b2J"]
+
+
+def control(emulator, path: str, body: dict | None = None, key: str | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(emulator.url + path, data=data, method="POST" if data else "GET",
+                                     headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+# ---------------------------------------------------------------- the emulator
+
+@pytest.mark.parametrize("path, body", [("/_emulator/record", None), ("/_emulator/faults", {"http_503": 1.0}),
+                                        ("/_emulator/pace", {"queue_seconds": 99}),
+                                        ("/_emulator/release", {})])
+def test_the_emulators_control_endpoints_need_the_key(emulator, path, body):
+    assert control(emulator, path, body)[0] == 401
+    assert control(emulator, path, body, key="wrong-key")[0] == 401
+    assert emulator.pace()["queue_seconds"] != 99 and emulator.faults().get("http_503", 0) != 1.0
+    assert control(emulator, path, body, key=TEST_KEY)[0] == 200
+
+
+def test_a_pace_of_the_wrong_type_is_refused_and_never_saved(emulator, tmp_path):
+    status, answer = control(emulator, "/_emulator/pace", {"queue_seconds": "x"}, key=TEST_KEY)
+    assert status == 422 and "queue_seconds must be a number" in json.dumps(answer)
+    assert control(emulator, "/_emulator/pace", ["queue_seconds"], key=TEST_KEY)[0] == 422
+    assert emulator.pace()["queue_seconds"] != "x"
+    emulator.restart()  # what was saved is what a restarted emulator works with
+    assert "\"x\"" not in (emulator.state_dir / "state.json").read_text()
+    submitted = run("batch-submit", "--run-name", "p1", "--record-dir", tmp_path / "records",
+                    input=request_lines(2), env=emulator.env)
+    assert submitted.returncode == 0, submitted.stderr
+
+
+def test_the_emulator_keeps_what_it_is_sent_to_its_user_only(emulator, tmp_path):
+    for run_name, extra in (("inline", []), ("file", ["--inline-max-requests", "0"])):
+        submitted = run("batch-submit", "--run-name", run_name, "--record-dir", tmp_path / "records", *extra,
+                        input=request_lines(3), env=emulator.env)
+        assert submitted.returncode == 0, submitted.stderr
+        (tmp_path / "job.json").write_text(submitted.stdout)
+        assert run("batch-wait", "--poll", "0.05", tmp_path / "job.json", env=emulator.env).returncode == 0
+    stored = list((emulator.state_dir / "files").iterdir())
+    assert any(p.name.endswith(".requests") for p in stored) and len(stored) >= 4
+    assert {oct(mode(p)) for p in stored} == {oct(0o600)}
+    assert mode(emulator.state_dir) == 0o700 and mode(emulator.state_dir / "files") == 0o700
+
+
+def test_the_emulators_help_says_it_accepts_any_key_without_api_key():
+    shown = " ".join(run("mistral-emulator", "--help").stdout.split())
+    assert "Without it the emulator accepts ANY non-empty key" in shown
+
+
+# ---------------------------------------------------------------- a careless user: URLs
+
+def test_plain_http_to_another_machine_is_refused_before_the_key_is_sent(tmp_path):
+    env = {**os.environ, "MISTRAL_SERVER_URL": "http://192.0.2.2:18767", "MISTRAL_API_KEY": "k" * 32}
+    result = run("batch-submit", "--run-name", "h1", "--record-dir", tmp_path, input=request_lines(1), env=env,
+                 timeout=30)
+    assert result.returncode == 1
+    assert result.stderr == ("batch-submit: error: MISTRAL_SERVER_URL http://192.0.2.2:18767 is plain HTTP to another "
+                             "machine: the API key would cross the network unencrypted; use https://, or set "
+                             "OBJBATCH_ALLOW_HTTP=1 for a proxy you trust\n")
+
+
+def test_http_is_allowed_to_this_machine_and_to_a_proxy_only_when_asked(monkeypatch):
+    from objbatch import config
+
+    for url in ("http://127.0.0.1:8765", "http://localhost:1", "http://[::1]:80", "https://10.0.0.5"):
+        monkeypatch.setenv("MISTRAL_SERVER_URL", url)
+        assert config.server_url() == url
+    monkeypatch.setenv("MISTRAL_SERVER_URL", "http://proxy.internal:3128")
+    with pytest.raises(config.Failure, match="plain HTTP to another machine"):
+        config.server_url()
+    monkeypatch.setenv("OBJBATCH_ALLOW_HTTP", "1")
+    assert config.server_url() == "http://proxy.internal:3128"
+
+
+def test_a_password_in_the_url_is_never_printed_nor_logged(library, tmp_path):
+    _, db = library
+    env = {**os.environ, "MISTRAL_SERVER_URL": "http://admin:hunter2secret@127.0.0.1:1", "MISTRAL_API_KEY": "local"}
+    submitted = run("batch-submit", "--run-name", "u1", "--record-dir", tmp_path, input=request_lines(1), env=env)
+    assert submitted.returncode == 1 and "hunter2secret" not in submitted.stderr + submitted.stdout
+    assert "holds a user name or password" in submitted.stderr and "http://***@127.0.0.1:1" in submitted.stderr
+    cron = run("batch-cron", "--db", db, "--runs", tmp_path / "runs", env=env)
+    assert cron.returncode == 1
+    logged = (tmp_path / "runs" / "cron.log").read_text()
+    assert "user name or password" in logged
+    assert "hunter2secret" not in logged + cron.stderr + cron.stdout
+
+
+def test_a_url_password_in_any_message_is_masked():
+    from objbatch.common import scrub
+
+    assert scrub("cannot reach https://me:pw@host:1/x (see http://a@b)") == \
+        "cannot reach https://***@host:1/x (see http://***@b)"
+
+
+# ---------------------------------------------------------------- a hostile service: ids
+
+def test_a_file_id_from_the_service_never_becomes_a_path(emulator, tmp_path):
+    submitted = run("batch-submit", "--run-name", "f1", "--record-dir", tmp_path / "records",
+                    input=request_lines(2), env=emulator.env)
+    assert submitted.returncode == 0, submitted.stderr
+    (tmp_path / "job.json").write_text(submitted.stdout)
+    assert run("batch-wait", "--poll", "0.05", tmp_path / "job.json", env=emulator.env).returncode == 0
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "secret.jsonl").write_text('{"custom_id": "r0", "response": {"status_code": 200}}\n')
+    for planted in (str(victim / "planted-by-service"), str(victim / "secret"), "../../victim/secret"):
+        emulator.stop()
+        state = json.loads((emulator.state_dir / "state.json").read_text())
+        job = next(iter(state["jobs"].values()))
+        job["output_file"] = planted
+        (emulator.state_dir / "state.json").write_text(json.dumps(state))
+        emulator.start()
+        raw = tmp_path / "run" / "raw"
+        fetched = run("batch-fetch", "--raw-dir", raw, tmp_path / "job.json", env=emulator.env)
+        assert fetched.returncode == 1 and fetched.stdout == ""
+        assert "is not a file id" in fetched.stderr and len(fetched.stderr.splitlines()) == 1
+        assert sorted(p.name for p in victim.iterdir()) == ["secret.jsonl"]
+        assert not raw.exists() or list(raw.iterdir()) == []
+
+
+# ---------------------------------------------------------------- a hostile database: CSV cells
+
+FORMULAS = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1)", "\tx", "'quoted"]
+
+
+def stored_with(db, tmp_path, summaries: list[str]) -> list[str]:
+    """The sample library with files whose paths and summaries start like formulas, as needs_review."""
+    assert run("select-pending", "--db", db, "--max", "0").returncode == 0  # objbatch's columns and tables
+    conn = sqlite3.connect(db)
+    with conn:
+        source = conn.execute("SELECT * FROM files LIMIT 1").fetchone()
+        columns = [d[0] for d in conn.execute("SELECT * FROM files LIMIT 1").description]
+        paths = []
+        for i, summary in enumerate(summaries):
+            row = dict(zip(columns, source, strict=True))
+            meta = {"category": "course_transcript", "difficulty": "intro", "primary_topics": ["ethics"],
+                    "topic_aspects": [summary], "semantic_description": {"summary": summary, "key_arguments": [],
+                                                                         "philosophical_positions": []},
+                    "confidence_score": 0.5}
+            row.update(file_path=f"{summary}{i}.txt", filename=f"{summary}{i}.txt", ai_metadata_status="needs_review",
+                       ai_confidence_score=0.5, ai_metadata_json=json.dumps(meta), error_message=summary)
+            conn.execute(f"INSERT INTO files ({','.join(row)}) VALUES ({','.join('?' * len(row))})", list(row.values()))
+            paths.append(row["file_path"])
+    conn.close()
+    return paths
+
+
+def test_csv_cells_that_start_like_formulas_are_neutralised_and_round_trip(library, tmp_path):
+    _, db = library
+    paths = stored_with(db, tmp_path, FORMULAS)
+    for command in (["export-metadata", "--csv", "--status", "needs_review"], ["review", "--csv"]):
+        shown = run(*command, "--db", db)
+        assert shown.returncode == 0, shown.stderr
+        cells = [cell for row in csv.reader(io.StringIO(shown.stdout)) for cell in row]
+        assert cells and not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
+        raw = run(*command, "--csv-raw", "--db", db)
+        assert {r["file_path"] for r in csv.DictReader(io.StringIO(raw.stdout))} >= set(paths[:5])  # as stored
+    piped = f"{BIN}/review --csv --db {shlex.quote(str(db))} | {BIN}/approve --db {shlex.quote(str(db))} -"
+    approved = subprocess.run(["bash", "-o", "pipefail", "-c", piped], capture_output=True)  # bytes: \r kept
+    assert approved.returncode == 0, approved.stderr
+    statuses = dict(sqlite3.connect(db).execute("SELECT file_path, ai_metadata_status FROM files"))
+    assert {statuses[p] for p in paths} == {"approved"}
+
+
+def test_a_cell_starting_with_a_carriage_return_is_neutralised_too():
+    from objbatch import output
+
+    assert output.neutralised("\rx") == "'\rx" and output.unquote(output.neutralised("\rx")) == "\rx"
+    assert [output.unquote(output.neutralised(text)) for text in FORMULAS] == FORMULAS
+    assert output.neutralised(-0.5) == -0.5 and output.neutralised("plain") == "plain"
+
+
+# ---------------------------------------------------------------- terminal escapes
+
+def test_review_show_and_errors_escape_what_a_terminal_would_act_on(library, tmp_path):
+    _, db = library
+    paths = stored_with(db, tmp_path, [f"a{seq}b" for seq in ESC_SEQUENCES])
+    outputs = [run("review", "--db", db), run("review", "--db", db, "--json"), run("review", "--db", db, "--nl"),
+               run("stats", "--db", db), run("export-metadata", "--db", db, "--table"),
+               run("show", "--db", db, "--json", paths[0])]
+    outputs += [run("show", "--db", db, path) for path in paths]
+    outputs.append(run("show", "--db", db, "no\x1b]0;such\x07file"))
+    for result in outputs:
+        assert "\x1b" not in result.stdout + result.stderr and "\x9b" not in result.stdout + result.stderr
+        assert "\x07" not in result.stdout + result.stderr
+    shown = run("show", "--db", db, paths[1]).stdout
+    assert shown.startswith("a\\x1b[2Jb1.txt\n") and "summary       a\\x1b[2Jb" in shown
+    assert json.loads(outputs[1].stdout)[0]["file_path"] in paths  # JSON stays JSON: escaped, the same text
+    assert outputs[-1].returncode == 1 and "no\\x1b]0;such\\x07file" in outputs[-1].stderr
+
+
+def test_control_characters_in_an_answer_are_stripped_and_recorded():
+    from objbatch import metadata
+
+    answer = {"category": "course_transcript", "difficulty": "intro",
+              "primary_topics": ["ethics", "reason", "values", "egoism", "rights", "capitalism", "politics",
+                                 "epistemology"],
+              "topic_aspects": ["honesty \x1b]8;;http://evil.example/\x1b\\as a virtue", "honesty in trade",
+                                "honesty and self-esteem"],
+              "semantic_description": {"summary": "A lecture on honesty.\x1b]0;pwned\x07\x1b[2J It says why honesty "
+                                                  "matters\u202e in ethics.",
+                                       "key_arguments": ["one\x9b2J"], "philosophical_positions": ["egoism"]},
+              "confidence_score": 0.95}
+    verdict = metadata.judge(json.dumps(answer), "stop", "Lecture-01-Honesty.txt")
+    stored = json.dumps(verdict.metadata, ensure_ascii=False)
+    assert not any(ch in stored for ch in "\x1b\x07\x9b\u202e")
+    assert verdict.metadata["semantic_description"]["summary"] == \
+        "A lecture on honesty.]0;pwned[2J It says why honesty matters in ethics."
+    assert any("control characters" in repair for repair in verdict.repairs)
+    assert verdict.decision == "needs_review"  # a person looks at an answer that tried to drive a terminal
