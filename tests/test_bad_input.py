@@ -135,5 +135,5 @@ def test_review_and_requeue_work_on_a_row_objbatch_set_aside(library):
     assert run("show", "--db", db, other).returncode == 0
     requeue = run("requeue", "--db", db, "--status", "skipped")
     assert requeue.returncode == 1
-    assert "requeue: error: 1 refused: /lib/bad\x02\ufffd.txt (file_path is not valid UTF-8" in requeue.stderr
+    assert "requeue: error: 1 refused: /lib/bad\\x02\ufffd.txt (file_path is not valid UTF-8" in requeue.stderr  # control characters escaped (issue 17)
     assert status(db, other)[0] == "pending"
