@@ -115,7 +115,8 @@ $(R)/results.jsonl: $(R)/wait.jsonl
 	  $(call shq,$(R)/job.json)
 
 $(R)/decisions.jsonl: $(R)/results.jsonl
-	@$(BIN)/validate --manifest $(call shq,$(R)/manifest.jsonl) $(if $(THRESHOLD),--threshold $(call shq,$(THRESHOLD))) \
+	@$(BIN)/validate --db $(call shq,$(DB)) --run $(call shq,$(NAME)) --manifest $(call shq,$(R)/manifest.jsonl) \
+	  $(if $(THRESHOLD),--threshold $(call shq,$(THRESHOLD))) \
 	  -o $(call shq,$@) $(call shq,$<)
 
 $(R)/applied.json: $(R)/decisions.jsonl

@@ -166,9 +166,9 @@ def test_partial_jobs_are_harvested_and_the_rest_retried(crash_env, status):
     lost = [p for p, r in after.items() if r["error_message"] and f"job ended {status}" in r["error_message"]]
     done = [p for p, r in after.items() if r["ai_metadata_status"] in ("extracted", "needs_review")]
     assert lost and done
-    assert all(after[p]["ai_metadata_status"] == "failed_validation" for p in lost)
-    assert query(db, "SELECT MIN(attempts), MAX(attempts) FROM objbatch_files WHERE file_path IN (%s)"
-                 % ",".join("?" * len(lost)), *lost) == [(1, 1)]
+    assert all(after[p]["ai_metadata_status"] == "pending" for p in lost)  # never ran: back in the queue
+    assert query(db, "SELECT COALESCE(MAX(attempts), 0) FROM objbatch_files WHERE file_path IN (%s)"
+                 % ",".join("?" * len(lost)), *lost) == [(0,)]  # and no attempt spent
     emu.faults(job_status="SUCCESS", answers={})
     assert batch(emu, db, runs, "NAME=two").returncode == 0
     second = emu.record()["jobs_created"][1]["custom_ids"]

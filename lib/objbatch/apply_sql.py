@@ -18,9 +18,10 @@ import click
 
 from . import costs, ledger, runs, sources
 from .common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso, read_jsonl
+from .states import Decision, FileStatus
 
-PROTECTED = ("approved",)
-STORED = ("extracted", "needs_review")
+PROTECTED = (FileStatus.APPROVED,)
+STORED = (Decision.EXTRACTED, Decision.NEEDS_REVIEW)
 
 
 def result_key(decision: dict, run_name: str | None) -> str:
@@ -59,6 +60,7 @@ class Applier:
         self.pending: dict[str, list[tuple]] = {}  # statement -> rows, written in the order first met
         self.pending_paths: set[str] = set()
         self.pending_keys: set[str] = set()
+        self.owners: dict[str, str | None] = {}  # job_id (or a skipped file's path) -> its run
 
     def later(self, statement: str, *rows: tuple) -> None:
         self.pending.setdefault(statement, []).extend(rows)
@@ -71,8 +73,29 @@ class Applier:
         self.pending_paths.clear()
         self.pending_keys.clear()
 
+    def run_of(self, decision: dict) -> str | None:
+        """The run a decision belongs to: --run, or (by hand) the run whose job returned it, so a run's
+        decisions applied without --run still count for it."""
+        if self.run_name:
+            return self.run_name
+        key = decision.get("job_id") or decision["file_path"]
+        if key not in self.owners:
+            self.owners[key] = runs.run_of_result(self.conn, decision.get("job_id"), decision["file_path"])
+        return self.owners[key]
+
+    def as_sent(self, decision: dict, run_name: str | None) -> dict:
+        """The decision judged against what its run's ledger recorded as sent (content hashes and the read
+        that was sent), not against what the line says: the ledger is the authority."""
+        if not run_name or not decision.get("custom_id"):
+            return decision
+        entry = runs.sent(self.conn, run_name, decision["file_path"], decision["custom_id"])
+        if entry is None:
+            return decision
+        return {**decision, **{k: entry.get(k) for k in ("db_hash", "sent_hash", "sent_stat")}}
+
     def apply(self, decision: dict) -> None:
-        key, path = result_key(decision, self.run_name), decision["file_path"]
+        run_name = self.run_of(decision)
+        key, path = result_key(decision, run_name), decision["file_path"]
         if path in self.pending_paths:  # the same file twice: what is read next must see the first
             self.flush()
         if key in self.pending_keys or \
@@ -81,6 +104,7 @@ class Applier:
             return
         self.pending_paths.add(path)
         self.pending_keys.add(key)
+        decision = self.as_sent(decision, run_name)
         row = self.conn.execute("SELECT content_hash, ai_metadata_status, is_deleted FROM files WHERE file_path = ?",
                                 (path,)).fetchone()
         outcome = self._outcome(decision, row)
@@ -91,7 +115,7 @@ class Applier:
         self.later(
             "INSERT INTO objbatch_applied (result_key, file_path, decision, outcome, applied_at, run_name, confidence, "
             "reasons_json, repairs_json, model, resolved_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, decision["file_path"], decision["decision"], outcome, self.now, self.run_name,
+            (key, decision["file_path"], decision["decision"], outcome, self.now, run_name,
              decision.get("confidence"), json.dumps(decision.get("reasons") or [], ensure_ascii=False),
              json.dumps(decision.get("repairs") or [], ensure_ascii=False), decision.get("model"),
              decision.get("resolved_model")))
@@ -116,8 +140,8 @@ class Applier:
         if row["is_deleted"] or row["ai_metadata_status"] in PROTECTED:
             return "left alone (approved or deleted)"
         kind = decision["decision"]
-        if kind == "skipped":
-            self._set_status(decision["file_path"], "skipped", "; ".join(decision["reasons"]))
+        if kind == Decision.SKIPPED:
+            self._set_status(decision["file_path"], FileStatus.SKIPPED, "; ".join(decision["reasons"]))
             self._note_skip(decision["file_path"], decision.get("skip_kind"))
             return "skipped"
         if decision.get("db_hash") is not None and (row["content_hash"] or "") != decision["db_hash"]:
@@ -125,7 +149,7 @@ class Applier:
         disk = on_disk(decision)
         if disk == "changed":
             return self._requeue(decision, "file on disk changed since it was sent")
-        if kind == "failed_validation":
+        if kind == Decision.FAILED_VALIDATION:
             return self._fail(decision)
         self._store(decision)
         if disk == "unreadable":
@@ -142,15 +166,15 @@ class Applier:
                           "DO UPDATE SET skip_kind = excluded.skip_kind", (file_path, kind))
 
     def _requeue(self, decision: dict, why: str) -> str:
-        self._set_status(decision["file_path"], "pending", f"{why}; queued for extraction again")
+        self._set_status(decision["file_path"], FileStatus.PENDING, f"{why}; queued for extraction again")
         return "requeued (content changed)"
 
     def _fail(self, decision: dict) -> str:
         reasons = "; ".join(decision["reasons"])
         if not decision.get("counts_attempt", True):  # never processed (job cancelled): back to the queue
-            self._set_status(decision["file_path"], "pending", f"{reasons}; queued again")
+            self._set_status(decision["file_path"], FileStatus.PENDING, f"{reasons}; queued again")
             return "requeued (not processed)"
-        self._set_status(decision["file_path"], "failed_validation", reasons)
+        self._set_status(decision["file_path"], FileStatus.FAILED_VALIDATION, reasons)
         old = self.conn.execute("SELECT reasons_json FROM objbatch_files WHERE file_path = ?",
                                 (decision["file_path"],)).fetchone()
         history = ledger.load_json(old["reasons_json"] if old else None, []) + [reasons]
@@ -163,7 +187,7 @@ class Applier:
     def _store(self, decision: dict) -> None:
         path, meta = decision["file_path"], decision["metadata"]
         text = json.dumps(meta, ensure_ascii=False, sort_keys=True)
-        review = "; ".join(decision["reasons"]) if decision["decision"] == "needs_review" else None
+        review = "; ".join(decision["reasons"]) if decision["decision"] == Decision.NEEDS_REVIEW else None
         self.later("UPDATE files SET ai_metadata_json = ?, ai_metadata_status = ?, ai_confidence_score = ?, "
                    "error_message = ?, updated_at = ? WHERE file_path = ?",
                    (text, decision["decision"], decision["confidence"], review, self.now, path))
@@ -189,25 +213,13 @@ class Applier:
     def finish(self) -> None:
         """Write what is pending, and the tokens the applied results carried, added to their jobs."""
         self.flush()
-        self.conn.executemany(
-            "INSERT INTO objbatch_jobs (job_id, run_name, model, prompt_tokens, cached_tokens, completion_tokens, "
-            "reasoning_tokens, resolved_model, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(job_id) DO UPDATE SET "
-            "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
-            "cached_tokens = cached_tokens + excluded.cached_tokens, "
-            "completion_tokens = completion_tokens + excluded.completion_tokens, "
-            "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, "
-            "resolved_model = COALESCE(excluded.resolved_model, resolved_model), "
-            "run_name = COALESCE(run_name, excluded.run_name)",
-            [(job_id, self.run_name, model, prompt, cached, output, reasoning, ",".join(sorted(resolved)) or None,
-              self.now) for job_id, (model, resolved, prompt, cached, output, reasoning) in self.usage.items()])
+        runs.add_usage(self.conn, self.run_name, self.usage)
 
 
 def read_decisions(stream: IO[str]) -> Iterator[dict]:
     """Decisions one at a time (a bad line stops the apply, whose transaction then rolls back)."""
     for lineno, decision in read_jsonl(stream, "decision"):
-        if not isinstance(decision, dict) or decision.get("decision") not in (
-                "extracted", "needs_review", "failed_validation", "skipped"):
+        if not isinstance(decision, dict) or decision.get("decision") not in tuple(Decision):
             raise Failure(f"decision line {lineno} has no valid 'decision'; pipe validate's output")
         if not decision.get("file_path"):
             raise Failure(f"decision line {lineno} has no file_path; run validate with --manifest from build-jsonl")
@@ -238,7 +250,7 @@ def main(decisions: IO[str], db: str, run_name: str | None, output: str | None) 
             applier.finish()
             undecided = runs.undecided(conn, run.name) if run and not run.finished else 0
             if run and not run.finished and not undecided:
-                applier.counts["claims released"] = runs.finish(conn, run, dict(applier.counts))
+                applier.counts["claims released"] = runs.finish(conn, run.name, dict(applier.counts))
     log("apply-sql: " + (", ".join(f"{n} {k}" for k, n in sorted(applier.counts.items())) or "nothing to apply"))
     if undecided:  # no summary file: to make, the run is not applied
         raise Failure(f"run {run_name} is not finished: {undecided} of its files have no result yet (its own "

@@ -12,8 +12,6 @@ With a JOB_RECORD instead (by hand), the jobs in that record are cancelled and w
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import click
 
 from . import client, ledger, runs
@@ -46,26 +44,33 @@ def _cancel_locked(conn: ledger.Library, run: runs.Run, poll: float, timeout: fl
         log(f"batch-cancel: run {run.name} is already finished ({run.state}); nothing to cancel")
         return None
     if not run.frozen:
-        with ledger.transaction(conn):
-            released = runs.finish(conn, replace(run, state="cancelling"), {"cancelled before submission": 1})
-        log(f"batch-cancel: run {run.name} cancelled before anything was submitted; its {released} files are "
-            "back in the queue")
-        return None
+        return _cancel_unsent(conn, run, "before anything was submitted")
     runs.check_service(run.name, run.server_url)
     record = runs.record(conn, run, all_parts=True)
     with client.Service() as service:
         if any(not entry["job_id"] for entry in record["jobs"]):
             find_unrecorded(service, conn, record)
         job_ids = [entry["job_id"] for entry in record["jobs"] if entry["job_id"]]
+        if not job_ids:  # every creation failed: the service never saw the run
+            return _cancel_unsent(conn, run, "before any of its jobs was created")
         if stop(service, job_ids) or len(job_ids) < len(record["jobs"]):
             with ledger.transaction(conn):
-                runs.set_state(conn, run.name, "cancelling")
+                runs.begin_cancel(conn, run.name)
         else:
             log(f"batch-cancel: every job of run {run.name} had already ended; it is collected as it is")
-        jobs = wait(service, job_ids, poll, timeout) if job_ids else []
-    ledger.update_jobs(conn, jobs)
+        jobs = wait(service, job_ids, poll, timeout)
+    runs.record_jobs(conn, jobs)
     report(jobs)
     return run.name
+
+
+def _cancel_unsent(conn: ledger.Library, run: runs.Run, when: str) -> None:
+    """Nothing reached the service: the run ends cancelled now, its files back in the queue as they were
+    (no attempt spent, nothing to harvest)."""
+    with ledger.transaction(conn):
+        released = runs.cancel_unsent(conn, run.name, {"cancelled " + when: 1})
+    log(f"batch-cancel: run {run.name} cancelled {when}; its {released} files are back in the queue")
+    return None
 
 
 def find_unrecorded(service: client.Service, conn: ledger.Library, record: dict) -> None:

@@ -2,7 +2,8 @@
 
 Success lines carry the answer (content, finish_reason, usage, model); failure lines the HTTP status and the
 reason. A line is a failure when `error` is set or `status_code >= 400`, in the output file or the error
-file. Custom_ids with no line in either file come out as "no result returned": nothing is left behind.
+file. Custom_ids with no line in either file come out as "no result returned" (missing: true, attempted:
+false: a request that never ran costs its file no attempt): nothing is left behind.
 """
 
 from __future__ import annotations
@@ -139,17 +140,17 @@ def harvest(service: client.Service, job: dict, custom_ids: list[str], raw_dir: 
             yield {"custom_id": cid, "job_id": job["id"], "status_code": None, "ok": False,
                    "error": f"no result returned (the results of job {job['id']}, finished {finished_at(job)}, "
                             "expired before they were fetched)", "attempted": False}
-        elif cid not in done and cid not in held:
+        elif cid not in done and cid not in held:  # it never ran (cancelled, timed out, failed): no attempt spent
             yield {"custom_id": cid, "job_id": job["id"], "status_code": None, "ok": False,
-                   "error": f"no result returned (job ended {job['status']})",
-                   "attempted": job["status"] != "CANCELLED"}  # a cancel costs no attempt
+                   "error": f"no result returned (job ended {job['status']})", "missing": True, "attempted": False}
 
 
 def never_sent(custom_ids: list[str]) -> Iterator[dict]:
     """Requests of a cancelled run whose part was never created: no attempt spent, back to the queue."""
     for cid in custom_ids:
         yield {"custom_id": cid, "job_id": None, "status_code": None, "ok": False,
-               "error": "no result returned (never submitted: the run was cancelled)", "attempted": False}
+               "error": "no result returned (never submitted: the run was cancelled)", "missing": True,
+               "attempted": False}
 
 
 def _report(job_id: str, unknown: int, duplicates: int, unreadable: int, anonymous: int) -> None:
@@ -206,8 +207,7 @@ def _raw_dir(raw_dir: str | None) -> Iterator[Path]:
 
 def _counted(results: Iterator[dict], counts: dict) -> Iterator[dict]:
     for result in results:
-        key = "ok" if result["ok"] else ("missing" if result["status_code"] is None
-                                         and result["error"].startswith("no result") else "failed")
+        key = "ok" if result["ok"] else ("missing" if result.get("missing") else "failed")
         counts[key] += 1
         yield result
 

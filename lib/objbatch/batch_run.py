@@ -238,12 +238,11 @@ def estimate(assignments: list[str]) -> int:
         plan = Plan(conn, settings)
         run = plan.run
         if run is not None:
-            known = ledger.load_json(conn.execute("SELECT estimate_json FROM objbatch_runs WHERE run_name = ?",
-                                                  (run.name,)).fetchone()[0], None)
+            known = runs.estimate(conn, run.name)
             click.echo(f"make batch would {'do nothing: run' if run.finished else 'resume run'} {run.name} "
                        f"({run.state}); " + (f"its estimate was {costs.money(known.get('batch_usd'))} for "
                                              f"{known['requests']:,} requests" if known else "it has no estimate yet"))
-            return EXIT_OK
+            return resumed_over_budget(conn, run, known, settings)
         figures = new_run_estimate(conn, settings)
     files = figures.requests + sum(figures.skipped.values())
     if not files:
@@ -255,6 +254,20 @@ def estimate(assignments: list[str]) -> int:
     if stale:
         log(f"make estimate: {stale}")
     refusal = over_budget(figures, float(settings["BUDGET"]) if settings.get("BUDGET") else None)
+    if refusal:
+        log(f"make batch would refuse: {refusal}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def resumed_over_budget(conn: ledger.Library, run: runs.Run, known: dict | None, settings: dict[str, str]) -> int:
+    """A resumed run that has no job yet is checked against BUDGET before its job is created, as a new one."""
+    if run.finished or not settings.get("BUDGET") or not known or runs.has_jobs(conn, run.name):
+        return EXIT_OK
+    figures = costs.Estimate(model=known.get("model") or run.model or settings["MODEL"])
+    figures.input_tokens, figures.requests = known.get("input_tokens", 0), known.get("requests", 0)
+    figures.answer_tokens = known.get("answer_tokens_per_request", costs.DEFAULT_ANSWER_TOKENS)
+    refusal = over_budget(figures, float(settings["BUDGET"]))
     if refusal:
         log(f"make batch would refuse: {refusal}")
         return EXIT_FAILED
@@ -326,9 +339,8 @@ def _locked(plan: Plan, assignments: list[str]) -> int:
                                                  "db_path": plan.conn.path})
     code = run_stages(plan, assignments)
     run = plan.run
-    if run is None:  # nothing was claimed: the folder made for it goes again
-        if created:
-            _remove_own_folder(plan.folder)
+    if run is None:  # nothing was claimed, or the run was dropped before sending (over budget)
+        _drop_cache(plan.folder, created)
         if code == 0:
             log("No pending files: nothing to do.")
     if code == 0:
@@ -346,11 +358,16 @@ def _clean_up_finished(conn: ledger.Library, name: str, settings: dict[str, str]
         log(f"Warning: {warning}")
 
 
-def _remove_own_folder(folder: Path) -> None:
-    """Only a folder this invocation made, holding only files objbatch writes, is removed."""
+def _drop_cache(folder: Path, created: bool) -> None:
+    """The folder of a run the ledger does not hold (any more) caches nothing: its stage files go (they
+    would make the same NAME skip its stages), and the folder too if this invocation made it and only
+    objbatch's files are in it. check_folder refused earlier if stage files were there before the run."""
     ours = set(STAGE_FILES) | {"run.json", "raw"}
-    if folder.is_dir() and all(p.name in ours or p.name.startswith(".") for p in folder.iterdir()):
+    if created and folder.is_dir() and all(p.name in ours or p.name.startswith(".") for p in folder.iterdir()):
         shutil.rmtree(folder, ignore_errors=True)
+        return
+    for name in (*STAGE_FILES, "run.json"):
+        (folder / name).unlink(missing_ok=True)
 
 
 def summary(plan: Plan, run: runs.Run, remote_files: str | None = None, warnings: list[str] | None = None) -> None:

@@ -12,9 +12,9 @@ import hashlib
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 import click
 
@@ -35,12 +35,14 @@ from .common import (
     log,
     read_jsonl_lines,
     state_dir,
+    write_jsonl,
 )
 from .estimate import over_budget
 
 MAX_JOB_REQUESTS = client.MAX_JOB_REQUESTS  # the service's limits (docs/mistral-batch-api.md, "Limits")
 MAX_JOB_BYTES = client.MAX_FILE_BYTES
 RECORD_VERSION = runs.RECORD_VERSION
+UNPRICED_FIX = "add the model's price to schemas/prices.json, or leave BUDGET out"
 
 
 @dataclass
@@ -49,14 +51,13 @@ class Part:
 
     spool: IO[bytes]
     custom_ids: list[str] = field(default_factory=list)
-    digests: list[bytes] = field(default_factory=list)  # of each line as sent, for a default run name
+    digests: list[bytes] = field(default_factory=list)  # of each line as sent: recorded, and a default run name
     size: int = 0
 
 
-def read_parts(stream: IO[str], max_requests: int, max_bytes: int, figures: costs.Estimate,
-               digests: bool = False) -> list[Part]:
-    """Check every line and split into parts that each fit one job; count what they would cost. With
-    `digests`, keep a digest of each line (to name a run after its requests)."""
+def read_parts(stream: IO[str], max_requests: int, max_bytes: int, figures: costs.Estimate) -> list[Part]:
+    """Check every line and split into parts that each fit one job; count what they would cost; keep a
+    digest of each line (recorded in the ledger as what was sent, and to name a run after its requests)."""
     seen: dict[str, int] = {}
     parts: list[Part] = []
     for lineno, request, text in read_jsonl_lines(stream, "request"):
@@ -70,8 +71,7 @@ def read_parts(stream: IO[str], max_requests: int, max_bytes: int, figures: cost
             parts.append(Part(tempfile.TemporaryFile("w+b")))
         parts[-1].spool.write(line)
         parts[-1].custom_ids.append(custom_id)
-        if digests:
-            parts[-1].digests.append(hashlib.blake2b(line, digest_size=16).digest())
+        parts[-1].digests.append(hashlib.blake2b(line, digest_size=16).digest())
         parts[-1].size += size
     return parts
 
@@ -120,11 +120,13 @@ class FileStore:
     def existing(self) -> dict | None:
         return json.loads(self.path.read_text()) if self.path.exists() else None
 
-    def begin(self, record: dict, figures: costs.Estimate) -> None:
+    def begin(self, record: dict, figures: costs.Estimate, parts: list[Part]) -> None:
         refuse_other_requests(self.folder, self.path, self.run_name)
 
-    def refuse(self, reason: str, fix: str) -> None:
-        raise Failure(f"{reason}; nothing was submitted")
+    def refuse(self, reason: str, figures: costs.Estimate) -> None:
+        fix = f"give --budget {costs.budget_above(figures.usd)} or more, or send fewer requests" \
+            if figures.usd is not None else UNPRICED_FIX
+        raise Failure(f"{reason}; nothing was submitted: {fix}")
 
     def save(self, record: dict) -> None:
         atomic_write_json(self.path, record)
@@ -143,11 +145,13 @@ class LedgerStore:
     def existing(self) -> dict | None:
         return runs.record(self.conn, self.run) if self.run.frozen else None
 
-    def begin(self, record: dict, figures: costs.Estimate) -> None:
+    def begin(self, record: dict, figures: costs.Estimate, parts: list[Part]) -> None:
         self._check_manifest(record)
+        digests = {cid: digest.hex() for part in parts for cid, digest in zip(part.custom_ids, part.digests, strict=True)}
         with ledger.transaction(self.conn):
             runs.freeze(self.conn, self.run.name, record["run_id"], self._manifest(),
-                        [entry["custom_ids"] for entry in record["jobs"]], figures.as_dict(), record["server"])
+                        [entry["custom_ids"] for entry in record["jobs"]], digests, figures.as_dict(),
+                        record["server"])
         record.update(library_id=self.conn.library_id, db_path=self.conn.path)
 
     def _manifest(self) -> Iterator[tuple[dict, str]]:
@@ -172,15 +176,29 @@ class LedgerStore:
             raise Failure(f"the manifest {self.manifest_path} does not match the requests or run {self.run.name}'s "
                           "files; rebuild both with build-jsonl from the run's selection")
 
-    def refuse(self, reason: str, fix: str) -> None:
-        """Over budget: nothing was sent, and the run gives its files back (a new run can take them)."""
+    def refuse(self, reason: str, figures: costs.Estimate) -> None:
+        """Over budget: nothing was sent; the run leaves the ledger and gives its files back, so the advice
+        (the same NAME with a higher BUDGET) works as given."""
+        if runs.has_jobs(self.conn, self.run.name):
+            raise Failure(f"{reason}; part of run {self.run.name} was submitted already, the rest was not: "
+                          f"raise BUDGET to finish it, or cancel it (make cancel NAME={self.run.name})")
         with ledger.transaction(self.conn):
-            runs.finish(self.conn, replace(self.run, state="cancelling"), {"over budget": 1})
-        raise Failure(f"{reason}; nothing was submitted and run {self.run.name} was cancelled (its files are "
-                      f"back in the queue): {fix}")
+            runs.forget(self.conn, self.run.name)
+        fix = f"make batch BUDGET={costs.budget_above(figures.usd)} NAME={self.run.name} (or a lower MAX)" \
+            if figures.usd is not None else UNPRICED_FIX
+        raise Failure(f"{reason}; nothing was submitted and run {self.run.name} was dropped (its files are back in "
+                      f"the queue): {fix}")
 
     def save(self, record: dict) -> None:
         runs.save_record(self.conn, record)
+
+    def cache_manifest(self) -> None:
+        """The folder's manifest is a cache of what the ledger says was sent: rewritten when the requests
+        given here are not what was sent (the folder was rebuilt after the files changed)."""
+        if self.manifest_path:
+            with atomic_output(self.manifest_path) as out:
+                write_jsonl(runs.manifest(self.conn, self.run.name), out)
+            log(f"batch-submit: {self.manifest_path} rewritten from the ledger: what run {self.run.name} sent")
 
 
 class Submission:
@@ -194,7 +212,9 @@ class Submission:
     def save(self) -> None:
         self.store.save(self.record)
 
-    def submit(self, parts: list[Part], timeout_hours: int) -> None:
+    def submit(self, parts: list[Part], timeout_hours: int, before_creating: Callable[[], None] | None = None) -> None:
+        """Create the parts with no job; `before_creating` runs once before the first job is created (the
+        budget, when a frozen run is resumed)."""
         found = None
         for index, part in enumerate(parts):
             entry = self.record["jobs"][index]
@@ -206,6 +226,9 @@ class Submission:
             if existing:
                 self._created(entry, existing, f"found in the service's job list (part {entry['part']})")
                 continue
+            if before_creating:
+                before_creating()
+                before_creating = None
             self._create(entry, part, timeout_hours)
 
     def created_jobs(self) -> dict:
@@ -314,7 +337,7 @@ def main(requests: IO[str], output: str, run_name: str | None, model: str, recor
         check_run_name(run_name)
     costs.check_model(model, allow_unpriced)
     figures = costs.Estimate(model=model)
-    parts = read_parts(requests, max_requests_per_job, max_bytes_per_job, figures, digests=run_name is None)
+    parts = read_parts(requests, max_requests_per_job, max_bytes_per_job, figures)
     run_name = run_name or default_run_name(parts, model)
 
     def plan(library_id: str = "") -> Plan:
@@ -364,11 +387,24 @@ class Plan:
     timeout_hours: int
 
 
+def check_budget(store: FileStore | LedgerStore, plan: Plan) -> None:
+    """Refuse (the store says how) if what is about to be created is estimated over the budget."""
+    refusal = over_budget(plan.figures, plan.budget)
+    if refusal:
+        store.refuse(f"{refusal} ({plan.figures.requests:,} requests, {plan.figures.input_tokens:,} input tokens, "
+                     f"{costs.price_note(plan.figures.model)})", plan.figures)
+
+
+def cancelling(store: FileStore | LedgerStore) -> bool:
+    return isinstance(store, LedgerStore) and store.run.state == runs.RunState.CANCELLING
+
+
 def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -> dict:
     record = store.existing()
     if record is not None and record["run_id"] != plan.fresh["run_id"] and isinstance(store, LedgerStore) \
-            and not any(entry.get("job_id") for entry in record["jobs"]):
+            and not cancelling(store) and not any(entry.get("job_id") for entry in record["jobs"]):
         record = start_over(store, record, plan)
+    resumed = record is not None  # its budget is checked again before any job is created now
     if record is None:
         if not parts:
             log("batch-submit: no requests in the input; nothing to submit")
@@ -376,15 +412,10 @@ def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -
         config.api_key()  # a missing or unusable key is said first, before any figure
         for entry in plan.fresh["jobs"]:  # every value the service bounds, before anything is uploaded
             client.check_job(plan.fresh["model"], job_metadata(plan.fresh, entry), plan.timeout_hours)
-        refusal = over_budget(plan.figures, plan.budget)
-        if refusal:
-            store.refuse(f"{refusal} ({plan.figures.requests:,} requests, {plan.figures.input_tokens:,} input tokens, "
-                         f"{costs.price_note(plan.figures.model)})",
-                         "raise BUDGET, or lower MAX" if plan.figures.usd is not None else
-                         "add the model's price to schemas/prices.json, or leave BUDGET out")
+        check_budget(store, plan)
         log(f"batch-submit: estimate {costs.money(plan.figures.usd)} for {plan.figures.requests:,} requests "
             f"({plan.figures.input_tokens:,} input tokens); {costs.price_note(plan.figures.model)}")
-        store.begin(plan.fresh, plan.figures)
+        store.begin(plan.fresh, plan.figures, parts)
         record = plan.fresh
     run_name = record["run_name"]
     check_same_target(record, plan.fresh)
@@ -396,10 +427,10 @@ def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -
         submission = Submission(service, store, record, plan.inline_max)
         if record["run_id"] != plan.fresh["run_id"] or len(record["jobs"]) != len(parts):
             finish_changed(submission)
-        elif isinstance(store, LedgerStore) and store.run.state == "cancelling":
-            submission.submit([], plan.timeout_hours)  # a cancelled run creates nothing new
-        else:
-            submission.submit(parts, plan.timeout_hours)
+            if isinstance(store, LedgerStore):
+                store.cache_manifest()
+        elif not cancelling(store):  # a cancelled run creates nothing new
+            submission.submit(parts, plan.timeout_hours, (lambda: check_budget(store, plan)) if resumed else None)
     return record
 
 
@@ -424,7 +455,7 @@ def finish_changed(submission: Submission) -> None:
     found = submission.created_jobs()
     for entry in record["jobs"]:
         if not entry.get("job_id") and found.get(entry["part"]):
-            submission._created(entry, found[entry["part"]])
+            submission._created(entry, found[entry["part"]], f"found in the service's job list (part {entry['part']})")
     missing = [entry["part"] for entry in record["jobs"] if not entry.get("job_id")]
     if missing:
         raise Failure(f"run {record['run_name']} began submitting other requests than these, and part "

@@ -118,7 +118,7 @@ def frozen_manifest(db: str, run_name: str, manifest: str, output: str) -> bool:
     """For a run whose submission started, write its manifest from the ledger and no requests."""
     with ledger.opened(db) as conn:
         run = runs.belonging(conn, check_run_name(run_name))
-        if run is None or not (run.finished or run.state == "cancelling" or runs.has_jobs(conn, run.name)):
+        if run is None or not (run.finished or run.state == runs.RunState.CANCELLING or runs.has_jobs(conn, run.name)):
             return False  # nothing reached the service yet: built (again) from the files
         entries = list(runs.manifest(conn, run_name))
     with atomic_output(manifest) as man:

@@ -5,11 +5,12 @@ budget), batch-run and stats."""
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 from .common import EXIT_USAGE, Failure, load_schema, log
 
@@ -246,7 +247,26 @@ class Estimate:
 
 
 def money(usd: float | None) -> str:
-    return "unknown" if usd is None else f"${usd:,.4f}"
+    """Dollars with four decimals, or two significant digits below a cent ($0.00001, not $0.0000)."""
+    if usd is None:
+        return "unknown"
+    if usd == 0 or abs(usd) >= 0.01:
+        return f"${usd:,.4f}"
+    return "$" + _significant(usd, round)
+
+
+def budget_above(usd: float | None) -> str:
+    """The smallest round budget (two significant digits) that covers `usd`, as make's BUDGET takes it."""
+    text = _significant(usd or 0.0, math.ceil)
+    return text if float(text) >= (usd or 0.0) else _significant((usd or 0.0) * 1.01, math.ceil)
+
+
+def _significant(usd: float, rounding: Callable[[float], int]) -> str:
+    if usd <= 0:
+        return "0"
+    digits = max(2 - 1 - math.floor(math.log10(usd)), 0)
+    text = f"{rounding(round(usd * 10 ** digits, 6)) / 10 ** digits:.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _round(usd: float | None) -> float | None:

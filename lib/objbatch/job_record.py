@@ -59,4 +59,4 @@ def opened_record(path: str, db: str | None) -> Iterator[tuple[dict, Callable[[l
                 log(f"{path} is out of date: using run {run.name}'s record in the database ledger")
             record = authority
         _require_jobs(record, path)
-        yield record, lambda jobs, **fetched: ledger.update_jobs(conn, jobs, **fetched)
+        yield record, lambda jobs, **fetched: runs.record_jobs(conn, jobs, **fetched)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .common import Failure, log, now_iso
+from .common import Failure, log
 
 BUSY_TIMEOUT_MS = 120_000
 
@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS objbatch_runs (
     run_id TEXT,                    -- tags its jobs at the service (set when submission starts)
     estimate_json TEXT,             -- what it was expected to cost, when submission started
     server_url TEXT,                -- the service its jobs were submitted to
+    end_reason TEXT,                -- why it ended: applied | cancelled | nothing_sent (runs.EndReason)
     remote_cleanup TEXT             -- after apply: its files at the service deleted, kept, or what failed
 );
 CREATE TABLE IF NOT EXISTS objbatch_leases (
@@ -101,6 +102,8 @@ CREATE TABLE IF NOT EXISTS objbatch_claims (
     custom_id TEXT,                 -- what was sent for the file (set when submission starts)
     part INTEGER,
     manifest_json TEXT,             -- build-jsonl's manifest line, while the run is unfinished
+    content_hash TEXT,              -- the content sent for the file (recorded before the upload)
+    request_digest TEXT,            -- blake2b of its request line as sent
     PRIMARY KEY (run_name, file_path)
 );
 CREATE INDEX IF NOT EXISTS idx_objbatch_claims_state ON objbatch_claims(state, file_path);
@@ -128,12 +131,13 @@ CREATE TABLE IF NOT EXISTS objbatch_files (
 # Columns later versions added to ledger tables an earlier version created.
 LEDGER_COLUMNS = {
     "objbatch_runs": {"library_id": "TEXT", "db_path": "TEXT", "run_id": "TEXT", "estimate_json": "TEXT",
-                      "server_url": "TEXT", "remote_cleanup": "TEXT"},
+                      "server_url": "TEXT", "end_reason": "TEXT", "remote_cleanup": "TEXT"},
     "objbatch_jobs": {"cached_tokens": "INTEGER NOT NULL DEFAULT 0", "reasoning_tokens": "INTEGER NOT NULL DEFAULT 0",
                       "resolved_model": "TEXT", "completed_at": "INTEGER", "output_file": "TEXT", "error_file": "TEXT",
                       "fetched_at": "TEXT"},
     "file_metadata_ai": {"resolved_model": "TEXT"},
-    "objbatch_claims": {"custom_id": "TEXT", "part": "INTEGER", "manifest_json": "TEXT"},
+    "objbatch_claims": {"custom_id": "TEXT", "part": "INTEGER", "manifest_json": "TEXT", "content_hash": "TEXT",
+                        "request_digest": "TEXT"},
     "objbatch_files": {"skip_kind": "TEXT"},
     "objbatch_applied": {"run_name": "TEXT", "confidence": "REAL", "reasons_json": "TEXT", "repairs_json": "TEXT",
                          "model": "TEXT", "resolved_model": "TEXT"},
@@ -244,7 +248,14 @@ def _needs_setup(conn: sqlite3.Connection, tables: set[str]) -> bool:
            "objbatch_applied", "objbatch_files", "file_metadata_ai", "file_primary_topics"}
     if not own <= tables or "ai_metadata_json" not in columns(conn, "files"):
         return True
-    return any(c not in columns(conn, t) for t, cols in LEDGER_COLUMNS.items() for c in cols)
+    if any(c not in columns(conn, t) for t, cols in LEDGER_COLUMNS.items() for c in cols):
+        return True
+    return _schema_version(conn) < SCHEMA_VERSION
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM objbatch_meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row and str(row[0]).isdigit() else 1
 
 
 def _stand_in(conn: sqlite3.Connection, tables: set[str]) -> None:
@@ -259,6 +270,25 @@ def _stand_in(conn: sqlite3.Connection, tables: set[str]) -> None:
             conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
 
 
+# Version 2 stores a kind where earlier versions left only a message: a file skipped as missing or
+# unreadable by them gets its skip_kind from that message, once, so no query decides by message text.
+SKIP_KIND_FROM_MESSAGE = """
+INSERT INTO objbatch_files (file_path, skip_kind)
+SELECT file_path, CASE WHEN error_message LIKE 'file cannot be read%' THEN 'unreadable' ELSE 'missing' END
+FROM files WHERE ai_metadata_status = 'skipped' AND (error_message LIKE 'file not found on disk%'
+     OR error_message LIKE 'file cannot be read%' OR error_message LIKE 'file no longer on disk%')
+ON CONFLICT(file_path) DO UPDATE SET skip_kind = excluded.skip_kind WHERE objbatch_files.skip_kind IS NULL
+"""
+SCHEMA_VERSION = 2
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    if _schema_version(conn) < 2:
+        conn.execute(SKIP_KIND_FROM_MESSAGE)
+    conn.execute("INSERT INTO objbatch_meta (key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE "
+                 "SET value = excluded.value", (str(SCHEMA_VERSION),))
+
+
 def _add_what_we_need(conn: sqlite3.Connection) -> None:
     if "ai_metadata_json" not in columns(conn, "files"):
         conn.execute("ALTER TABLE files ADD COLUMN ai_metadata_json TEXT")
@@ -270,6 +300,7 @@ def _add_what_we_need(conn: sqlite3.Connection) -> None:
         for name, kind in wanted.items():
             if name not in have:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    _migrate(conn)
 
 
 # ------------------------------------------------------------------ identity
@@ -292,8 +323,9 @@ def _identity(conn: Library) -> str:
             library_id = str(uuid.uuid4())
         conn.executemany("INSERT INTO objbatch_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                          "value = excluded.value", [("library_id", library_id), ("db_path", conn.path)])
-        conn.execute("UPDATE objbatch_runs SET library_id = ?, db_path = ? WHERE library_id IS NULL",
-                     (library_id, conn.path))  # runs from before identities belong to the database they are in
+        from .runs import adopt_unowned  # the run ledger's owner (it imports this module)
+
+        adopt_unowned(conn, library_id, conn.path)
     return library_id
 
 
@@ -335,41 +367,6 @@ def opened(path: str | Path, identity: bool = True, read_only: bool = False) -> 
         yield conn
     finally:
         conn.close()
-
-
-def update_jobs(conn: sqlite3.Connection, jobs: list[dict], fetched: bool = False) -> None:
-    """Record the service's view of jobs (status, counters, when they finished and their result files);
-    with `fetched`, that their result files are downloaded."""
-    with transaction(conn):
-        for job in jobs:
-            conn.execute(
-                "INSERT INTO objbatch_jobs (job_id, run_name, model, status, total_requests, completed_requests, "
-                "succeeded_requests, failed_requests, created_at, updated_at, completed_at, output_file, error_file, "
-                "fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(job_id) DO UPDATE SET status = excluded.status, "
-                "completed_requests = excluded.completed_requests, succeeded_requests = excluded.succeeded_requests, "
-                "failed_requests = excluded.failed_requests, updated_at = excluded.updated_at, "
-                "completed_at = COALESCE(excluded.completed_at, completed_at), "
-                "output_file = COALESCE(excluded.output_file, output_file), "
-                "error_file = COALESCE(excluded.error_file, error_file), "
-                "fetched_at = COALESCE(fetched_at, excluded.fetched_at)",
-                ((job["id"], (job.get("metadata") or {}).get("objbatch_run_name"), job.get("model"), job["status"],
-                  job["total_requests"], job["completed_requests"], job["succeeded_requests"],
-                  job["failed_requests"], job["created_at"], now_iso(), _when(job.get("completed_at")),
-                  job.get("output_file"), job.get("error_file"), now_iso() if fetched else None)))
-
-
-def _when(value: Any) -> int | None:
-    """A job's timestamp as unix seconds (the SDK gives ints; a date string is read too)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str):
-        try:
-            from datetime import datetime
-            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
-        except ValueError:
-            return None
-    return None
 
 
 def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:

@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any, Callable, Union
 
 from .common import load_schema
+from .states import Decision
 
 
 @lru_cache(maxsize=None)
@@ -39,7 +40,7 @@ TRUNCATED_FINISH = {"length", "model_length"}
 class Verdict:
     """What validate decides for one answer."""
 
-    decision: str  # extracted | needs_review | failed_validation
+    decision: Decision  # extracted | needs_review | failed_validation
     metadata: dict | None = None
     confidence: float | None = None
     reasons: list[str] = field(default_factory=list)  # hard failure, or soft warnings
@@ -461,12 +462,12 @@ def judge(content: Any, finish_reason: str | None, filename: str | None = None,
     try:
         obj, parse_repairs = parse_answer(content, finish_reason)
     except Unusable as exc:
-        return Verdict("failed_validation", reasons=[str(exc)])
+        return Verdict(Decision.FAILED_VALIDATION, reasons=[str(exc)])
     obj, repairs = repair(obj)
     too_few = fit_topics(obj, evidence, repairs)
     errors = [too_few] if too_few else hard_errors(obj)
     if errors:
-        return Verdict("failed_validation", reasons=errors)
+        return Verdict(Decision.FAILED_VALIDATION, reasons=errors)
     repairs = [(kind, {}) for kind in parse_repairs] + repairs
     warnings = soft_warnings(obj, filename)
     score = confidence(obj.get("confidence_score"), [k for k, _ in repairs] + [k for k, _ in warnings])
@@ -476,5 +477,5 @@ def judge(content: Any, finish_reason: str | None, filename: str | None = None,
     reasons = [_message(k, p) for k, p in warnings]
     if score < threshold:
         reasons.append(f"confidence {score:.2f} is below the threshold {threshold:.2f}")
-    decision = "needs_review" if reasons else "extracted"
+    decision = Decision.NEEDS_REVIEW if reasons else Decision.EXTRACTED
     return Verdict(decision, obj, score, reasons, [_message(k, p) for k, p in repairs])

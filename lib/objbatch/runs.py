@@ -1,12 +1,15 @@
-"""The run ledger, in the library database: the one authority for a run.
+"""The run ledger, in the library database: the one authority for a run, and the one module that writes it.
 
 A run is: its name, the database it belongs to (library_id), its claims (the files it took), what it sent
-for each file (custom_id and manifest line, frozen when submission starts), its parts and jobs (ids, input
-files) and how far it got (state). The run folder under RUNS is a cache of artifacts that every stage can
-rebuild from here: a run whose folder was deleted is finished or cancelled from the ledger, never paid again.
+for each file (custom_id, content hash, request digest and manifest line, frozen before anything is
+uploaded), its parts and jobs (ids, input files) and how far it got (state). The run folder under RUNS is a
+cache of artifacts that every stage can rebuild from here: a run whose folder was deleted is finished or
+cancelled from the ledger, never paid again.
 
-States: claimed -> submitting -> submitted -> applied, and cancelling -> cancelled (or claimed -> cancelled
-when nothing was submitted). A run is frozen from `submitting` on: what it sends no longer changes.
+The tables objbatch_runs, objbatch_claims, objbatch_parts, objbatch_jobs and objbatch_leases are written
+only here. States are enums (states.py); each change of a run's state is one function below, declared with
+@transition(from, to), that refuses to start from any other state. docs/design.md carries the same table
+(tests/test_run_life.py holds the two together).
 """
 
 from __future__ import annotations
@@ -19,15 +22,49 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from datetime import datetime
+from typing import Callable, Iterable, Iterator
 
 from . import config, ledger
 from .common import Failure, log, now_iso
+from .states import ClaimState, EndReason, RunState
 
-FINISHED = ("applied", "cancelled")
-FROZEN = ("submitting", "submitted", "cancelling")
-IN_FLIGHT = "claimed"  # claim state of a file whose run has not finished
+FINISHED = (RunState.APPLIED, RunState.CANCELLED)
+FROZEN = (RunState.SUBMITTING, RunState.SUBMITTED, RunState.CANCELLING)
+IN_FLIGHT = ClaimState.CLAIMED  # claim state of a file whose run has not finished
 RECORD_VERSION = 1
+GONE = "(forgotten)"  # the target of forget: the run leaves the ledger
+
+# function name -> (states it may start from, state it ends in): every state change the code can make.
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {}
+
+
+class IllegalTransition(Failure):
+    """A run asked to change state from a state that change does not start from."""
+
+
+def transition(sources: Iterable[str | None], target: str) -> Callable:
+    """Declare a state-changing function: it may start only from `sources` (None: the run does not exist)."""
+    def declare(function: Callable) -> Callable:
+        TRANSITIONS[function.__name__] = (tuple("(none)" if s is None else str(s) for s in sources), str(target))
+        return function
+    return declare
+
+
+def _move(conn: sqlite3.Connection, name: str, how: str, extra: str = "", params: tuple = ()) -> None:
+    """Change run `name`'s state as transition `how` declares, or refuse if it is in a state `how` does not
+    start from (checked in the same statement: no other process can slip in between)."""
+    sources, target = TRANSITIONS[how]
+    finished = now_iso() if target in FINISHED else None
+    marks = ", ".join("?" * len(sources))
+    changed = conn.execute(f"UPDATE objbatch_runs SET state = ?, finished_at = COALESCE(?, finished_at){extra} "
+                           f"WHERE run_name = ? AND state IN ({marks})",
+                           (target, finished, *params, name, *sources)).rowcount
+    if not changed:
+        row = conn.execute("SELECT state FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()
+        now = row[0] if row else "not in the ledger"
+        raise IllegalTransition(f"run {name} is {now}: {how.replace('_', ' ')} only starts from "
+                                f"{' or '.join(sources)}; see make stats, and make cancel NAME={name} to end it")
 
 
 @dataclass
@@ -61,7 +98,7 @@ def check_service(name: str, server_url: str | None) -> None:
 def get(conn: sqlite3.Connection, name: str) -> Run | None:
     row = conn.execute("SELECT run_name, state, model, library_id, db_path, run_id, created_at, finished_at, "
                        "server_url FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()
-    return Run(*row) if row else None
+    return Run(row[0], RunState(row[1]), *row[2:]) if row else None
 
 
 def belonging(conn: ledger.Library, name: str) -> Run | None:
@@ -72,7 +109,7 @@ def belonging(conn: ledger.Library, name: str) -> Run | None:
         if run.db_path != conn.path:
             raise Failure(f"run {name} belongs to database {run.db_path}, not {conn.path} (a copy of it); "
                           f"finish or cancel it with DB={run.db_path}")
-        conn.execute("UPDATE objbatch_runs SET library_id = ? WHERE run_name = ?", (conn.library_id, name))
+        adopt(conn, name, conn.library_id)
         run = get(conn, name)
     return run
 
@@ -93,25 +130,92 @@ def unfinished(conn: ledger.Library) -> list[Run]:
     return [r for r in (get(conn, row[0]) for row in rows) if r]
 
 
-def create(conn: ledger.Library, name: str, model: str | None) -> None:
+def claimed(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether the run holds files (claimed, in flight)."""
+    return conn.execute("SELECT 1 FROM objbatch_claims WHERE run_name = ? LIMIT 1", (name,)).fetchone() is not None
+
+
+@transition([None], RunState.CLAIMED)
+def create(conn: ledger.Library, name: str, model: str | None, paths: Iterable[str]) -> None:
+    """The run enters the ledger holding these files (in the caller's transaction: all or nothing)."""
+    if get(conn, name) is not None:
+        raise IllegalTransition(f"run {name} exists already; it cannot be created again")
+    now = now_iso()
     conn.execute("INSERT INTO objbatch_runs (run_name, model, state, created_at, library_id, db_path) "
-                 "VALUES (?, ?, 'claimed', ?, ?, ?) ON CONFLICT(run_name) DO NOTHING",
-                 (name, model, now_iso(), conn.library_id, conn.path))
+                 "VALUES (?, ?, ?, ?, ?, ?)", (name, model, RunState.CLAIMED, now, conn.library_id, conn.path))
+    conn.executemany("INSERT INTO objbatch_claims (run_name, file_path, state, claimed_at) VALUES (?, ?, ?, ?)",
+                     ((name, path, ClaimState.CLAIMED, now) for path in paths))
 
 
-def set_state(conn: sqlite3.Connection, name: str, state: str, counts: dict | None = None) -> None:
-    finished = now_iso() if state in FINISHED else None
-    conn.execute("UPDATE objbatch_runs SET state = ?, finished_at = COALESCE(?, finished_at), "
-                 "counts_json = COALESCE(?, counts_json) WHERE run_name = ?",
-                 (state, finished, json.dumps(counts) if counts is not None else None, name))
+def _release(conn: sqlite3.Connection, name: str) -> int:
+    """The run's files go back: no longer in flight, and the manifest kept while it ran is dropped."""
+    conn.execute("UPDATE objbatch_claims SET manifest_json = NULL WHERE run_name = ?", (name,))
+    return conn.execute("UPDATE objbatch_claims SET state = ? WHERE run_name = ? AND state = ?",
+                        (ClaimState.DONE, name, ClaimState.CLAIMED)).rowcount
 
 
-def finish(conn: sqlite3.Connection, run: Run, counts: dict) -> int:
-    """Mark the run finished (applied, or cancelled if a cancel was asked) and release its files."""
-    set_state(conn, run.name, "cancelled" if run.state in ("cancelling", "cancelled") else "applied", counts)
-    conn.execute("UPDATE objbatch_claims SET manifest_json = NULL WHERE run_name = ?", (run.name,))
-    return conn.execute("UPDATE objbatch_claims SET state = 'done' WHERE run_name = ? AND state = ?",
-                        (run.name, IN_FLIGHT)).rowcount
+def _ended(counts: dict, reason: EndReason) -> tuple[str, tuple]:
+    return ", counts_json = ?, end_reason = ?", (json.dumps(counts), reason)
+
+
+@transition([RunState.CLAIMED, RunState.SUBMITTED], RunState.APPLIED)
+def finish_applied(conn: sqlite3.Connection, name: str, counts: dict) -> int:
+    """Every claimed file has its result (or nothing was to be sent): the run is done; its files released."""
+    _move(conn, name, "finish_applied", *_ended(counts, EndReason.APPLIED))
+    return _release(conn, name)
+
+
+@transition([RunState.CANCELLING], RunState.CANCELLED)
+def finish_cancelled(conn: sqlite3.Connection, name: str, counts: dict) -> int:
+    """A cancelled run's jobs were harvested: what they finished is applied, the rest went back."""
+    _move(conn, name, "finish_cancelled", *_ended(counts, EndReason.CANCELLED))
+    return _release(conn, name)
+
+
+def finish(conn: sqlite3.Connection, name: str, counts: dict) -> int:
+    """End a run whose every file has its result, as its recorded state says: cancelled if a cancel was
+    asked, else applied. How many files it released."""
+    run = get(conn, name)
+    if run is not None and run.state == RunState.CANCELLING:
+        return finish_cancelled(conn, name, counts)
+    return finish_applied(conn, name, counts)
+
+
+@transition([RunState.CLAIMED, RunState.SUBMITTING, RunState.CANCELLING], RunState.CANCELLED)
+def cancel_unsent(conn: sqlite3.Connection, name: str, counts: dict) -> int:
+    """A cancel of a run that no job of the service knows (nothing sent, or every creation failed): its
+    files go back to the queue as they were, no attempt spent. The caller checked the service."""
+    if has_jobs(conn, name):
+        raise IllegalTransition(f"run {name} has jobs at the service: cancel it with make cancel NAME={name}")
+    _move(conn, name, "cancel_unsent", *_ended(counts, EndReason.NOTHING_SENT))
+    return _release(conn, name)
+
+
+@transition([RunState.CLAIMED, RunState.SUBMITTING], GONE)
+def forget(conn: sqlite3.Connection, name: str) -> int:
+    """A run refused before anything was sent (over budget) leaves the ledger, so its name can be used
+    again as the refusal advises; its files go back to the queue. The caller checked the service."""
+    run = get(conn, name)
+    sources = TRANSITIONS["forget"][0]
+    if run is None or run.state not in sources or has_jobs(conn, name):
+        raise IllegalTransition(f"run {name} is {run.state if run else 'not in the ledger'}: only a run that "
+                                f"sent nothing ({' or '.join(sources)}) is forgotten")
+    released = conn.execute("DELETE FROM objbatch_claims WHERE run_name = ?", (name,)).rowcount
+    conn.execute("DELETE FROM objbatch_parts WHERE run_name = ?", (name,))
+    conn.execute("DELETE FROM objbatch_runs WHERE run_name = ?", (name,))
+    return released
+
+
+@transition([RunState.SUBMITTING, RunState.SUBMITTED, RunState.CANCELLING], RunState.CANCELLING)
+def begin_cancel(conn: sqlite3.Connection, name: str) -> None:
+    """A cancel was asked after something was sent: the run creates nothing more, and ends cancelled once
+    its jobs are harvested."""
+    _move(conn, name, "begin_cancel")
+
+
+@transition([RunState.SUBMITTING], RunState.SUBMITTED)
+def mark_submitted(conn: sqlite3.Connection, name: str) -> None:
+    _move(conn, name, "mark_submitted")
 
 
 def undecided(conn: sqlite3.Connection, name: str) -> int:
@@ -126,13 +230,25 @@ def has_jobs(conn: sqlite3.Connection, name: str) -> bool:
                         (name,)).fetchone() is not None
 
 
+@transition([RunState.SUBMITTING], RunState.CLAIMED)
 def unfreeze(conn: sqlite3.Connection, name: str) -> None:
     """Undo a freeze that never reached the service (no job exists): the run is built and frozen again."""
-    conn.execute("UPDATE objbatch_claims SET custom_id = NULL, part = NULL, manifest_json = NULL WHERE run_name = ?",
-                 (name,))
+    if has_jobs(conn, name):
+        raise IllegalTransition(f"run {name} has jobs at the service: what it sent cannot change")
+    _move(conn, name, "unfreeze", ", run_id = NULL, estimate_json = NULL, server_url = NULL")
+    conn.execute("UPDATE objbatch_claims SET custom_id = NULL, part = NULL, manifest_json = NULL, content_hash = NULL, "
+                 "request_digest = NULL WHERE run_name = ?", (name,))
     conn.execute("DELETE FROM objbatch_parts WHERE run_name = ?", (name,))
-    conn.execute("UPDATE objbatch_runs SET state = 'claimed', run_id = NULL, estimate_json = NULL, server_url = NULL "
-                 "WHERE run_name = ?", (name,))
+
+
+def adopt(conn: sqlite3.Connection, name: str, library_id: str) -> None:
+    """A run started on a database at this very path is this one's (the file was restored from a copy)."""
+    conn.execute("UPDATE objbatch_runs SET library_id = ? WHERE run_name = ?", (library_id, name))
+
+
+def adopt_unowned(conn: sqlite3.Connection, library_id: str, path: str) -> None:
+    """Runs from before databases had identities belong to the database they are in."""
+    conn.execute("UPDATE objbatch_runs SET library_id = ?, db_path = ? WHERE library_id IS NULL", (library_id, path))
 
 
 UNFETCHED_WARN_HOURS = 12  # the service keeps results 24 hours after a job finished
@@ -240,27 +356,35 @@ def _renew(path: str, name: str, stop: threading.Event) -> None:
 
 # ------------------------------------------------------------------ what a run sends
 
+@transition([RunState.CLAIMED], RunState.SUBMITTING)
 def freeze(conn: sqlite3.Connection, name: str, run_id: str, manifest: Iterable[tuple[dict, str]],
-           parts: list[list[str]], estimate: dict, server_url: str) -> None:
-    """Record, before anything is created at the service, exactly what the run sends: the manifest line and
-    custom_id of every file, the split into parts, the run id that tags its jobs, its cost estimate and the
-    service it goes to."""
+           parts: list[list[str]], digests: dict[str, str], estimate: dict, server_url: str) -> None:
+    """Record, before anything is uploaded or created at the service, exactly what the run sends: for every
+    file its manifest line, custom_id, content hash and the digest of its request line; the split into
+    parts, the run id that tags its jobs, its cost estimate and the service it goes to. This record, not
+    the run folder, is what results are judged against."""
     part_of = {cid: index for index, ids in enumerate(parts, 1) for cid in ids}
-    conn.executemany("UPDATE objbatch_claims SET custom_id = ?, part = ?, manifest_json = ? "
-                     "WHERE run_name = ? AND file_path = ?",
-                     ((entry.get("custom_id"), part_of.get(entry.get("custom_id")), text, name, entry["file_path"])
-                      for entry, text in manifest))
+    _move(conn, name, "freeze", ", run_id = ?, estimate_json = ?, server_url = ?",
+          (run_id, json.dumps(estimate), server_url))
+    conn.executemany("UPDATE objbatch_claims SET custom_id = ?, part = ?, manifest_json = ?, content_hash = ?, "
+                     "request_digest = ? WHERE run_name = ? AND file_path = ?",
+                     ((entry.get("custom_id"), part_of.get(entry.get("custom_id")), text, entry.get("sent_hash"),
+                       digests.get(entry.get("custom_id")), name, entry["file_path"]) for entry, text in manifest))
     conn.executemany("INSERT INTO objbatch_parts (run_name, part, parts, request_count) VALUES (?, ?, ?, ?) "
                      "ON CONFLICT(run_name, part) DO NOTHING",
                      [(name, index, len(parts), len(ids)) for index, ids in enumerate(parts, 1)])
-    conn.execute("UPDATE objbatch_runs SET run_id = ?, state = 'submitting', estimate_json = ?, server_url = ? "
-                 "WHERE run_name = ?", (run_id, json.dumps(estimate), server_url, name))
 
 
 def manifest(conn: sqlite3.Connection, name: str) -> Iterator[dict]:
     for (text,) in conn.execute("SELECT manifest_json FROM objbatch_claims WHERE run_name = ? AND "
                                 "manifest_json IS NOT NULL ORDER BY file_path", (name,)):
         yield json.loads(text)
+
+
+def estimate(conn: sqlite3.Connection, name: str) -> dict | None:
+    """What the run was estimated to cost when it froze (costs.Estimate.as_dict), or None."""
+    row = conn.execute("SELECT estimate_json FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()
+    return ledger.load_json(row[0], None) if row else None
 
 
 def claimed_paths(conn: sqlite3.Connection, name: str) -> set[str]:
@@ -286,7 +410,7 @@ def record(conn: ledger.Library, run: Run, all_parts: bool = False) -> dict:
            "server": run.server_url, "endpoint": "/v1/chat/completions", "created_at": int(time.time()),
            "request_count": sum(j["request_count"] for j in jobs), "library_id": conn.library_id,
            "db_path": conn.path, "jobs": jobs}
-    if run.state in ("cancelling", "cancelled") and not all_parts:
+    if run.state in (RunState.CANCELLING, RunState.CANCELLED) and not all_parts:
         out["jobs"] = [j for j in jobs if j["job_id"]]
         out["not_submitted"] = [cid for j in jobs if not j["job_id"] for cid in j["custom_ids"]]
     return out
@@ -305,9 +429,9 @@ def save_record(conn: sqlite3.Connection, record: dict) -> None:
                     "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO NOTHING",
                     (entry["job_id"], record["run_name"], record["run_id"], record.get("model"), entry.get("status"),
                      entry["request_count"], entry.get("created_at"), now_iso()))
-        if all(entry.get("job_id") for entry in record["jobs"]):
-            conn.execute("UPDATE objbatch_runs SET state = 'submitted' WHERE run_name = ? AND state = 'submitting'",
-                         (record["run_name"],))
+        run = get(conn, record["run_name"])
+        if run and run.state == RunState.SUBMITTING and all(entry.get("job_id") for entry in record["jobs"]):
+            mark_submitted(conn, run.name)
 
 
 def check_record(conn: ledger.Library, record: dict, where: str) -> None:
@@ -316,3 +440,73 @@ def check_record(conn: ledger.Library, record: dict, where: str) -> None:
     if owner and owner != conn.library_id:
         raise Failure(f"{where} belongs to run {record.get('run_name')} of database {record.get('db_path')}, "
                       f"not {conn.path}; pass that database (DB={record.get('db_path')})")
+
+
+def record_jobs(conn: sqlite3.Connection, jobs: list[dict], fetched: bool = False) -> None:
+    """Record the service's view of jobs (status, counters, when they finished and their result files);
+    with `fetched`, that their result files are downloaded."""
+    with ledger.transaction(conn):
+        for job in jobs:
+            conn.execute(
+                "INSERT INTO objbatch_jobs (job_id, run_name, model, status, total_requests, completed_requests, "
+                "succeeded_requests, failed_requests, created_at, updated_at, completed_at, output_file, error_file, "
+                "fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(job_id) DO UPDATE SET status = excluded.status, "
+                "completed_requests = excluded.completed_requests, succeeded_requests = excluded.succeeded_requests, "
+                "failed_requests = excluded.failed_requests, updated_at = excluded.updated_at, "
+                "completed_at = COALESCE(excluded.completed_at, completed_at), "
+                "output_file = COALESCE(excluded.output_file, output_file), "
+                "error_file = COALESCE(excluded.error_file, error_file), "
+                "fetched_at = COALESCE(fetched_at, excluded.fetched_at)",
+                ((job["id"], (job.get("metadata") or {}).get("objbatch_run_name"), job.get("model"), job["status"],
+                  job["total_requests"], job["completed_requests"], job["succeeded_requests"],
+                  job["failed_requests"], job["created_at"], now_iso(), _unix(job.get("completed_at")),
+                  job.get("output_file"), job.get("error_file"), now_iso() if fetched else None)))
+
+
+def _unix(value: object) -> int | None:
+    """A job's timestamp as unix seconds (the SDK gives ints; a date string is read too)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            return None
+    return None
+
+
+def add_usage(conn: sqlite3.Connection, run_name: str | None, usage: dict[str, list]) -> None:
+    """Add the tokens applied results carried to their jobs (job_id -> [model, resolved models, prompt,
+    cached, output, reasoning]), with the dated model(s) that answered."""
+    conn.executemany(
+        "INSERT INTO objbatch_jobs (job_id, run_name, model, prompt_tokens, cached_tokens, completion_tokens, "
+        "reasoning_tokens, resolved_model, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(job_id) DO UPDATE SET "
+        "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+        "cached_tokens = cached_tokens + excluded.cached_tokens, "
+        "completion_tokens = completion_tokens + excluded.completion_tokens, "
+        "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, "
+        "resolved_model = COALESCE(excluded.resolved_model, resolved_model), "
+        "run_name = COALESCE(run_name, excluded.run_name)",
+        [(job_id, run_name, model, prompt, cached, output, reasoning, ",".join(sorted(resolved)) or None, now_iso())
+         for job_id, (model, resolved, prompt, cached, output, reasoning) in usage.items()])
+
+
+def run_of_result(conn: sqlite3.Connection, job_id: str | None, file_path: str) -> str | None:
+    """The run a result belongs to: the run whose part became that job, or (a skipped file, no job) the
+    unfinished run holding the file."""
+    if job_id:
+        row = conn.execute("SELECT run_name FROM objbatch_parts WHERE job_id = ?", (job_id,)).fetchone()
+        return row[0] if row else None
+    row = conn.execute("SELECT run_name FROM objbatch_claims WHERE file_path = ? AND state = ?",
+                       (file_path, ClaimState.CLAIMED)).fetchone()
+    return row[0] if row else None
+
+
+def sent(conn: sqlite3.Connection, name: str, file_path: str, custom_id: str) -> dict | None:
+    """What the run's ledger says was sent for this file under this custom_id (its manifest line), or
+    None when the ledger has no such record (the run sent nothing, or it is finished)."""
+    row = conn.execute("SELECT manifest_json FROM objbatch_claims WHERE run_name = ? AND file_path = ? AND "
+                       "custom_id = ?", (name, file_path, custom_id)).fetchone()
+    return ledger.load_json(row[0], None) if row else None

@@ -29,9 +29,7 @@ WHERE COALESCE(f.is_deleted, 0) = 0
   AND (f.ai_metadata_status IS NULL OR f.ai_metadata_status IN ('pending', 'retry_scheduled', 'failed_json')
        OR (f.ai_metadata_status = 'failed_validation' AND (COALESCE(o.attempts, 0) < :max_attempts
                                                            OR :retry_exhausted))
-       OR (f.ai_metadata_status = 'skipped' AND (o.skip_kind IN ('missing', 'unreadable')
-           OR (o.skip_kind IS NULL AND (f.error_message LIKE 'file not found on disk%'
-               OR f.error_message LIKE 'file cannot be read%' OR f.error_message LIKE 'file no longer on disk%')))))
+       OR (f.ai_metadata_status = 'skipped' AND o.skip_kind IN ('missing', 'unreadable')))
   AND NOT EXISTS (SELECT 1 FROM objbatch_claims c WHERE c.file_path = f.file_path AND c.state = 'claimed')
 ORDER BY f.file_path
 """
@@ -102,10 +100,7 @@ def claim_files(conn: ledger.Library, limit: int | None, max_attempts: int, retr
         paths = [row["file_path"] for row in eligible(conn, criteria(max_attempts, retry_exhausted), limit, bad)]
         _set_aside(conn, bad)
         if paths:
-            runs.create(conn, claim, model)
-            now = now_iso()
-            conn.executemany("INSERT INTO objbatch_claims (run_name, file_path, state, claimed_at) "
-                             "VALUES (?, ?, 'claimed', ?)", ((claim, path, now) for path in paths))
+            runs.create(conn, claim, model, paths)
 
 
 def claimed(conn: sqlite3.Connection, claim: str) -> Iterator[dict]:

@@ -8,13 +8,16 @@ weights, threshold). See README "Decisions and confidence".
 from __future__ import annotations
 
 import json
+import tempfile
+from contextlib import contextmanager
 from typing import IO, Iterator
 
 import click
 
-from . import metadata
+from . import ledger, metadata, runs
 from .build_jsonl import Skip, read_text
-from .common import Failure, Number, atomic_output, cli, log, read_jsonl, write_jsonl
+from .common import EXIT_USAGE, Failure, Number, atomic_output, check_run_name, cli, log, read_jsonl, write_jsonl
+from .states import Decision
 
 
 class Manifest:
@@ -69,7 +72,7 @@ def decide(result: dict, entry: dict | None, threshold: float) -> dict:
         decision["resolved_model"] = result["model"]
         decision["model"] = decision.get("model") or result["model"]
     if not result.get("ok"):
-        return {**decision, "decision": "failed_validation", "metadata": None, "confidence": None,
+        return {**decision, "decision": Decision.FAILED_VALIDATION, "metadata": None, "confidence": None,
                 "reasons": [f"request failed: {result.get('error') or 'no reason given'}"], "repairs": []}
     verdict = metadata.judge(result.get("content"), result.get("finish_reason"),
                              entry.get("filename") if entry else None, threshold,
@@ -90,7 +93,7 @@ def evidence(entry: dict) -> dict[str, int]:
 
 def skipped(entry: dict) -> dict:
     return {"custom_id": None, "job_id": None, "file_path": entry["file_path"], "filename": entry.get("filename"),
-            "db_hash": entry.get("db_hash"), "decision": "skipped", "skip_kind": entry.get("skip_kind"),
+            "db_hash": entry.get("db_hash"), "decision": Decision.SKIPPED, "skip_kind": entry.get("skip_kind"),
             "metadata": None, "confidence": None, "reasons": [entry["skip"]], "repairs": [], "usage": {}}
 
 
@@ -108,13 +111,33 @@ def decisions(results: IO[str], manifest: Manifest, threshold: float, counts: di
         counts[decision["decision"]] = counts.get(decision["decision"], 0) + 1
         yield decision
     for offset in manifest.skips:
-        counts["skipped"] = counts.get("skipped", 0) + 1
+        counts[Decision.SKIPPED] = counts.get(Decision.SKIPPED, 0) + 1
         yield skipped(manifest.entry(offset))
     for custom_id, offset in manifest.sent.items():
         if custom_id not in seen:
-            counts["failed_validation"] = counts.get("failed_validation", 0) + 1
-            yield decide({"custom_id": custom_id, "ok": False, "error": "no result in the fetched results"},
+            counts[Decision.FAILED_VALIDATION] = counts.get(Decision.FAILED_VALIDATION, 0) + 1
+            yield decide({"custom_id": custom_id, "ok": False, "error": "no result in the fetched results",
+                          "missing": True, "attempted": False},
                          manifest.entry(offset), threshold)
+
+
+@contextmanager
+def sent_manifest(db: str | None, run_name: str | None, manifest: str | None) -> Iterator[str | None]:
+    """The manifest to judge by: what the run's ledger recorded before its upload (a rebuilt run folder may
+    hold another), else --manifest."""
+    if not db or not run_name:
+        yield manifest
+        return
+    with ledger.opened(db) as conn:
+        runs.require(conn, check_run_name(run_name))
+        entries = list(runs.manifest(conn, run_name))
+    if not entries:  # nothing was frozen: the run sent nothing (every file skipped), or it is finished
+        yield manifest
+        return
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".jsonl") as handle:
+        write_jsonl(entries, handle)
+        handle.flush()
+        yield handle.name
 
 
 @cli("validate results.jsonl --manifest manifest.jsonl -o decisions.jsonl",
@@ -123,15 +146,22 @@ def decisions(results: IO[str], manifest: Manifest, threshold: float, counts: di
 @click.argument("results", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False), default=None,
               help="build-jsonl's manifest: links results to files and adds the skipped files.")
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="With --run: judge against what the run's ledger in this database says was sent (the "
+                   "authority; --manifest is then only used for a run that sent nothing).")
+@click.option("--run", "run_name", default=None, help="With --db: the run whose results these are.")
 @click.option("--threshold", type=Number(0, 1), default=None,
               help="Confidence below which a valid answer needs review (default from schemas/soft-rules.json).")
 @click.option("-o", "--output", default="-", help="Write decisions here (atomically) instead of stdout.")
-def main(results: IO[str], manifest: str | None, threshold: float | None, output: str) -> None:
+def main(results: IO[str], manifest: str | None, db: str | None, run_name: str | None, threshold: float | None,
+         output: str) -> None:
     """Decide each result in RESULTS (batch-fetch's JSONL; - for stdin)."""
+    if bool(db) != bool(run_name):
+        raise Failure("give --db and --run together (the run's ledger), or neither", EXIT_USAGE)
     threshold = metadata.soft_rules()["threshold"] if threshold is None else threshold
     counts: dict[str, int] = {}
-    with atomic_output(output) as out:
-        write_jsonl(decisions(results, Manifest(manifest), threshold, counts), out)
+    with sent_manifest(db, run_name, manifest) as path, atomic_output(output) as out:
+        write_jsonl(decisions(results, Manifest(path), threshold, counts), out)
     log("validate: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) if counts else "validate: no results")
 
 

@@ -1,0 +1,167 @@
+"""A run's life (issue 15): the reproductions of items 1, 3, 4, 7, 11 and 13, each with the real commands,
+the real emulator and a real SQLite library, checking what the service was asked and what the database
+holds."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+from conftest import ROOT, make, query, rows, run
+
+pytestmark = pytest.mark.slow
+QUICK_GIVE_UP = {"OBJBATCH_RETRY_SECONDS": "0.3"}  # a 503 storm ends the command (exit 75) within a second
+
+
+def batch(emu, db, runs, *extra, env=None):
+    return make("batch", f"DB={db}", f"RUNS={runs}", "POLL=0.1", *extra, env={**emu.env, **(env or {})})
+
+
+def batch_run(emu, db, runs, *extra, env=None):
+    return run("batch-run", f"DB={db}", f"RUNS={runs}", "POLL=0.1", *extra, env={**emu.env, **(env or {})})
+
+
+def jobs(emu) -> list[dict]:
+    return emu.record()["jobs_created"]
+
+
+def claimed(db) -> int:
+    return query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE state = 'claimed'")[0][0]
+
+
+def attempts(db) -> int:
+    return query(db, "SELECT COALESCE(SUM(attempts), 0) FROM objbatch_files")[0][0]
+
+
+def statuses(db) -> dict[str, str]:
+    return {p: r["ai_metadata_status"] for p, r in rows(db).items()}
+
+
+def frozen_without_a_job(emu, db, runs, name) -> None:
+    """Run `name` froze what it sends, then every job creation was answered 503 until it gave up (exit 75)."""
+    emu.faults(preset="none", http_storm=100_000, http_storm_path="POST /v1/batch/jobs", http_status=503,
+               retry_after=0.01)
+    stuck = batch_run(emu, db, runs, f"NAME={name}", env=QUICK_GIVE_UP)
+    assert stuck.returncode == 75, stuck.stderr
+    assert jobs(emu) == []
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = ?", name) == [("submitting",)]
+    emu.faults(http_storm=0)
+
+
+# ---------------------------------------------------------------- item 1
+
+def test_cancel_after_a_failed_job_creation_requeues_everything_and_spends_nothing(emulator, library, runs_dir):
+    _, db = library
+    name = "cz-run-life"
+    stray = ROOT / "runs" / name
+    shutil.rmtree(stray, ignore_errors=True)
+    frozen_without_a_job(emulator, db, runs_dir, name)
+    before = statuses(db)
+    try:
+        cancelled = make("cancel", f"DB={db}", env=emulator.env)  # no RUNS: the default folder
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert not stray.exists(), "make cancel made a run folder"
+    finally:
+        shutil.rmtree(stray, ignore_errors=True)
+    assert "never reached the service" not in cancelled.stderr and "applied" not in cancelled.stdout
+    assert query(db, "SELECT state FROM objbatch_runs") == [("cancelled",)]
+    assert jobs(emulator) == [] and claimed(db) == 0 and attempts(db) == 0
+    assert statuses(db) == before  # every file is where it was: back in the queue
+    again = batch(emulator, db, runs_dir, "NAME=after")
+    assert again.returncode == 0, again.stderr
+    assert len(jobs(emulator)) == 1
+
+
+# ---------------------------------------------------------------- item 3
+
+def test_a_paid_result_is_judged_against_what_was_sent_after_a_crash_and_a_rebuilt_folder(emulator, library,
+                                                                                          runs_dir):
+    _, db = library
+    emulator.faults(preset="none")
+    killed = batch(emulator, db, runs_dir, "NAME=k", env={"OBJBATCH_KILL_AT": "after-create"})
+    assert killed.returncode != 0 and len(jobs(emulator)) == 1
+    sent = query(db, "SELECT file_path FROM objbatch_claims WHERE run_name = 'k' AND custom_id IS NOT NULL "
+                     "ORDER BY file_path")
+    changed = sent[0][0]
+    with open(changed, "a", encoding="utf-8") as handle:
+        handle.write("\nA paragraph added after the request was sent.\n")
+    shutil.rmtree(runs_dir / "k")
+    again = batch(emulator, db, runs_dir, "NAME=k")
+    assert again.returncode == 0, again.stderr
+    assert len(jobs(emulator)) == 1, "the run paid twice"
+    assert "not in the manifest" not in again.stderr
+    assert re.search(r"job \S+ found in the service's job list", again.stderr), again.stderr
+    after = rows(db)
+    assert after[changed]["ai_metadata_status"] == "pending"
+    assert "changed" in after[changed]["error_message"]
+    assert attempts(db) == 0
+    others = [p for (p,) in sent[1:]]
+    assert all(after[p]["ai_metadata_status"] in ("extracted", "needs_review") for p in others)
+    results = query(db, "SELECT COUNT(*) FROM objbatch_applied WHERE result_key LIKE ?", jobs(emulator)[0]["id"] + "/%")
+    assert results == [(len(sent),)]  # every paid result was judged, the changed file's too (its tokens counted)
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'k'") == [("applied",)] and claimed(db) == 0
+    cached = {e.get("custom_id") for e in map(json.loads, (runs_dir / "k" / "manifest.jsonl").read_text().splitlines())}
+    assert set(jobs(emulator)[0]["custom_ids"]) <= cached  # the folder's manifest is rebuilt from the ledger
+
+
+# ---------------------------------------------------------------- item 4
+
+def test_the_budget_holds_when_a_frozen_run_without_a_job_is_resumed(emulator, library, runs_dir):
+    _, db = library
+    frozen_without_a_job(emulator, db, runs_dir, "b1")
+    estimate = run("batch-run", "--estimate", f"DB={db}", f"RUNS={runs_dir}", "BUDGET=0.0001", env=emulator.env)
+    assert estimate.returncode == 1 and "would refuse" in estimate.stderr, estimate.stderr
+    refused = batch_run(emulator, db, runs_dir, "BUDGET=0.0001")
+    assert refused.returncode == 1 and "over the budget" in refused.stderr, refused.stderr
+    assert jobs(emulator) == [] and claimed(db) == 0 and attempts(db) == 0
+
+
+# ---------------------------------------------------------------- item 7
+
+def test_decisions_applied_by_hand_without_run_still_let_the_run_finish(emulator, library, runs_dir):
+    _, db = library
+    emulator.faults(preset="none")
+    killed = batch(emulator, db, runs_dir, "NAME=h", env={"OBJBATCH_KILL_AT": "apply-midway:1"})
+    assert killed.returncode != 0 and claimed(db) > 0
+    by_hand = run("apply-sql", "--db", db, runs_dir / "h" / "decisions.jsonl")
+    assert by_hand.returncode == 0, by_hand.stderr
+    again = batch(emulator, db, runs_dir)  # resumes h
+    assert again.returncode == 0, again.stderr
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'h'") == [("applied",)]
+    assert claimed(db) == 0 and len(jobs(emulator)) == 1
+
+
+# ---------------------------------------------------------------- item 11
+
+@pytest.mark.parametrize("status", ["FAILED", "TIMEOUT_EXCEEDED"])
+def test_requests_that_never_ran_cost_no_attempt(emulator, library, runs_dir, status):
+    _, db = library
+    emulator.faults(preset="none", job_status=status, partial=0.5)
+    assert batch(emulator, db, runs_dir, "NAME=one").returncode == 0
+    after = rows(db)
+    lost = [p for p, r in after.items() if r["error_message"] and f"job ended {status}" in r["error_message"]]
+    assert lost and all(after[p]["ai_metadata_status"] == "pending" for p in lost)
+    assert attempts(db) == 0
+    emulator.faults(job_status="SUCCESS", partial=0)
+    assert batch(emulator, db, runs_dir, "NAME=two").returncode == 0
+    assert len(jobs(emulator)[1]["custom_ids"]) == len(lost)
+    assert all(rows(db)[p]["ai_metadata_status"] in ("extracted", "needs_review") for p in lost)
+
+
+# ---------------------------------------------------------------- item 13
+
+def test_the_budget_refusal_advice_works_as_given_and_shows_the_figures(emulator, library, runs_dir):
+    _, db = library
+    emulator.faults(preset="none")
+    refused = batch(emulator, db, runs_dir, "BUDGET=0.00001", "NAME=b1")
+    assert refused.returncode != 0 and jobs(emulator) == [] and claimed(db) == 0
+    assert "$0.0000 " not in refused.stderr and "$0.00001" in refused.stderr, refused.stderr
+    advice = re.search(r"make batch (.*BUDGET=(\S+).*NAME=b1)", refused.stderr)
+    assert advice, refused.stderr
+    again = batch(emulator, db, runs_dir, f"BUDGET={advice.group(2)}", "NAME=b1")
+    assert again.returncode == 0, again.stderr
+    assert len(jobs(emulator)) == 1
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'b1'") == [("applied",)]
