@@ -9,7 +9,7 @@ import re
 import sqlite3
 from pathlib import Path
 
-from . import client, ledger, runs
+from . import client, runs
 from .common import Failure, NotFinished, log, scrub
 
 SAFE_FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
@@ -56,8 +56,7 @@ def clean_up(conn: sqlite3.Connection, run_name: str, keep: bool) -> tuple[str |
     """(what became of the run's files at the service, warnings), once per finished run; (None, []) for a
     run that is not finished or was cleaned up already."""
     run = runs.get(conn, run_name)
-    done = conn.execute("SELECT remote_cleanup FROM objbatch_runs WHERE run_name = ?", (run_name,)).fetchone()
-    if run is None or not run.finished or done is None or done[0] is not None:
+    if run is None or not run.finished or runs.remote_cleanup(conn, run_name) is not None:
         return None, []
     file_ids = files_of(conn, run_name)
     warnings: list[str] = []
@@ -76,6 +75,5 @@ def clean_up(conn: sqlite3.Connection, run_name: str, keep: bool) -> tuple[str |
                     warnings.append(f"could not delete file {file_id} at the service ({scrub(str(exc))}); the "
                                     "service deletes it after 30 days")
         outcome = f"{deleted} deleted at the service" + (f", {len(warnings)} not deleted" if warnings else "")
-    with ledger.transaction(conn):
-        conn.execute("UPDATE objbatch_runs SET remote_cleanup = ? WHERE run_name = ?", (outcome, run_name))
+    runs.record_remote_cleanup(conn, run_name, outcome)
     return outcome, warnings

@@ -442,6 +442,17 @@ def check_record(conn: ledger.Library, record: dict, where: str) -> None:
                       f"not {conn.path}; pass that database (DB={record.get('db_path')})")
 
 
+def remote_cleanup(conn: sqlite3.Connection, name: str) -> str | None:
+    """What became of a finished run's files at the service (None: not decided yet)."""
+    row = conn.execute("SELECT remote_cleanup FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def record_remote_cleanup(conn: sqlite3.Connection, name: str, outcome: str) -> None:
+    with ledger.transaction(conn):
+        conn.execute("UPDATE objbatch_runs SET remote_cleanup = ? WHERE run_name = ?", (outcome, name))
+
+
 def record_jobs(conn: sqlite3.Connection, jobs: list[dict], fetched: bool = False) -> None:
     """Record the service's view of jobs (status, counters, when they finished and their result files);
     with `fetched`, that their result files are downloaded."""
