@@ -37,8 +37,11 @@ FORMAT = csv## make export: csv, json or nl (JSON lines)
 MAX_IN_FLIGHT = 1## make cron: start a new run only while fewer runs are in flight
 N =## make review, export, report: at most this many files (review: per group; report: of the review queue)
 STATUS =## make review, export: only files with this status (review: needs_review, failed_validation, skipped)
+SEEDS = 20## make simulate: how many seeded sequences (N: seeds 0 to N-1), or a range LOW-HIGH
+SEED =## make simulate: replay this one sequence, printing every event and its output
+EVENTS = 24## make simulate: random events in each sequence (then it settles)
 VARS := PYTHON DB RUNS NAME MAX MODEL ALLOW_UNPRICED BUDGET POLL TIMEOUT MAX_ATTEMPTS RETRY_EXHAUSTED THRESHOLD \
-  FAULTS MAX_IN_FLIGHT FORMAT N STATUS TIMEOUT_HOURS REASONING_EFFORT KEEP_REMOTE
+  FAULTS MAX_IN_FLIGHT FORMAT N STATUS SEEDS SEED EVENTS TIMEOUT_HOURS REASONING_EFFORT KEEP_REMOTE
 
 # A variable make does not know (a typo: MAXX=5, max=5) is refused before anything runs, and so is a '$' in
 # a value (make would expand it: NAME='$(id)' would become another name).
@@ -65,7 +68,8 @@ R := $(RUNS)/$(NAME)
 # Command-line variables, passed on to batch-run (which hands them to the stages' make).
 given = $(foreach v,$(filter-out $(1),$(VARS)),$(if $(filter command line,$(origin $(v))),$(call shq,$(v)=$($(v)))))
 
-.PHONY: help vars estimate batch cancel cron stats review export report demo bench lint test test-slow test-all venv clean-venv
+.PHONY: help vars estimate batch cancel cron stats review export report demo bench lint test test-slow test-all \
+  simulate venv clean-venv
 .PRECIOUS: $(RUNS)/%/select.jsonl $(RUNS)/%/requests.jsonl $(RUNS)/%/job.json $(RUNS)/%/wait.jsonl \
            $(RUNS)/%/results.jsonl $(RUNS)/%/decisions.jsonl $(RUNS)/%/applied.json
 
@@ -92,7 +96,7 @@ batch: $(STAMP) ## run the pipeline once: select, build, submit, wait, fetch, va
 	@$(BIN)/batch-run $(call given,)
 
 $(R)/select.jsonl: | $(STAMP)
-	@mkdir -p $(call shq,$(R))
+	@mkdir -p -m 700 $(call shq,$(R))
 	@$(BIN)/select-pending --db $(call shq,$(DB)) $(if $(MAX),--max $(call shq,$(MAX))) \
 	  --max-attempts $(call shq,$(MAX_ATTEMPTS)) $(if $(filter 1,$(RETRY_EXHAUSTED)),--retry-exhausted) \
 	  --claim $(call shq,$(NAME)) --model $(call shq,$(MODEL)) -o $(call shq,$@)
@@ -161,6 +165,10 @@ test: $(STAMP) ## the fast test suite
 
 test-slow: $(STAMP) ## the fault-injection and convergence suites
 	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]
+
+simulate: $(STAMP) ## seeded worst days of a user, a library and the service, invariants checked after every event
+	$(BIN)/python tests/simulate.py --events $(call shq,$(EVENTS)) \
+	  $(if $(SEED),--seed $(call shq,$(SEED)),--seeds $(call shq,$(SEEDS)))
 
 bench: $(STAMP) ## throughput and memory figures
 	$(BIN)/python tests/bench.py

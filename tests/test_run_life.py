@@ -165,3 +165,40 @@ def test_the_budget_refusal_advice_works_as_given_and_shows_the_figures(emulator
     assert again.returncode == 0, again.stderr
     assert len(jobs(emulator)) == 1
     assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'b1'") == [("applied",)]
+
+
+# ---------------------------------------------------------------- a way out always exists
+
+def left_at(emu, db, runs, where) -> None:
+    """Leave run w unfinished at `where`: killed at a kill point, or stuck without a job."""
+    if where == "no job (creation refused)":
+        frozen_without_a_job(emu, db, runs, "w")
+        return
+    if where == "job running":
+        emu.pace(seconds_per_request=0.5, max_run_seconds=60, queue_seconds=0.1)
+        stopped = make(f"{runs}/w/job.json", f"DB={db}", f"RUNS={runs}", "NAME=w", env=emu.env)
+        assert stopped.returncode == 0, stopped.stderr
+        return
+    killed = batch(emu, db, runs, "NAME=w", env={"OBJBATCH_KILL_AT": where, "OBJBATCH_INLINE_MAX_REQUESTS": "5"})
+    assert killed.returncode != 0 and "Killed" in killed.stderr, killed.stderr
+
+
+@pytest.mark.parametrize("where", ["after-claim", "build-line:3", "after-upload", "after-create",
+                                   "no job (creation refused)", "job running", "after-download", "apply-midway:3"])
+def test_make_cancel_ends_an_unfinished_run_in_any_state_and_the_next_batch_proceeds(emulator, library, runs_dir,
+                                                                                      where):
+    _, db = library
+    emulator.faults(preset="none")
+    left_at(emulator, db, runs_dir, where)
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'w'")[0][0] not in ("applied", "cancelled")
+    created = len(jobs(emulator))
+    cancelled = make("cancel", f"DB={db}", f"RUNS={runs_dir}", "POLL=0.1", env=emulator.env)
+    assert cancelled.returncode == 0, cancelled.stderr
+    ended = query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'w'")[0][0]
+    assert ended == "cancelled" or (ended == "applied" and "had already ended" in cancelled.stderr), ended
+    assert claimed(db) == 0 and len(jobs(emulator)) == created  # a cancel never creates a job
+    emulator.pace(seconds_per_request=0.001, max_run_seconds=1)
+    after = batch(emulator, db, runs_dir, "NAME=next")
+    assert after.returncode == 0, after.stderr
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'next'") in ([("applied",)], [])
+    assert claimed(db) == 0

@@ -241,3 +241,83 @@ def test_control_characters_in_an_answer_are_stripped_and_recorded():
         "A lecture on honesty.]0;pwned[2J It says why honesty matters in ethics."
     assert any("control characters" in repair for repair in verdict.repairs)
     assert verdict.decision == "needs_review"  # a person looks at an answer that tried to drive a terminal
+
+
+# ---------------------------------------------------------------- another user: RUNS and what is written there
+
+def batch_run(emulator, db, runs, *extra):
+    return run("batch-run", f"DB={db}", f"RUNS={runs}", "POLL=0.05", *extra, env=emulator.env)
+
+
+def test_writes_never_follow_a_planted_symlink(emulator, library, tmp_path):
+    _, db = library
+    victim, runs = tmp_path / "victim", tmp_path / "runs"
+    victim.mkdir()
+    (victim / "bashrc").write_text("victim's own\n")
+    folder = runs / "s1"
+    emulator.pace(queue_seconds=600)
+    assert batch_run(emulator, db, runs, "NAME=s1", "MAX=3", "TIMEOUT=0").returncode == 75
+    (folder / "select.jsonl").unlink()
+    (folder / "select.jsonl").symlink_to(victim / "created-by-objbatch")
+    (folder / "results.jsonl").symlink_to(victim / "bashrc")
+    emulator.release()
+    done = batch_run(emulator, db, runs, "NAME=s1")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in victim.iterdir()) == ["bashrc"]
+    assert (victim / "bashrc").read_text() == "victim's own\n"
+    assert not (folder / "select.jsonl").is_symlink() and not (folder / "results.jsonl").is_symlink()
+    (runs / ".cron.lock").symlink_to(victim / "lock")
+    cron = run("batch-cron", "--db", db, "--runs", runs, env=emulator.env)
+    assert cron.returncode == 1 and "cannot open the lock" in cron.stderr
+    assert sorted(p.name for p in victim.iterdir()) == ["bashrc"]
+    (runs / ".cron.lock").unlink()
+    (runs / "cron.log").symlink_to(victim / "bashrc")
+    cron = run("batch-cron", "--db", db, "--runs", runs, env=emulator.env)
+    assert cron.returncode == 1 and "(a symlink there is not followed); remove it" in cron.stderr
+    assert (victim / "bashrc").read_text() == "victim's own\n"
+
+
+def test_what_objbatch_writes_only_its_user_can_read(emulator, library, tmp_path):
+    _, db = library
+    runs = tmp_path / "runs"
+    done = batch_run(emulator, db, runs, "NAME=s1", "MAX=3")
+    assert done.returncode == 0, done.stderr
+    assert run("batch-cron", "--db", db, "--runs", runs, env=emulator.env).returncode in (0, 75)
+    written = [p for p in runs.rglob("*")]
+    assert {p.name for p in written} >= {"s1", "raw", "run.json", "select.jsonl", "requests.jsonl",
+                                         "manifest.jsonl", "results.jsonl", "cron.log", ".cron.lock"}
+    assert {(p.name, oct(mode(p))) for p in written if p.is_dir()} == {("s1", "0o700"), ("raw", "0o700")} | \
+        {(p.name, "0o700") for p in written if p.is_dir() and p.name.startswith("cron-")}
+    assert {oct(mode(p)) for p in written if p.is_file()} == {"0o600"}
+    assert mode(runs) == 0o700
+
+
+def test_a_runs_folder_others_can_write_to_is_refused_like_ssh(emulator, library, tmp_path):
+    _, db = library
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    runs.chmod(0o777)
+    refused = batch_run(emulator, db, runs, "NAME=s1", "MAX=3")
+    assert refused.returncode == 1
+    assert refused.stderr.endswith(f"RUNS folder {runs} can be written by other users (mode 777); fix it with: "
+                                   f"chmod go-w {runs}\n")
+    cron = run("batch-cron", "--db", db, "--runs", runs, env=emulator.env)
+    assert cron.returncode == 1 and "can be written by other users" in cron.stderr
+    runs.chmod(0o755)
+    (runs / "s1").mkdir(mode=0o755)
+    (runs / "s1").chmod(0o775)
+    refused = batch_run(emulator, db, runs, "NAME=s1", "MAX=3")
+    assert refused.returncode == 1 and f"run folder {runs / 's1'} can be written by other users" in refused.stderr
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM files WHERE ai_metadata_status != 'pending'"
+                                       ).fetchone() == (0,)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a folder to another user needs root")
+def test_a_run_folder_another_user_owns_is_refused(emulator, library, tmp_path):
+    _, db = library
+    runs = tmp_path / "runs"
+    (runs / "s1").mkdir(parents=True, mode=0o700)
+    os.chown(runs / "s1", 65534, 65534)
+    refused = batch_run(emulator, db, runs, "NAME=s1", "MAX=3")
+    assert refused.returncode == 1
+    assert f"run folder {runs / 's1'} belongs to another user (uid 65534)" in refused.stderr

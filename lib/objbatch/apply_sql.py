@@ -4,7 +4,9 @@ Never touches approved or deleted rows. A file whose content changed since it wa
 or on disk) goes back to pending. A paid result for content the database still holds is stored even if the
 file cannot be read right now (unmounted disk, permissions): it is never thrown away. Each result is
 applied once (keyed by job and custom_id), so applying the same decisions twice leaves the database as
-applying them once. With --run, the run must be one of this database's, and it ends finished.
+applying them once. With --run, the run must be one of this database's, and it ends finished; without it,
+each result is recorded for the run whose job returned it (so that run can still finish). A result is
+judged against what its run's ledger recorded as sent.
 """
 
 from __future__ import annotations
@@ -232,7 +234,8 @@ def read_decisions(stream: IO[str]) -> Iterator[dict]:
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
 @click.option("--run", "run_name", default=None,
-              help="The run these decisions finish (one of this database's): it ends finished, its files released.")
+              help="The run these decisions finish (one of this database's): it ends finished, its files released. "
+                   "Without it, each result still counts for the run whose job returned it.")
 @click.option("-o", "--output", default=None, help="Also write a JSON summary here (atomically).")
 def main(decisions: IO[str], db: str, run_name: str | None, output: str | None) -> None:
     """Apply DECISIONS (validate's JSONL; - for stdin) to the library database in one transaction."""

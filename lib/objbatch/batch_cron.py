@@ -22,7 +22,19 @@ from pathlib import Path
 import click
 
 from . import ledger, runs
-from .common import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, SERVICE_ENV, cli, file_lock, log
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TEMPFAIL,
+    SERVICE_ENV,
+    append_private,
+    cli,
+    file_lock,
+    log,
+    printable,
+    private_folder,
+    scrub,
+)
 
 
 def batch_run(settings: list[str]) -> tuple[int, str]:
@@ -54,8 +66,7 @@ def describe(conn: ledger.Library, name: str, code: int, printed: str) -> str:
 def note(runs_dir: Path, line: str) -> None:
     """One action: appended to the runs folder's cron.log, and shown when a person is watching."""
     stamped = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}"
-    with open(runs_dir / "cron.log", "a", encoding="utf-8") as handle:
-        handle.write(stamped + "\n")
+    append_private(runs_dir / "cron.log", printable(scrub(stamped)) + "\n")
     if sys.stderr.isatty():
         log(f"batch-cron: {line}")
 
@@ -74,7 +85,7 @@ def main(db: str, runs_folder: str, max_in_flight: int, settings: tuple[str, ...
     """Collect finished jobs, then submit a new batch if there is room; never blocks for long."""
     runs_dir = Path(runs_folder).resolve()
     base = [f"DB={Path(db).resolve()}", f"RUNS={runs_dir}", *settings, "TIMEOUT=0", "POLL=0"]
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(runs_dir, "runs folder", link_ok=True)
     with file_lock(runs_dir / ".cron.lock", wait=False) as locked:
         if not locked:
             note(runs_dir, "another cron run is still working: nothing done")

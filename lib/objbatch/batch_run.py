@@ -51,6 +51,7 @@ from .common import (
     log,
     printable,
     printable_values,
+    private_folder,
 )
 from .estimate import over_budget
 
@@ -172,9 +173,9 @@ def run_stage(argv: list[str]) -> int:
     """One stage command, in this process (an objbatch command: no new Python, no second import of the
     SDK); anything else in a shell. Its exit status."""
     name = Path(argv[0]).name
-    if argv[:2] == ["mkdir", "-p"]:
-        for folder in argv[2:]:
-            Path(folder).mkdir(parents=True, exist_ok=True)
+    if argv[:4] == ["mkdir", "-p", "-m", "700"]:
+        for folder in argv[4:]:
+            private_folder(folder, "run folder")
         return EXIT_OK
     try:
         stage = importlib.import_module(f"objbatch.{name.replace('-', '_')}").main
@@ -334,7 +335,9 @@ def _locked(plan: Plan, assignments: list[str]) -> int:
     if run and run.finished:
         log(f"Run {plan.name} was finished by another process ({run.state}).")
         return EXIT_OK
-    created = not plan.folder.exists()
+    created = not os.path.lexists(plan.folder)
+    private_folder(plan.runs_dir, "RUNS folder", link_ok=True)
+    private_folder(plan.folder, "run folder")
     atomic_write_json(plan.folder / "run.json", {"run_name": plan.name, "library_id": plan.conn.library_id,
                                                  "db_path": plan.conn.path})
     code = run_stages(plan, assignments)

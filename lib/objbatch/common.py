@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shlex
 import signal
 import stat
 import sys
@@ -264,27 +265,40 @@ UMASK = os.umask(0)
 os.umask(UMASK)
 
 
+# Folders objbatch made for itself in this process (a run's folder): what it writes there is 0600 and never
+# goes through a symbolic link. See private_folder.
+PRIVATE: set[str] = set()
+
+
 @contextmanager
 def atomic_output(path: str | None) -> Iterator[IO[str]]:
-    """stdout for None or '-', else a text file that appears complete or not at all (see atomic_writer)."""
+    """stdout for None or '-', else a text file that appears complete or not at all (see atomic_writer).
+    A file the user names keeps the usual rule: through the user's own symlink, the existing file's mode,
+    else the umask's. In a private folder (a run's), it is 0600 and a symlink there is replaced, never
+    followed."""
     if path in (None, "-"):
         yield sys.stdout
         return
     if not path.strip():
         raise Failure("-o needs a file name (or - for stdout)", EXIT_USAGE)
+    private = os.path.dirname(os.path.abspath(path)) in PRIVATE
     try:
-        mode = os.stat(path).st_mode
+        mode = (os.lstat if private else os.stat)(path).st_mode
     except OSError:
         mode = None
     if mode is not None and stat.S_ISDIR(mode):
         raise Failure(f"-o {path} is a folder; give a file name in it", EXIT_USAGE)
-    if mode is not None and not stat.S_ISREG(mode):  # /dev/null, /dev/stdout, a named pipe: written as it is
+    if mode is not None and not stat.S_ISREG(mode) and not private:  # /dev/null, /dev/stdout, a named pipe
         with open(path, "w", encoding="utf-8") as special:
             yield special
         return
-    target = Path(os.path.realpath(path))  # through a symlink: the link stays, its file is replaced
+    if private:
+        target, file_mode = Path(os.path.abspath(path)), 0o600
+    else:
+        target = Path(os.path.realpath(path))  # through a symlink: the link stays, its file is replaced
+        file_mode = mode & 0o7777 if mode is not None else 0o666 & ~UMASK
     try:
-        with atomic_writer(target) as raw:
+        with atomic_writer(target, file_mode) as raw:
             text = io.TextIOWrapper(raw, encoding="utf-8")
             yield text
             text.flush()
@@ -296,13 +310,14 @@ def atomic_output(path: str | None) -> Iterator[IO[str]]:
 
 
 @contextmanager
-def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
-    """A binary handle whose file appears at `path` complete (fsynced, renamed) or, on error, not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_writer(path: Path, mode: int = 0o600) -> Iterator[IO[bytes]]:
+    """A binary handle whose file appears at `path` complete (fsynced, renamed) or, on error, not at all.
+    The rename replaces whatever is at `path` (a planted symlink included) and never writes through it;
+    the file is `mode` (0600: objbatch's files hold the library's text), missing folders 0700."""
+    make_folders(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        # the mode a plain open() would give: the replaced file's, else 0666 less the umask (mkstemp's is 0600)
-        os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~UMASK)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
@@ -312,6 +327,55 @@ def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def make_folders(path: Path) -> None:
+    """Each missing folder of `path` made 0700 (mkdir never follows a symlink in the last place)."""
+    missing = []
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
+
+
+def private_folder(path: str | Path, what: str, link_ok: bool = False) -> Path:
+    """A folder objbatch writes into, made 0700 if missing. Like ssh with a loose ~/.ssh, one that another
+    user owns or can write to is refused, as is a symlink (for RUNS, `link_ok`: a link of the user's own
+    to a folder of the user's own). An own folder readable by others is made 0700 (`what` is a run's)."""
+    folder = Path(os.path.abspath(path))
+    make_folders(folder)
+    info = os.lstat(folder)
+    if stat.S_ISLNK(info.st_mode):
+        if not link_ok or info.st_uid != os.getuid():
+            raise Failure(f"{what} {folder} is a symbolic link; objbatch writes only into real folders of yours: "
+                          "remove the link (its run is rebuilt from the database)")
+        info = os.stat(folder)
+    if not stat.S_ISDIR(info.st_mode):
+        raise Failure(f"{what} {folder} is not a folder; move it away")
+    if info.st_uid != os.getuid():
+        raise Failure(f"{what} {folder} belongs to another user (uid {info.st_uid}); objbatch writes only into "
+                      "folders of yours: choose another RUNS")
+    if info.st_mode & 0o022:
+        raise Failure(f"{what} {folder} can be written by other users (mode {stat.S_IMODE(info.st_mode):o}); "
+                      f"fix it with: chmod go-w {shlex.quote(str(folder))}")
+    if not link_ok and info.st_mode & 0o077:
+        os.chmod(folder, 0o700)  # a run folder of an older objbatch (0755): its files hold the library's text
+    PRIVATE.add(str(folder))
+    return folder
+
+
+def append_private(path: Path, line: str) -> None:
+    """Append a line to a log only this user can read (0600), never through a symlink."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise Failure(f"cannot write {path}: {exc.strerror} (a symlink there is not followed); remove it") from None
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write(line)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -395,8 +459,13 @@ _kill_counts: dict[str, int] = {}
 def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
     """An exclusive lock on `path` (released when the process dies, even by SIGKILL). Yields whether it
     was obtained: with wait=False a lock held elsewhere yields False at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    make_folders(path.parent)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise Failure(f"cannot open the lock {path}: {exc.strerror} (a symlink there is not followed); "
+                      "remove it") from None
+    with os.fdopen(fd, "r+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
