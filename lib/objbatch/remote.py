@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from . import client, runs
-from .common import Failure, NotFinished, log, scrub
+from .common import Failure, NotFinished, log, make_folders, scrub
 
 SAFE_FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
@@ -29,7 +29,7 @@ def keep_results(service: client.Service, job: dict, raw_dir: Path) -> bool:
         if path.exists():
             continue
         try:
-            raw_dir.mkdir(parents=True, exist_ok=True)
+            make_folders(raw_dir)  # 0700, as every folder objbatch makes
             service.download_to(file_id, path)
         except client.ResultsGone:
             kept = False
