@@ -68,8 +68,19 @@ R := $(RUNS)/$(NAME)
 # Command-line variables, passed on to batch-run (which hands them to the stages' make).
 given = $(foreach v,$(filter-out $(1),$(VARS)),$(if $(filter command line,$(origin $(v))),$(call shq,$(v)=$($(v)))))
 
-.PHONY: help vars estimate batch cancel cron stats review export report demo bench lint test test-slow test-all \
+TARGETS := help vars estimate batch cancel cron stats review export report demo bench lint test test-slow test-all \
   simulate venv clean-venv
+.PHONY: $(TARGETS)
+
+# A goal make does not know (a typo: make bacth; a flag after --: make batch -- --dry) is refused before anything
+# runs (nothing paid), naming the nearest target. Stage files (RUNS/NAME/*.json[l]) are goals batch-run uses.
+unknown_goals := $(filter-out $(TARGETS) %.json %.jsonl $(STAMP),$(MAKECMDGOALS))
+ifneq ($(unknown_goals),)
+first_unknown := $(firstword $(unknown_goals))
+nearest := $(shell $(PYTHON) -c 'import difflib, sys; m = difflib.get_close_matches(sys.argv[1], sys.argv[2:], 1, 0.5); print("; did you mean " + m[0] + "?" if m else "")' $(call shq,$(first_unknown)) $(TARGETS) 2>/dev/null)
+hint := $(if $(filter -%,$(first_unknown)),; make passes no options on: use VAR=VALUE)
+$(error unknown target '$(first_unknown)'$(nearest)$(hint) (make help lists the targets; nothing was run))
+endif
 .PRECIOUS: $(RUNS)/%/select.jsonl $(RUNS)/%/requests.jsonl $(RUNS)/%/job.json $(RUNS)/%/wait.jsonl \
            $(RUNS)/%/results.jsonl $(RUNS)/%/decisions.jsonl $(RUNS)/%/applied.json
 
@@ -137,12 +148,14 @@ cron: $(STAMP) ## one unattended step: collect finished jobs, start a new run if
 stats: $(STAMP) ## where the library stands: statuses, runs in flight, cost
 	@$(BIN)/stats --db $(call shq,$(DB)) --max-attempts $(call shq,$(MAX_ATTEMPTS))
 
-review: $(STAMP) ## files whose metadata deserves a look (then: bin/show, bin/approve, bin/requeue)
-	@$(BIN)/review --db $(call shq,$(DB)) $(if $(THRESHOLD),--threshold $(call shq,$(THRESHOLD)))
+review: $(STAMP) ## files whose metadata deserves a look (STATUS=, N=; then: bin/show, bin/approve, bin/requeue)
+	@$(BIN)/review --db $(call shq,$(DB)) $(if $(THRESHOLD),--threshold $(call shq,$(THRESHOLD))) \
+	  $(if $(N),-n $(call shq,$(N))) $(foreach s,$(STATUS),--status $(call shq,$(s)))
 
-export: $(STAMP) ## the stored metadata on stdout (FORMAT=csv, json or nl)
+export: $(STAMP) ## the stored metadata on stdout (FORMAT=csv, json or nl; STATUS=, N=)
 	@$(if $(filter csv json nl,$(FORMAT)),,$(error FORMAT must be csv, json or nl (got '$(FORMAT)')))
-	@$(BIN)/export-metadata --db $(call shq,$(DB)) $(call shq,--$(FORMAT))
+	@$(BIN)/export-metadata --db $(call shq,$(DB)) $(call shq,--$(FORMAT)) $(if $(N),-n $(call shq,$(N))) \
+	  $(foreach s,$(STATUS),--status $(call shq,$(s)))
 
 report: $(STAMP) ## one self-contained HTML page to look at: cost, statuses, confidence, review queue (RUNS/report.html)
 	@$(BIN)/report --db $(call shq,$(DB)) --runs $(call shq,$(RUNS)) $(if $(N),-n $(call shq,$(N))) \

@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from conftest import jsonl, make, query, rows, run
+from conftest import ROOT, jsonl, make, query, rows, run
 
 
 def batch(emu, db, runs, *extra, timeout=240):
@@ -135,5 +135,90 @@ def test_review_and_requeue_work_on_a_row_objbatch_set_aside(library):
     assert run("show", "--db", db, other).returncode == 0
     requeue = run("requeue", "--db", db, "--status", "skipped")
     assert requeue.returncode == 1
-    assert "requeue: error: 1 refused: /lib/bad\\x02\ufffd.txt (file_path is not valid UTF-8" in requeue.stderr  # control characters escaped (issue 17)
+    assert "back in the queue, 1 refused (file_path is not valid UTF-8" in requeue.stderr
+    assert ": bad\\x02\ufffd.txt)" in requeue.stderr  # control characters escaped (issue 17)
     assert status(db, other)[0] == "pending"
+
+
+# ---------------------------------------------------------------- issue 15 item 6, issue 17 item 10: odd result lines
+
+def killed_after_download(emulator, db, runs_dir, name: str) -> tuple[list[dict], object]:
+    """A run killed right after its results were downloaded: (the kept raw lines, the kept file)."""
+    killed = make("batch", f"DB={db}", f"RUNS={runs_dir}", "POLL=0.1", f"NAME={name}",
+                  env={**emulator.env, "OBJBATCH_KILL_AT": "after-download"})
+    assert killed.returncode != 0
+    [kept] = (runs_dir / name / "raw").glob("*.jsonl")
+    return jsonl(kept.read_text()), kept
+
+
+def custom_files(db) -> dict[str, str]:
+    return dict(query(db, "SELECT custom_id, file_path FROM objbatch_claims WHERE custom_id IS NOT NULL"))
+
+
+@pytest.mark.slow
+def test_oddly_shaped_result_lines_fail_their_own_files_and_the_run_ends(emulator, library, runs_dir):
+    """The kept download is reused by every rerun, so one odd line stopped its run for good: a string where
+    the message object belongs (classify), usage [1,2] or prompt_tokens 'n/a' (apply's token sums), an
+    answer of 3,000 '[' (RecursionError in the JSON search). Each now affects its own file only."""
+    _, db = library
+    lines, kept = killed_after_download(emulator, db, runs_dir, "o")
+    odd = {0: lambda b: b["choices"][0].update(message="oops"), 1: lambda b: b.update(usage=[1, 2]),
+           2: lambda b: b["usage"].update(prompt_tokens="n/a"),
+           3: lambda b: b["choices"][0]["message"].update(content="[" * 3000),
+           4: lambda b: b["choices"][0].update(finish_reason=["stop"]) or b.update(model={"x": 1}),
+           5: lambda b: b.update(choices={"a": 1})}
+    for i, change in odd.items():
+        change(lines[i]["response"]["body"])
+    lines[6]["response"] = "not an object"
+    kept.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    again = batch(emulator, db, runs_dir, "NAME=o")
+    assert again.returncode == 0, again.stderr
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'o'") == [("applied",)]
+    files = custom_files(db)
+    outcome = {i: status(db, files[lines[i]["custom_id"]]) for i in range(len(lines))}
+    assert outcome[0] == ("failed_validation", "request failed: response's message was a string, not an object")
+    assert outcome[3] == ("failed_validation", "answer nests JSON arrays or objects too deeply to be metadata")
+    assert outcome[5][0] == outcome[6][0] == "failed_validation"
+    assert "no choices" in outcome[5][1] and "no choices" in outcome[6][1]
+    assert {outcome[i][0] for i in (1, 2, 4)} | {outcome[i][0] for i in range(7, len(lines))} <= {
+        "extracted", "needs_review"}
+    tokens = query(db, "SELECT prompt_tokens, completion_tokens FROM objbatch_jobs")[0]
+    assert tokens[0] > 0 and tokens[1] > 0
+
+
+MAX_RSS = """import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stderr.write(done.stderr)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
+sys.exit(done.returncode)"""
+
+
+@pytest.mark.slow
+def test_a_result_line_of_200_mb_fails_its_request_unread(emulator, library, runs_dir):
+    """Issue 17 item 10: one 200 MB line pushed fetch and validate to 910 MB. A line over the stated limit
+    (4 MiB) fails its own request with the reason; the rest of the run is applied; memory stays small."""
+    import sys
+
+    _, db = library
+    lines, kept = killed_after_download(emulator, db, runs_dir, "big")
+    huge = lines[0]
+    with open(kept, "w") as out:
+        head = json.dumps({"custom_id": huge["custom_id"], "response": {"status_code": 200, "body": {
+            "choices": [{"message": {"content": ""}}]}}})
+        out.write(head[:-6] + "x" * 200_000_000 + '"}}]}}}\n')
+        out.writelines(json.dumps(line) + "\n" for line in lines[1:])
+    again = subprocess_run([sys.executable, "-c", MAX_RSS, "make", "--no-print-directory", "-C", str(ROOT), "batch",
+                            f"DB={db}", f"RUNS={runs_dir}", "POLL=0.1", "NAME=big"], emulator.env)
+    assert again.returncode == 0, again.stderr
+    assert int(again.stdout.split()[-1]) < 150, again.stdout  # MiB, for the largest process of the run
+    file = custom_files(db)[huge["custom_id"]]
+    size = os.path.getsize(kept) - sum(len(json.dumps(line)) + 1 for line in lines[1:])
+    assert status(db, file) == ("failed_validation", f"request failed: result line is {size:,} bytes, over the "
+                                                     "limit of 4,194,304; not read")
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'big'") == [("applied",)]
+
+
+def subprocess_run(argv, env):
+    import subprocess
+
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)

@@ -18,7 +18,7 @@ from typing import IO, Iterator
 
 import click
 
-from . import costs, ledger, runs, sources
+from . import costs, kinds, ledger, runs, sources
 from .common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso, read_jsonl
 from .states import Decision, FileStatus
 
@@ -204,10 +204,10 @@ class Applier:
 
     def _add_usage(self, decision: dict) -> None:
         """Tokens as the service reported them: prompt (of which cached) and output (of which reasoning)."""
-        usage, job_id = decision.get("usage") or {}, decision.get("job_id")
-        if job_id and usage:
+        usage, job_id = kinds.usage(decision.get("usage")), decision.get("job_id")
+        if job_id and decision.get("usage"):
             total = self.usage.setdefault(job_id, [decision.get("model"), set(), 0, 0, 0, 0])
-            if decision.get("resolved_model"):
+            if kinds.text(decision.get("resolved_model"), 200):
                 total[1].add(str(decision["resolved_model"]))
             for index, tokens in enumerate(costs.usage_tokens(usage), 2):
                 total[index] += tokens

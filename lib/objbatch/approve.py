@@ -7,18 +7,20 @@ the others are approved, and the exit status is 1 if any was refused (as rm does
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 
 from . import ledger, library
-from .common import EXIT_USAGE, Failure, Number, cli, count, log, now_iso
+from .common import EXIT_FAILED, EXIT_USAGE, Failure, Number, cli, count, log, now_iso
 
 
-def chosen(conn: ledger.Library, names: list[str], min_confidence: float | None) -> tuple[dict[str, str], list[str]]:
-    """({path: current status} to approve, refusals 'path (why)')."""
+def chosen(conn: ledger.Library, names: list[str],
+           min_confidence: float | None) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """({path: current status} to approve, refusals (path, why))."""
     found, unknown = library.resolve(conn, names)
-    refused = [f"{name} ({why})" for name, why in unknown.items()]
+    refused = list(unknown.items())
     items = {path: next(library.stored(conn, "f.file_path = ?", (path,))) for path in found.values()}
     if min_confidence is not None:
         for item in library.stored(conn, "f.ai_metadata_status IN ('extracted', 'needs_review') AND "
@@ -29,7 +31,7 @@ def chosen(conn: ledger.Library, names: list[str], min_confidence: float | None)
     for path, item in items.items():
         why = _unfit(item)
         if why:
-            refused.append(f"{path} ({why})")
+            refused.append((path, why))
         else:
             approve[path] = item["status"]
     return approve, refused
@@ -54,7 +56,9 @@ def _unfit(item: dict) -> str | None:
               help="The library database.")
 @click.option("--min-confidence", type=Number(0, 1), default=None,
               help="Also approve every extracted or needs_review file with at least this confidence.")
-def main(paths: tuple[str, ...], db: str, min_confidence: float | None) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Also print what was done as one JSON object: approved, already approved, refused (each with why).")
+def main(paths: tuple[str, ...], db: str, min_confidence: float | None, as_json: bool) -> None:
     """Approve the files named by PATHS ('-' reads paths, or review --nl/--json/--csv output, from stdin)."""
     if not paths and min_confidence is None:
         raise Failure("name the files to approve (paths, '-' for stdin) or give --min-confidence", EXIT_USAGE)
@@ -64,9 +68,16 @@ def main(paths: tuple[str, ...], db: str, min_confidence: float | None) -> None:
         already = [path for path, status in approve.items() if status == "approved"]
         conn.executemany("UPDATE files SET ai_metadata_status = 'approved', updated_at = ? WHERE file_path = ?",
                          [(now_iso(), path) for path, status in approve.items() if status != "approved"])
-    log(f"approve: {count(len(approve) - len(already), 'file')} approved" + (f", {len(already)} already were" if already else ""))
-    if refused:
-        raise Failure(f"{len(refused)} refused: {'; '.join(refused)}")
+    if as_json:
+        click.echo(json.dumps({"approved": [p for p in approve if p not in already], "already_approved": already,
+                               "refused": [{"file_path": p, "why": why} for p, why in refused]}, ensure_ascii=False))
+    done = f"approve: {count(len(approve) - len(already), 'file')} approved" + (
+        f", {len(already)} already were" if already else "")
+    if not refused:
+        log(done)
+        return
+    log(f"{done}, {library.refused_line(refused)}" + ("" if as_json else "; approve --json lists them all"))
+    sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

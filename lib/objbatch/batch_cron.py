@@ -26,7 +26,9 @@ from .common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_TEMPFAIL,
+    EXIT_USAGE,
     SERVICE_ENV,
+    Failure,
     append_private,
     cli,
     file_lock,
@@ -35,6 +37,21 @@ from .common import (
     private_folder,
     scrub,
 )
+from .make_vars import check_settings, resolve
+
+OWN = {"DB": "it conflicts with --db; give the database with --db only",
+       "RUNS": "it conflicts with --runs; give the runs folder with --runs only",
+       "NAME": "batch-cron names its runs itself; leave NAME out"}
+
+
+def check(settings: tuple[str, ...], base: list[str]) -> None:
+    """The --set variables are make variables with good values, and none that batch-cron sets itself,
+    before any lock, log line or run."""
+    for setting in settings:
+        name = setting.split("=", 1)[0]
+        if name in OWN:
+            raise Failure(f"--set {setting}: {OWN[name]}", EXIT_USAGE)
+    check_settings(resolve([*base, *settings]))
 
 
 def batch_run(settings: list[str]) -> tuple[int, str]:
@@ -85,6 +102,7 @@ def main(db: str, runs_folder: str, max_in_flight: int, settings: tuple[str, ...
     """Collect finished jobs, then submit a new batch if there is room; never blocks for long."""
     runs_dir = Path(runs_folder).resolve()
     base = [f"DB={Path(db).resolve()}", f"RUNS={runs_dir}", *settings, "TIMEOUT=0", "POLL=0"]
+    check(settings, base[:2])
     private_folder(runs_dir, "runs folder", link_ok=True)
     with file_lock(runs_dir / ".cron.lock", wait=False) as locked:
         if not locked:

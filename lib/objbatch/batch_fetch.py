@@ -18,26 +18,48 @@ from typing import Any, Iterator
 
 import click
 
-from . import client
-from .common import NOT_FINISHED, SERVICE_ENV, Failure, NotFinished, atomic_output, cli, kill_point, log, write_jsonl
+from . import client, kinds
+from .common import (
+    NOT_FINISHED,
+    SERVICE_ENV,
+    Failure,
+    NotFinished,
+    atomic_output,
+    bounded_lines,
+    cli,
+    kill_point,
+    log,
+    write_jsonl,
+)
 from .job_record import opened_record
 
 
 def classify(line: dict, job: dict) -> dict:
-    """One raw result line as a normalized result."""
+    """One raw result line as a normalized result. The line is the service's: any field may have any
+    type, and whatever does not have the shape of an answer fails this request alone, with the reason."""
     response = line.get("response") if isinstance(line.get("response"), dict) else {}
     status = response.get("status_code")
+    status = status if isinstance(status, int) and not isinstance(status, bool) else None
     base = {"custom_id": str(line.get("custom_id")), "job_id": job["id"], "status_code": status}
     error = line.get("error")
-    if error is not None or (isinstance(status, int) and status >= 400):
-        return {**base, "ok": False, "error": error_text(error, status)}
-    body = response.get("body") if isinstance(response.get("body"), dict) else None
-    choices = (body or {}).get("choices") or []
-    if not choices or not isinstance(choices[0], dict):
+    if error is not None or (status is not None and status >= 400):
+        return {**base, "ok": False, "error": kinds.text(error_text(error, status), 1000)}
+    body = response.get("body") if isinstance(response.get("body"), dict) else {}
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
         return {**base, "ok": False, "error": "response had no choices (empty answer)"}
-    message = choices[0].get("message") or {}
-    return {**base, "ok": True, "content": message.get("content"), "finish_reason": choices[0].get("finish_reason"),
-            "usage": body.get("usage") or {}, "model": body.get("model") or job.get("model")}
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        return {**base, "ok": False, "error": f"response's message was {_json_kind(message)}, not an object"}
+    return {**base, "ok": True, "content": message.get("content"), "finish_reason": kinds.text(choice.get(
+        "finish_reason"), 100), "usage": kinds.usage(body.get("usage")),
+        "model": kinds.text(body.get("model"), 200) or job.get("model")}
+
+
+def _json_kind(value: Any) -> str:
+    return "missing" if value is None else {str: "a string", list: "an array", bool: "a boolean", dict: "an object"}.get(
+        type(value), "a number")
 
 
 def error_text(error: Any, status: Any) -> str:
@@ -70,14 +92,24 @@ def fetch_raw(service: client.Service, file_id: str, raw_dir: Path) -> Path:
     return kept
 
 
+MAX_LINE_BYTES = 4 << 20  # a result line this long fails its request unread: no real answer comes close
+CUSTOM_ID = re.compile(rb'"custom_id"\s*:\s*"([A-Za-z0-9_.:-]{1,200})"')
+
+
 def raw_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed line or None when unreadable), streamed from a kept result file."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for lineno, text in enumerate(handle, 1):
-            if text.strip():
+    """(line number, parsed line or None when unreadable), streamed from a kept result file. A line over
+    MAX_LINE_BYTES is never read whole: it stands as a failure of the request its beginning names."""
+    with open(path, "rb") as handle:
+        for lineno, (data, size) in enumerate(bounded_lines(handle, MAX_LINE_BYTES), 1):
+            if size > MAX_LINE_BYTES:
+                named = CUSTOM_ID.search(data[:65536])
+                yield lineno, {"custom_id": named.group(1).decode(), "error": {
+                    "message": f"result line is {size:,} bytes, over the limit of {MAX_LINE_BYTES:,}; not read"}} \
+                    if named else None
+            elif data.strip():
                 try:
-                    yield lineno, json.loads(text)
-                except json.JSONDecodeError:
+                    yield lineno, json.loads(data.decode("utf-8", "replace"))
+                except (json.JSONDecodeError, RecursionError):
                     yield lineno, None
 
 

@@ -22,7 +22,6 @@ cron that need the difference call batch-run (or batch-cron).
 from __future__ import annotations
 
 import importlib
-import math
 import os
 import re
 import shlex
@@ -45,7 +44,6 @@ from .common import (
     SERVICE_ENV,
     Failure,
     atomic_write_json,
-    check_run_name,
     cli,
     count,
     log,
@@ -54,36 +52,17 @@ from .common import (
     private_folder,
 )
 from .estimate import over_budget
+from .make_vars import check_settings, make_env, resolve
 
 STAGE_FILES = ("select.jsonl", "requests.jsonl", "manifest.jsonl", "job.json", "wait.jsonl", "results.jsonl",
                "decisions.jsonl", "applied.json")
-ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
-
-
-def make_env(**extra: str) -> dict:
-    """The environment for a make of our own: without the outer make's flags and variables."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
-    return {**env, **extra}
-
-
-def resolve(assignments: list[str]) -> dict[str, str]:
-    """Every make variable with the Makefile's defaults applied; make refuses unknown ones."""
-    bad = [a for a in assignments if not ASSIGNMENT.match(a)]
-    if bad:
-        raise Failure(f"{bad[0]!r} is not VAR=VALUE; give make variables, e.g. batch-run MAX=100", EXIT_USAGE)
-    proc = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(ROOT), "vars", *assignments],
-                          capture_output=True, text=True, env=make_env())
-    if proc.returncode:
-        message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "make vars failed"
-        raise Failure(re.sub(r"^.*?\*\*\* |\.\s+Stop\.$", "", message), EXIT_USAGE)
-    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 
 
 class Plan:
     """Which run this invocation works on, and what is known of it."""
 
-    def __init__(self, conn: ledger.Library, settings: dict[str, str]):
-        self.conn, self.settings = conn, settings
+    def __init__(self, conn: ledger.Library, settings: dict[str, str], announce: bool = True):
+        self.conn, self.settings, self.announce = conn, settings, announce
         self.runs_dir = Path(settings["RUNS"])
         self.name = settings.get("NAME", "")
         self.resumed = False
@@ -95,7 +74,9 @@ class Plan:
         open_runs = runs.unfinished(self.conn)
         if open_runs:
             others = f" ({len(open_runs) - 1} more unfinished after it)" if len(open_runs) > 1 else ""
-            log(f"Resuming unfinished run {open_runs[0].name}{others} (make cancel NAME={open_runs[0].name} drops it).")
+            if self.announce:
+                log(f"Resuming unfinished run {open_runs[0].name}{others} (make cancel NAME={open_runs[0].name} "
+                    "drops it).")
             self.resumed = True
             return open_runs[0].name
         return time.strftime("run-%Y%m%d-%H%M%S-", time.gmtime()) + os.urandom(2).hex()
@@ -201,44 +182,17 @@ def run_stages(plan: Plan, assignments: list[str]) -> int:
     return EXIT_OK
 
 
-NUMBERS = {"MAX": (int, 0, None), "MAX_ATTEMPTS": (int, 1, None), "POLL": (float, 0, None),
-           "TIMEOUT": (float, 0, None), "THRESHOLD": (float, 0, 1), "MAX_IN_FLIGHT": (int, 1, None),
-           "BUDGET": (float, 0, None), "TIMEOUT_HOURS": (int, 1, 168)}
-
-
-def check_settings(settings: dict[str, str]) -> None:
-    """Numbers are numbers, the run name is safe and the model has a price, before any file or database
-    is touched."""
-    if settings.get("NAME"):
-        check_run_name(settings["NAME"])
-    for flag in ("RETRY_EXHAUSTED", "ALLOW_UNPRICED", "KEEP_REMOTE"):
-        if settings.get(flag, "") not in ("", "0", "1"):
-            raise Failure(f"{flag} is 1 (on) or empty or 0 (off), not {settings[flag]!r}", EXIT_USAGE)
-    costs.check_model(settings["MODEL"], settings.get("ALLOW_UNPRICED") == "1")
-    costs.check_effort(settings["MODEL"], settings.get("REASONING_EFFORT") or None)
-    for name, (kind, low, high) in NUMBERS.items():
-        text = settings.get(name, "")
-        if not text:
-            continue
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not math.isfinite(value) or value < low or (high is not None and value > high):
-            span = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            raise Failure(f"{name} must be a {'whole ' if kind is int else ''}number {span} (got {text!r})",
-                          EXIT_USAGE)
-
-
 def estimate(assignments: list[str]) -> int:
     """What make batch would do now, and what it would cost; creates, uploads and claims nothing."""
     settings = resolve(assignments)
     check_settings(settings)
     absolute(settings, assignments)
     with ledger.opened(settings["DB"], read_only=True) as conn:
-        plan = Plan(conn, settings)
+        plan = Plan(conn, settings, announce=False)
         run = plan.run
         if run is not None:
+            if not run.finished:
+                for_new_runs(run, settings, assignments)
             known = runs.estimate(conn, run.name)
             click.echo(f"make batch would {'do nothing: run' if run.finished else 'resume run'} {run.name} "
                        f"({run.state}); " + (f"its estimate was {costs.money(known.get('batch_usd'))} for "
@@ -314,8 +268,9 @@ def batch(assignments: list[str], wait_for_lock: bool = True) -> int:
         plan.check_folder()
         if plan.run:
             runs.check_service(plan.name, plan.run.server_url)
+        if plan.run and not plan.run.finished:
+            for_new_runs(plan.run, settings, assignments)
         if plan.run and plan.run.model and plan.run.model != settings["MODEL"]:
-            log(f"Run {plan.name} uses model {plan.run.model}; MODEL={settings['MODEL']} is for new runs.")
             settings["MODEL"] = plan.run.model
             assignments = [*assignments, f"MODEL={plan.run.model}"]
         if not plan.anything_to_do():
@@ -328,6 +283,16 @@ def batch(assignments: list[str], wait_for_lock: bool = True) -> int:
                 log(f"Run {plan.name} is being worked on by another process; it is collected later.")
                 return EXIT_TEMPFAIL
             return _locked(plan, assignments)
+
+
+def for_new_runs(run: runs.Run, settings: dict[str, str], assignments: list[str]) -> None:
+    """A resumed run keeps the files it claimed and the model it started with: a MAX or MODEL given now
+    is for new runs, and said so."""
+    given = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in assignments if "=" in a}
+    if run.model and run.model != settings["MODEL"]:
+        log(f"Run {run.name} uses model {run.model}; MODEL={settings['MODEL']} is for new runs.")
+    if given.get("MAX"):
+        log(f"Run {run.name} is resumed with the files it claimed; MAX={given['MAX']} is for new runs.")
 
 
 def _locked(plan: Plan, assignments: list[str]) -> int:
@@ -377,8 +342,19 @@ def summary(plan: Plan, run: runs.Run, remote_files: str | None = None, warnings
     click.echo(f"Run {run.name} {run.state}" + (f" (its files: {remote_files})" if remote_files else "") + ":")
     for warning in warnings or []:
         click.echo(printable(f"Warning: {warning}"))
-    found = overview.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))
-    click.echo(printable(overview.render(printable_values(found))))
+    figures = overview.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))
+    click.echo(printable(overview.render(printable_values(figures))))
+    click.echo(next_step(figures["statuses"]))
+
+
+def next_step(statuses: dict[str, int]) -> str:
+    """What a person does after a run."""
+    review, failed = statuses.get("needs_review", 0), statuses.get("failed_validation", 0)
+    if not review and not failed:
+        return "Next: nothing needs review: make export writes the metadata, make report shows it all."
+    parts = ([f"{review:,} need review"] if review else []) + (
+        [f"{failed:,} failed validation (the next make batch retries them)"] if failed else [])
+    return f"Next: {', '.join(parts)}: make review (or make report for the whole picture)."
 
 
 @cli("batch-run MAX=116", "batch-run NAME=run-20261129-0800 POLL=60", "batch-run --estimate MAX=500",

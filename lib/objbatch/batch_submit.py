@@ -338,6 +338,9 @@ def main(requests: IO[str], output: str, run_name: str | None, model: str, recor
     costs.check_model(model, allow_unpriced)
     figures = costs.Estimate(model=model)
     parts = read_parts(requests, max_requests_per_job, max_bytes_per_job, figures)
+    if not parts and not db:  # by hand: no record of nothing (make's runs record it: their stages follow)
+        log("batch-submit: no requests: nothing submitted")
+        return
     run_name = run_name or default_run_name(parts, model)
 
     def plan(library_id: str = "") -> Plan:

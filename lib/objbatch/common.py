@@ -203,6 +203,9 @@ def log(message: str) -> None:
 
 # ---------------------------------------------------------------- JSONL
 
+MAX_LINE = 16 << 20  # characters: a request holds at most one transcript, a result line is cut at 4 MiB
+
+
 def read_jsonl(stream: IO[str], what: str = "input") -> Iterator[tuple[int, Any]]:
     """Yield (line number, parsed object) lazily; blank lines skipped; a bad line is a Failure naming it."""
     for lineno, value, _ in read_jsonl_lines(stream, what):
@@ -213,7 +216,10 @@ def read_jsonl_lines(stream: IO[str], what: str = "input") -> Iterator[tuple[int
     """As read_jsonl, with each line's text too (to pass it on without encoding it again)."""
     if stream.isatty():  # a bare command at a prompt would otherwise wait without a word
         log(f"reading {what} lines from the terminal; end with Ctrl-D (or give a file, see --help)")
-    for lineno, line in enumerate(stream, 1):
+    for lineno, line in enumerate(iter(lambda: stream.readline(MAX_LINE + 1), ""), 1):
+        if len(line) > MAX_LINE:  # never read whole: a stage's lines are far smaller
+            raise Failure(f"{what} line {lineno} is longer than {MAX_LINE:,} characters; it is no {what} line of "
+                          "objbatch's: check the input")
         text = line.strip()
         if not text:
             continue
@@ -221,6 +227,24 @@ def read_jsonl_lines(stream: IO[str], what: str = "input") -> Iterator[tuple[int
             yield lineno, json.loads(text), text
         except json.JSONDecodeError as exc:
             raise Failure(f"{what} line {lineno} is not valid JSON ({exc.msg}); fix or remove that line") from None
+
+
+def bounded_lines(handle: IO[bytes], limit: int) -> Iterator[tuple[bytes, int]]:
+    """(line, its length) for each line of a binary file, holding at most `limit` + 1 bytes of a line in
+    memory: a longer line comes as (its first `limit` bytes, its whole length), the rest read past."""
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        size = len(line)
+        if size > limit and not line.endswith(b"\n"):
+            while True:
+                rest = handle.readline(1 << 20)
+                size += len(rest)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            line = line[:limit]
+        yield line, size
 
 
 def load_schema(name: str) -> Any:

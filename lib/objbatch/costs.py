@@ -102,9 +102,11 @@ def usage_tokens(usage: Any) -> tuple[int, int, int, int]:
     if not isinstance(usage, dict):
         return 0, 0, 0, 0
     details = [usage.get(k) for k in ("prompt_tokens_details", "prompt_token_details")]
-    cached = max([_int(d.get("cached_tokens")) for d in details if isinstance(d, dict)] + [_int(usage.get("num_cached_tokens"))])
+    cached = max([_int(d.get("cached_tokens")) for d in details if isinstance(d, dict)] +
+                 [_int(usage.get("num_cached_tokens")), _int(usage.get("cached_tokens"))])
     out_details = usage.get("completion_tokens_details")
-    reasoning = _int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0
+    reasoning = max(_int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0,
+                    _int(usage.get("reasoning_tokens")))
     completion = _int(usage.get("completion_tokens"))
     output = completion if reasoning <= completion else completion + reasoning
     return _int(usage.get("prompt_tokens")), cached, output, reasoning

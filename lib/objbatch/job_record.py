@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from . import ledger, runs
-from .common import Failure, load_json_file, log
+from .common import EXIT_USAGE, Failure, load_json_file, log
 
 
 def load_record(path: str) -> dict:
@@ -20,7 +20,13 @@ def load_record(path: str) -> dict:
 
 def _read(path: str) -> dict:
     if path == "-":
+        if sys.stdin.isatty():  # a bare command at a prompt would otherwise wait without a word
+            log("reading the job record from the terminal; end with Ctrl-D (or give the job.json batch-submit "
+                "wrote, see --help)")
         text = sys.stdin.read()
+        if not text.strip():
+            raise Failure("no job record on stdin: give the file batch-submit wrote (e.g. job.json), or pipe "
+                          "batch-submit into this command", EXIT_USAGE)
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:

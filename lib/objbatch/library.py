@@ -11,7 +11,7 @@ import re
 import sqlite3
 from typing import IO, Iterable, Iterator
 
-from .common import Failure
+from .common import Failure, log
 from .ledger import has_column, load_json
 from .output import unquote
 
@@ -75,6 +75,17 @@ def review_row(item: dict, group: str) -> dict:
             "topics": meta.get("primary_topics", [])}
 
 
+def refused_line(refused: list[tuple[str, str]], shown: int = 3) -> str:
+    """'5 refused (failed_validation: no valid metadata: a.txt, b.txt, c.txt and 2 more)': each reason once with
+    its first few file names, so a long refusal stays one readable line (--json lists every one)."""
+    by_reason: dict[str, list[str]] = {}
+    for path, why in refused:
+        by_reason.setdefault(why, []).append(path.rsplit("/", 1)[-1])
+    parts = [f"{why}: {', '.join(names[:shown])}" + (f" and {len(names) - shown} more" if len(names) > shown else "")
+             for why, names in by_reason.items()]
+    return f"{len(refused)} refused ({'; '.join(parts)})"
+
+
 def names_from(arguments: Iterable[str], stdin: IO[str]) -> list[str]:
     """Paths given as arguments; '-' reads more from stdin: plain paths, JSON lines with a file_path (as
     review --nl writes), a JSON array of such objects (review --json), or CSV with a file_path column."""
@@ -88,6 +99,8 @@ TABLE_LINE = re.compile(r"^(needs_review|failed_validation|skipped|extracted|app
 
 
 def _read(stream: IO[str]) -> list[str]:
+    if stream.isatty():  # a bare '-' at a prompt would otherwise wait without a word
+        log("reading paths (or review --nl/--json/--csv output) from the terminal; end with Ctrl-D")
     raw = getattr(stream, "buffer", None)  # as sent: a CR inside a quoted CSV cell is part of the path
     text = raw.read().decode("utf-8", "surrogateescape") if raw is not None else stream.read()
     if text.lstrip().startswith("file_path,"):  # review --csv, export-metadata --csv
@@ -123,19 +136,30 @@ def _path(item: object, where: str) -> str:
     return item["file_path"]
 
 
-def resolve(conn: sqlite3.Connection, names: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Each name to the file_path it means: the path itself, else the one path ending with it. Returns
-    (name -> file_path, name -> why it matches none)."""
+def resolve(conn: sqlite3.Connection, names: list[str],
+            loose: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+    """Each name to the file_path it means: the path itself, else the one path ending with it (after a '/'),
+    else with `loose` (show) the one path containing it. Returns (name -> file_path, name -> why it matches
+    none; several matches are listed)."""
     found, unknown = {}, {}
     for name in dict.fromkeys(names):
         if conn.execute("SELECT 1 FROM files WHERE file_path = ?", (name,)).fetchone():
             found[name] = name
             continue
         like = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        matches = [r[0] for r in conn.execute("SELECT file_path FROM files WHERE file_path LIKE ? ESCAPE '\\' "
-                                              "LIMIT 3", (f"%/{like}",))]
+        matches = _like(conn, f"%/{like}")
+        if not matches and loose and name:
+            matches = _like(conn, f"%{like}%")
         if len(matches) == 1:
             found[name] = matches[0]
+        elif not matches:
+            unknown[name] = "not in the database"
         else:
-            unknown[name] = "not in the database" if not matches else "matches several files; give more of its path"
+            listed = "; ".join(matches[:5]) + (" and more" if len(matches) > 5 else "")
+            unknown[name] = f"matches several files ({listed}); give more of its path"
     return found, unknown
+
+
+def _like(conn: sqlite3.Connection, pattern: str) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT file_path FROM files WHERE file_path LIKE ? ESCAPE '\\' "
+                                       "ORDER BY file_path LIMIT 6", (pattern,))]

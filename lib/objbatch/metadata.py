@@ -85,6 +85,16 @@ def parse_answer(content: Any, finish_reason: str | None) -> tuple[dict, list[st
 
 def _first_json(text: str) -> tuple[Any, bool]:
     try:
+        return _first_json_in(text)
+    except RecursionError:  # thousands of '[' in a row: no metadata object nests like that
+        raise Unusable("answer nests JSON arrays or objects too deeply to be metadata") from None
+
+
+MAX_STARTS = 50  # where JSON may start in an answer's prose: an answer with more '[' or '{' before it is unusable
+
+
+def _first_json_in(text: str) -> tuple[Any, bool]:
+    try:
         return json.loads(text), False
     except json.JSONDecodeError:
         pass
@@ -92,7 +102,9 @@ def _first_json(text: str) -> tuple[Any, bool]:
     candidates = ([fenced.group(1).strip()] if fenced else []) + [text]
     decoder = json.JSONDecoder()
     for candidate in candidates:
-        for match in re.finditer(r"[\[{]", candidate):
+        for tried, match in enumerate(re.finditer(r"[\[{]", candidate)):
+            if tried == MAX_STARTS:  # each failed try costs the length of the text before it
+                break
             try:
                 value, _ = decoder.raw_decode(candidate, match.start())
                 return value, True

@@ -14,15 +14,15 @@ import sys
 import click
 
 from . import ledger, library, runs
-from .common import EXIT_USAGE, Failure, cli, count, log, now_iso
+from .common import EXIT_FAILED, EXIT_USAGE, Failure, cli, count, log, now_iso
 
 STATUSES = ("skipped", "failed_validation", "needs_review", "extracted")
 
 
 def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
-           include_approved: bool) -> tuple[list[str], list[str]]:
+           include_approved: bool) -> tuple[list[str], list[tuple[str, str]]]:
     found, unknown = library.resolve(conn, names)
-    refused = [f"{name} ({why})" for name, why in unknown.items()]
+    refused = list(unknown.items())
     paths = dict.fromkeys(found.values())  # an ordered set
     for status in statuses:
         paths.update(dict.fromkeys(r[0] for r in conn.execute(
@@ -33,7 +33,7 @@ def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
     keep = []
     for path in paths:
         if isinstance(path, ledger.NotUtf8):  # no statement can name it: it would match nothing
-            refused.append(f"{path} ({ledger.NOT_UTF8_PATH})")
+            refused.append((path, ledger.NOT_UTF8_PATH))
             continue
         row = conn.execute("SELECT ai_metadata_status, COALESCE(is_deleted, 0) FROM files WHERE file_path = ?",
                            (path,)).fetchone()
@@ -41,7 +41,7 @@ def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
                "approved: add --include-approved to requeue it" if row[0] == "approved" and not include_approved
                else None)
         if why:
-            refused.append(f"{path} ({why})")
+            refused.append((path, why))
         else:
             keep.append(path)
     return keep, refused
@@ -67,9 +67,11 @@ def main(paths: tuple[str, ...], db: str, statuses: tuple[str, ...], include_app
                          "WHERE file_path = ?", [(now, path) for path in keep])
         conn.executemany("UPDATE objbatch_files SET attempts = 0, reasons_json = '[]', skip_kind = NULL "
                          "WHERE file_path = ?", [(path,) for path in keep])
-    log(f"requeue: {count(len(keep), 'file')} back in the queue")
-    if refused:
-        raise Failure(f"{len(refused)} refused: {'; '.join(refused)}")
+    if not refused:
+        log(f"requeue: {count(len(keep), 'file')} back in the queue")
+        return
+    log(f"requeue: {count(len(keep), 'file')} back in the queue, {library.refused_line(refused)}")
+    sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

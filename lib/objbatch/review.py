@@ -39,18 +39,23 @@ def table(found: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@cli("review --db data/library.db --skipped", "review --nl --limit 20 | approve -")
+@cli("review --db data/library.db --skipped", "review --nl --limit 20 | approve -",
+     "review --status needs_review --json | approve -    # what needs a look and has valid metadata")
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(list(library.REVIEW_GROUPS)),
+              help="Only this group (repeatable; default: needs_review and failed_validation).")
 @click.option("--skipped", is_flag=True, help="Also list skipped files and why.")
 @click.option("--threshold", type=Number(0, 1), default=None,
               help="Also list extracted files below this confidence (default from schemas/soft-rules.json).")
 @click.option("-n", "--limit", type=click.IntRange(min=0), default=None, help="At most this many files per group.")
 @output.options()
-def main(db: str, skipped: bool, threshold: float | None, limit: int | None, fmt: str) -> None:
+def main(db: str, statuses: tuple[str, ...], skipped: bool, threshold: float | None, limit: int | None,
+         fmt: str) -> None:
     """List files whose metadata deserves a look, most doubtful first."""
     threshold = metadata.soft_rules()["threshold"] if threshold is None else threshold
-    groups = ["needs_review", "failed_validation"] + (["skipped"] if skipped else [])
+    groups = list(dict.fromkeys(statuses or ("needs_review", "failed_validation")))
+    groups += ["skipped"] if skipped and "skipped" not in groups else []
     with ledger.opened(db, identity=False, read_only=True) as conn:
         listed = output.write(rows(conn, groups, threshold, limit), fmt, sys.stdout, table)
     if not listed and fmt == "table":

@@ -58,7 +58,7 @@ def render(info: dict) -> str:
                   f"{v['prompt_version'] or ''}" for v in info["versions"]]
     if info["results"]:
         lines.append(f"  results     {len(info['results'])} (newest first)")
-        lines += [f"    {r['applied_at']}  run {r['run_name'] or '-'}  {r['decision']} -> {r['outcome']}"
+        lines += [f"    {r['applied_at']}  run {r['run_name'] or '-'}  decided {r['decision']}, stored {r['outcome']}"
                   for r in info["results"]]
     return "\n".join(lines)
 
@@ -82,9 +82,10 @@ def _listed(label: str, items: list, indent: str = "  ") -> list[str]:
               help="The library database.")
 @output.options(formats=("table", "json"), json_help="Print one JSON object, for scripts.")
 def main(path: str, db: str, fmt: str) -> None:
-    """Show one file: PATH as stored, or the end of it (a file name) if that names one file."""
+    """Show one file: PATH as stored, or the end of it (a file name), or any part of it, if that names one file
+    (several: they are listed)."""
     with ledger.opened(db, identity=False, read_only=True) as conn:
-        found, unknown = library.resolve(conn, [path])
+        found, unknown = library.resolve(conn, [path], loose=True)
         if unknown:
             raise Failure(f"{path}: {unknown[path]}; review --nl lists the stored paths")
         info = details(conn, found[path])

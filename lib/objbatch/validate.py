@@ -14,7 +14,7 @@ from typing import IO, Iterator
 
 import click
 
-from . import ledger, metadata, runs
+from . import kinds, ledger, metadata, runs
 from .build_jsonl import Skip, read_text
 from .common import EXIT_USAGE, Failure, Number, atomic_output, check_run_name, cli, log, read_jsonl, write_jsonl
 from .states import Decision
@@ -62,19 +62,20 @@ class Manifest:
 
 def decide(result: dict, entry: dict | None, threshold: float) -> dict:
     custom_id = result.get("custom_id")
-    decision = {"custom_id": custom_id, "job_id": result.get("job_id")}
+    decision = {"custom_id": custom_id, "job_id": kinds.text(result.get("job_id"), 200)}
     if entry:
         decision.update({k: entry.get(k) for k in ("file_path", "filename", "db_hash", "sent_hash", "sent_stat",
                                                    "model", "prompt_version", "config_hash")})
-    decision["usage"] = result.get("usage") or {}
-    decision["counts_attempt"] = result.get("attempted", True)
-    if result.get("model"):  # the dated model that answered, beside the name that was asked for
+    decision["usage"] = kinds.usage(result.get("usage"))
+    decision["counts_attempt"] = result.get("attempted") is not False
+    if kinds.text(result.get("model"), 200):  # the dated model that answered, beside the name asked for
         decision["resolved_model"] = result["model"]
         decision["model"] = decision.get("model") or result["model"]
-    if not result.get("ok"):
+    if result.get("ok") is not True:
+        error = kinds.text(result.get("error"), 1000) or "no reason given"
         return {**decision, "decision": Decision.FAILED_VALIDATION, "metadata": None, "confidence": None,
-                "reasons": [f"request failed: {result.get('error') or 'no reason given'}"], "repairs": []}
-    verdict = metadata.judge(result.get("content"), result.get("finish_reason"),
+                "reasons": [f"request failed: {error}"], "repairs": []}
+    verdict = metadata.judge(result.get("content"), kinds.text(result.get("finish_reason"), 100),
                              entry.get("filename") if entry else None, threshold,
                              (lambda: evidence(entry)) if entry else None)
     return {**decision, "decision": verdict.decision, "metadata": verdict.metadata, "confidence": verdict.confidence,

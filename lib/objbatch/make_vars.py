@@ -1,0 +1,65 @@
+"""The make variables a run is given (`make batch MAX=5`, `batch-run MAX=5`, `batch-cron --set MAX=5`): the
+Makefile resolves them (its defaults; an unknown one is refused there), and their values are checked
+before any file or database is touched."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+
+from . import costs
+from .common import EXIT_USAGE, ROOT, Failure, check_run_name
+
+ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def make_env(**extra: str) -> dict:
+    """The environment for a make of our own: without the outer make's flags and variables."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    return {**env, **extra}
+
+
+def resolve(assignments: list[str]) -> dict[str, str]:
+    """Every make variable with the Makefile's defaults applied; make refuses unknown ones."""
+    bad = [a for a in assignments if not ASSIGNMENT.match(a)]
+    if bad:
+        raise Failure(f"{bad[0]!r} is not VAR=VALUE; give make variables, e.g. batch-run MAX=100", EXIT_USAGE)
+    proc = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(ROOT), "vars", *assignments],
+                          capture_output=True, text=True, env=make_env())
+    if proc.returncode:
+        message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "make vars failed"
+        raise Failure(re.sub(r"^.*?\*\*\* |\.\s+Stop\.$", "", message), EXIT_USAGE)
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+
+
+NUMBERS = {"MAX": (int, 0, None), "MAX_ATTEMPTS": (int, 1, None), "POLL": (float, 0, None),
+           "TIMEOUT": (float, 0, None), "THRESHOLD": (float, 0, 1), "MAX_IN_FLIGHT": (int, 1, None),
+           "BUDGET": (float, 0, None), "N": (int, 0, None), "TIMEOUT_HOURS": (int, 1, 168)}
+
+
+def check_settings(settings: dict[str, str]) -> None:
+    """Numbers are numbers, the run name is safe and the model has a price, before any file or database
+    is touched."""
+    if settings.get("NAME"):
+        check_run_name(settings["NAME"])
+    for flag in ("RETRY_EXHAUSTED", "ALLOW_UNPRICED", "KEEP_REMOTE"):
+        if settings.get(flag, "") not in ("", "0", "1"):
+            raise Failure(f"{flag} is 1 (on) or empty or 0 (off), not {settings[flag]!r}", EXIT_USAGE)
+    costs.check_model(settings["MODEL"], settings.get("ALLOW_UNPRICED") == "1")
+    costs.check_effort(settings["MODEL"], settings.get("REASONING_EFFORT") or None)
+    for name, (kind, low, high) in NUMBERS.items():
+        text = settings.get(name, "")
+        if not text:
+            continue
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low or (high is not None and value > high):
+            span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise Failure(f"{name} must be a {'whole ' if kind is int else ''}number {span} (got {text!r})",
+                          EXIT_USAGE)
+
+

@@ -1,0 +1,185 @@
+"""A newcomer's first day (issue 18): the rough edges a new user met, each as the user meets it, with the
+real commands, a real SQLite library and the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+
+import pytest
+
+from conftest import BIN, jsonl, make, query, rows, run
+
+
+def batch(emu, db, runs, *extra):
+    return make("batch", f"DB={db}", f"RUNS={runs}", "POLL=0.1", *extra, env=emu.env)
+
+
+@pytest.fixture
+def reviewed(emulator, library, runs_dir):
+    """A library after one run whose answers leave needs_review and failed_validation files."""
+    _, db = library
+    emulator.faults(answers={"missing_confidence": 0.35, "prose": 0.15}, seed=4)
+    done = batch(emulator, db, runs_dir, "NAME=r")
+    assert done.returncode == 0, done.stderr
+    return db, done
+
+
+def on_a_terminal(cmd: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command with a terminal as its stdin, where the user types nothing but Ctrl-D."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([str(BIN / cmd), *args], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env or dict(os.environ))
+        os.close(slave)
+        os.write(master, b"\x04")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+# ---------------------------------------------------------------- 3: review --status | approve -
+
+def test_review_status_piped_into_approve_approves_without_a_refusal_and_summarises_refusals(reviewed):
+    db, _ = reviewed
+    states = {p: r["ai_metadata_status"] for p, r in rows(db).items()}
+    wanted = {p for p, s in states.items() if s == "needs_review"}
+    failed = {p for p, s in states.items() if s == "failed_validation"}
+    assert wanted and len(failed) >= 2
+    listed = run("review", "--db", db, "--status", "needs_review", "--json")
+    assert {i["group"] for i in json.loads(listed.stdout)} == {"needs_review"}
+    assert listed.stderr.strip() == f"review: {len(wanted)} needs_review"
+    both = run("review", "--db", db, "--status", "failed_validation", "--status", "skipped", "--nl")
+    assert {i["group"] for i in jsonl(both.stdout)} == {"failed_validation", "skipped"}
+    approved = run("approve", "--db", db, "-", input=listed.stdout)
+    assert approved.returncode == 0 and approved.stderr.strip() == f"approve: {len(wanted)} files approved"
+    # the whole review, failed files included: one short line naming a few, every one under --json
+    everything = run("review", "--db", db, "--json").stdout
+    refused = run("approve", "--db", db, "-", input=everything)
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1 and len(refused.stderr) < 400
+    assert f"{len(failed)} refused (failed_validation: no valid metadata: " in refused.stderr
+    assert "approve --json lists them all" in refused.stderr
+    listing = run("approve", "--db", db, "--json", "-", input=everything)
+    assert listing.returncode == 1
+    record = json.loads(listing.stdout)
+    assert {r["file_path"] for r in record["refused"]} == failed
+    assert {r["why"] for r in record["refused"]} == {"failed_validation: no valid metadata"}
+
+
+# ---------------------------------------------------------------- 11: show finds a file by part of its name
+
+def test_show_takes_a_unique_part_of_a_name_lists_several_and_labels_its_history(reviewed):
+    db, _ = reviewed
+    path = sorted(p for p, r in rows(db).items() if r["ai_metadata_status"] == "needs_review")[0]
+    name = path.rsplit("/", 1)[1]
+    tail = name.split(" - ", 1)[-1] if " - " in name else name[4:]
+    unique = [p for p in rows(db) if p.endswith(tail)]
+    part = tail if len(unique) == 1 else name
+    shown = run("show", "--db", db, part[3:])  # not the whole file name: a part of it
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(path + "\n") and "run r  decided needs_review, stored needs_review" in shown.stdout
+    several = run("show", "--db", db, ".txt")
+    assert several.returncode == 1 and len(several.stderr.splitlines()) == 1
+    assert "matches several files (" in several.stderr and "give more of its path" in several.stderr
+    assert several.stderr.count("/") >= 5  # the candidates are named
+    assert "not in the database" in run("show", "--db", db, "no such lecture").stderr
+
+
+# ---------------------------------------------------------------- 10: on a terminal with nothing piped in
+
+@pytest.mark.parametrize("cmd", ["batch-wait", "batch-fetch"])
+def test_a_stage_reading_a_job_record_from_a_terminal_says_so_and_what_to_give(cmd, tmp_path):
+    done = on_a_terminal(cmd)
+    assert "reading the job record from the terminal; end with Ctrl-D" in done.stderr
+    assert done.returncode == 2 and "no job record on stdin: give the file batch-submit wrote" in done.stderr
+    assert "Expecting value" not in done.stderr
+
+
+def test_approve_from_a_terminal_says_what_it_reads(library):
+    _, db = library
+    done = on_a_terminal("approve", "--db", str(db), "-")
+    assert "reading paths (or review --nl/--json/--csv output) from the terminal; end with Ctrl-D" in done.stderr
+
+
+def test_batch_submit_with_no_requests_submits_nothing_and_writes_no_record(emulator, tmp_path):
+    done = on_a_terminal("batch-submit", "-o", str(tmp_path / "job.json"), env=emulator.env)
+    assert done.returncode == 0, done.stderr
+    assert "reading request lines from the terminal" in done.stderr or "from the terminal" in done.stderr
+    assert done.stderr.strip().endswith("batch-submit: no requests: nothing submitted")
+    assert not (tmp_path / "job.json").exists() and done.stdout == ""
+    piped = run("batch-submit", input="", env=emulator.env)
+    assert piped.returncode == 0 and piped.stdout == "" and "no requests: nothing submitted" in piped.stderr
+    assert emulator.record()["jobs_created"] == []
+    assert query  # (the ledger mode, make batch, still records an empty run: tests/test_pipeline covers it)
+
+
+# ---------------------------------------------------------------- 4: batch-cron --set
+
+@pytest.mark.parametrize("setting, message", [
+    ("MAXX=5", "unknown variable 'MAXX'; the variables are: "),
+    ("MAX=-1", "MAX must be a whole number of at least 0 (got '-1')"),
+    ("DB=other.db", "--set DB=other.db: it conflicts with --db; give the database with --db only"),
+    ("NAME=x", "--set NAME=x: batch-cron names its runs itself; leave NAME out"),
+])
+def test_batch_cron_refuses_a_bad_setting_as_a_usage_error_before_anything(library, tmp_path, setting, message):
+    _, db = library
+    done = run("batch-cron", "--db", db, "--runs", tmp_path / "runs", "--set", setting)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "needs attention" not in done.stderr and "cron-" not in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- 5: a resumed run and a new MAX
+
+def test_a_resumed_run_says_a_new_max_is_for_new_runs_and_estimate_only_would_resume(emulator, library, runs_dir):
+    _, db = library
+    emulator.pace(queue_seconds=600)
+    started = run("batch-run", f"DB={db}", f"RUNS={runs_dir}", "NAME=slow", "MAX=10", "TIMEOUT=0", "POLL=0",
+                  env=emulator.env)
+    assert started.returncode == 75, started.stderr
+    estimate = make("estimate", f"DB={db}", f"RUNS={runs_dir}", "MAX=5", env=emulator.env)
+    assert estimate.returncode == 0, estimate.stderr
+    assert "Resuming" not in estimate.stdout + estimate.stderr
+    assert estimate.stdout.startswith("make batch would resume run slow (submitted)")
+    assert "Run slow is resumed with the files it claimed; MAX=5 is for new runs." in estimate.stderr
+    emulator.release()
+    resumed = run("batch-run", f"DB={db}", f"RUNS={runs_dir}", "MAX=5", env=emulator.env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming unfinished run slow" in resumed.stderr
+    assert "Run slow is resumed with the files it claimed; MAX=5 is for new runs." in resumed.stderr
+    assert query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE run_name = 'slow'")[0][0] == 10
+
+
+# ---------------------------------------------------------------- 13: the next step; STATUS= and N=
+
+def test_make_batch_ends_with_the_next_step_and_review_and_export_take_status_and_n(reviewed):
+    db, done = reviewed
+    counts = dict(query(db, "SELECT ai_metadata_status, COUNT(*) FROM files GROUP BY 1"))
+    assert done.stdout.rstrip().endswith(
+        f"Next: {counts['needs_review']} need review, {counts['failed_validation']} failed validation (the next "
+        "make batch retries them): make review (or make report for the whole picture).")
+    assert "All runs: 1 run(s), 1 job(s), " in done.stdout and "Metadata of " in done.stdout
+    listed = make("review", f"DB={db}", "STATUS=failed_validation", "N=1")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("failed_validation") and "needs_review" not in listed.stdout
+    assert listed.stdout.count("attempt(s)") == 1
+    exported = make("export", f"DB={db}", "STATUS=needs_review", "N=2", "FORMAT=nl")
+    assert [r["status"] for r in jsonl(exported.stdout)] == ["needs_review", "needs_review"]
+
+
+# ---------------------------------------------------------------- 14: make typos
+
+def test_an_unknown_make_target_is_refused_with_the_nearest_before_anything_is_paid(emulator, library, runs_dir):
+    _, db = library
+    typo = make("bacth", f"DB={db}", f"RUNS={runs_dir}", env=emulator.env)
+    assert typo.returncode == 2 and typo.stdout == ""
+    assert "unknown target 'bacth'; did you mean batch? (make help lists the targets; nothing was run)" in typo.stderr
+    flag = make("batch", f"DB={db}", f"RUNS={runs_dir}", "--", "--dry", env=emulator.env)
+    assert flag.returncode == 2 and "unknown target '--dry'; make passes no options on" in flag.stderr
+    assert emulator.record()["jobs_created"] == [] and emulator.record()["uploads"] == []
+    assert not query(db, "SELECT name FROM sqlite_master WHERE name LIKE 'objbatch%'")  # nothing claimed
+    assert not runs_dir.exists()
+    assert make("-n", "report", f"DB={db}").returncode == 0  # a known target still runs
