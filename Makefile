@@ -6,7 +6,7 @@
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DELETE_ON_ERROR:
-MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
+MAKEFLAGS += --warn-undefined-variables --no-builtin-rules --no-print-directory
 .SUFFIXES:
 .DEFAULT_GOAL := help
 
@@ -49,6 +49,9 @@ $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(if $(filt
   $(error unknown variable '$(v)'; the variables are: $(VARS) (make help describes them)))\
   $(if $(findstring $$,$(value $(v))),$(error $(v) contains '$$', which make would expand; leave it out))))
 
+# A reader whose stdout closed (make export | head) ends quietly, as other Unix tools do: it dies of SIGPIPE
+# (status 141), which is not a failure.
+reader_done = || [ $$? -eq 141 ]
 # No user value reaches a shell unquoted: $(call shq,VALUE) is VALUE as one single-quoted shell word.
 shq = '$(subst ','\'',$(1))'
 # Run names: letters, digits, '.', '_', '-', not starting with '.' (batch-run also caps the length at 64).
@@ -68,7 +71,7 @@ R := $(RUNS)/$(NAME)
 # Command-line variables, passed on to batch-run (which hands them to the stages' make).
 given = $(foreach v,$(filter-out $(1),$(VARS)),$(if $(filter command line,$(origin $(v))),$(call shq,$(v)=$($(v)))))
 
-TARGETS := help vars estimate batch cancel cron stats review export report demo bench lint test test-slow test-all \
+TARGETS := help vars key estimate batch cancel cron stats review export report demo bench lint test test-slow test-all \
   simulate venv clean-venv
 .PHONY: $(TARGETS)
 
@@ -100,8 +103,11 @@ vars: ## print every variable as make resolves it (used by batch-run)
 
 # ---------------------------------------------------------------- the pipeline
 
+key: $(STAMP) ## store the Mistral API key in the system keyring (asked without echo, checked with one call)
+	@$(BIN)/set-key
+
 estimate: $(STAMP) ## what make batch would do and cost now (same variables); pays nothing
-	@$(BIN)/batch-run --estimate $(call given,)
+	@$(BIN)/batch-run --estimate $(call given,) $(reader_done)
 
 batch: $(STAMP) ## run the pipeline once: select, build, submit, wait, fetch, validate, apply (paid)
 	@$(BIN)/batch-run $(call given,)
@@ -110,7 +116,8 @@ $(R)/select.jsonl: | $(STAMP)
 	@mkdir -p -m 700 $(call shq,$(R))
 	@$(BIN)/select-pending --db $(call shq,$(DB)) $(if $(MAX),--max $(call shq,$(MAX))) \
 	  --max-attempts $(call shq,$(MAX_ATTEMPTS)) $(if $(filter 1,$(RETRY_EXHAUSTED)),--retry-exhausted) \
-	  --claim $(call shq,$(NAME)) --model $(call shq,$(MODEL)) -o $(call shq,$@)
+	  --claim $(call shq,$(NAME)) --model $(call shq,$(MODEL)) -o $(call shq,$@) \
+	  $(if $(filter command line,$(origin MAX_IN_FLIGHT)),--max-in-flight $(call shq,$(MAX_IN_FLIGHT)))
 
 $(R)/requests.jsonl: $(R)/select.jsonl
 	@$(BIN)/build-jsonl --db $(call shq,$(DB)) --run $(call shq,$(NAME)) --model $(call shq,$(MODEL)) \
@@ -146,16 +153,16 @@ cron: $(STAMP) ## one unattended step: collect finished jobs, start a new run if
 	  $(foreach a,$(call given,DB RUNS NAME MAX_IN_FLIGHT),--set $(a)) || [ $$? -eq 75 ]
 
 stats: $(STAMP) ## where the library stands: statuses, runs in flight, cost
-	@$(BIN)/stats --db $(call shq,$(DB)) --max-attempts $(call shq,$(MAX_ATTEMPTS))
+	@$(BIN)/stats --db $(call shq,$(DB)) --max-attempts $(call shq,$(MAX_ATTEMPTS)) $(reader_done)
 
 review: $(STAMP) ## files whose metadata deserves a look (STATUS=, N=; then: bin/show, bin/approve, bin/requeue)
 	@$(BIN)/review --db $(call shq,$(DB)) $(if $(THRESHOLD),--threshold $(call shq,$(THRESHOLD))) \
-	  $(if $(N),-n $(call shq,$(N))) $(foreach s,$(STATUS),--status $(call shq,$(s)))
+	  $(if $(N),-n $(call shq,$(N))) $(foreach s,$(STATUS),--status $(call shq,$(s))) $(reader_done)
 
 export: $(STAMP) ## the stored metadata on stdout (FORMAT=csv, json or nl; STATUS=, N=)
 	@$(if $(filter csv json nl,$(FORMAT)),,$(error FORMAT must be csv, json or nl (got '$(FORMAT)')))
 	@$(BIN)/export-metadata --db $(call shq,$(DB)) $(call shq,--$(FORMAT)) $(if $(N),-n $(call shq,$(N))) \
-	  $(foreach s,$(STATUS),--status $(call shq,$(s)))
+	  $(foreach s,$(STATUS),--status $(call shq,$(s))) $(reader_done)
 
 report: $(STAMP) ## one self-contained HTML page to look at: cost, statuses, confidence, review queue (RUNS/report.html)
 	@$(BIN)/report --db $(call shq,$(DB)) --runs $(call shq,$(RUNS)) $(if $(N),-n $(call shq,$(N))) \

@@ -265,3 +265,33 @@ def test_sync_chat_completion_endpoint(emulator):
         response_format={"type": "json_object"})
     answer = json.loads(response.choices[0].message.content)
     assert "logic" in answer["primary_topics"]
+
+
+def test_oddly_shaped_lines_and_lost_creates(emulator):
+    """Two faults for the seeded simulation: result lines of shapes a service should not send, and a job
+    creation that succeeds while its answer is lost (500), so a retry must find the job it made."""
+    emulator.faults(seed=2, odd_lines=1.0, lost_creates=1)
+    m = emulator.sdk()
+    with pytest.raises(errors.SDKError) as err:
+        m.batch.jobs.create(endpoint="/v1/chat/completions", input_files=[upload(m, 40).id], model=MODEL)
+    assert err.value.status_code == 500
+    created = emulator.record()["jobs_created"]
+    assert len(created) == 1  # the job exists all the same
+    job = wait(m, created[0]["id"])
+    out = lines(m, job.output_file)
+    assert len(out) == 40
+    shapes = {"message_string": lambda x: x["response"]["body"]["choices"][0]["message"] == "oops",
+              "usage_list": lambda x: x["response"]["body"]["usage"] == [1, 2],
+              "response_string": lambda x: x["response"] == "oops",
+              "custom_id_number": lambda x: x["custom_id"] == 12345}
+    for name, seen in shapes.items():
+        assert any(_safe(seen, x) for x in out), name
+    m.batch.jobs.create(endpoint="/v1/chat/completions", input_files=[upload(m, 1).id], model=MODEL)
+    assert len(emulator.record()["jobs_created"]) == 2  # one lost answer only
+
+
+def _safe(check, line) -> bool:
+    try:
+        return bool(check(line))
+    except (KeyError, TypeError, IndexError):
+        return False

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, jsonl, make, query, rows, run
+from conftest import BIN, ROOT, jsonl, make, query, rows, run
 
 
 def batch(emu, db, runs, *extra):
@@ -183,3 +183,58 @@ def test_an_unknown_make_target_is_refused_with_the_nearest_before_anything_is_p
     assert not query(db, "SELECT name FROM sqlite_master WHERE name LIKE 'objbatch%'")  # nothing claimed
     assert not runs_dir.exists()
     assert make("-n", "report", f"DB={db}").returncode == 0  # a known target still runs
+
+
+# ---------------------------------------------------------------- 7: a reader that goes away
+
+def with_stdout_closed(*args: str, env: dict) -> subprocess.CompletedProcess:
+    """make ARGS with its stdout a pipe whose reader has already gone (as `| head` after its lines)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args], stdout=write,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+    finally:
+        os.close(write)
+
+
+def test_a_closed_stdout_ends_a_reader_quietly_and_a_paid_run_keeps_going(emulator, library, runs_dir):
+    _, db = library
+    ran = with_stdout_closed("batch", f"DB={db}", f"RUNS={runs_dir}", "POLL=0.1", "NAME=piped", env=emulator.env)
+    assert ran.returncode == 0, ran.stderr
+    assert "Broken pipe" not in ran.stderr and "apply-sql: " in ran.stderr
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'piped'") == [("applied",)]
+    for target in ("export", "stats", "review", "estimate"):
+        read = with_stdout_closed(target, f"DB={db}", f"RUNS={runs_dir}", env=emulator.env)
+        assert read.returncode == 0 and "Broken pipe" not in read.stderr and "Error" not in read.stderr, \
+            (target, read.stderr)
+
+
+# ---------------------------------------------------------------- 2: setting the key from the clone
+
+def test_make_key_checks_the_key_then_stores_it_where_every_command_finds_it(emulator, tmp_path):
+    from conftest import TEST_KEY
+
+    store = tmp_path / "keyring"
+    env = {k: v for k, v in emulator.env.items() if k != "MISTRAL_API_KEY"}
+    env.update({"PYTHON_KEYRING_BACKEND": "keyring_backend.EnvKeyring", "PYTHONPATH": str(ROOT / "tests"),
+                "OBJBATCH_TEST_KEYRING_FILE": str(store)})
+    wrong = subprocess.run(["make", "-s", "-C", str(ROOT), "key"], input="not-the-key\n", capture_output=True,
+                           text=True, env=env, timeout=120)
+    assert wrong.returncode != 0 and "not-the-key" not in wrong.stderr + wrong.stdout and not store.exists()
+    assert "API key" in wrong.stderr or "401" in wrong.stderr
+    done = subprocess.run(["make", "-s", "-C", str(ROOT), "key"], input=TEST_KEY + "\n", capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert TEST_KEY not in done.stderr + done.stdout
+    assert f"set-key: the key works at {emulator.url}; stored in the keyring (" in done.stderr
+    assert "as objlib-mistral/api_key; every command reads it from there" in done.stderr
+    assert store.read_text() == TEST_KEY
+    from conftest import request_lines
+
+    submitted = run("batch-submit", input=request_lines(1), env=env)  # the stored key is found and used
+    assert submitted.returncode == 0, submitted.stderr
+    assert len(emulator.record()["jobs_created"]) == 1
+    no_keyring = run("set-key", input=TEST_KEY + "\n",
+                     env={**env, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
+    assert no_keyring.returncode == 1 and "no usable keyring" in no_keyring.stderr

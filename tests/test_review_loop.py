@@ -298,7 +298,7 @@ def test_without_a_keyring_the_missing_key_message_says_use_the_environment(emul
     with_keyring = {**env, "PYTHON_KEYRING_BACKEND": "keyring_backend.EnvKeyring", "PYTHONPATH": str(ROOT / "tests"),
                     "OBJBATCH_TEST_KEYRING": ""}
     desktop = run("batch-submit", "--run-name", "k", input=request_lines(1), env=with_keyring)
-    assert "or store it with 'keyring set objlib-mistral api_key'" in desktop.stderr
+    assert "or store it in the keyring with 'make key' (bin/set-key)" in desktop.stderr
 
 
 def test_review_table_or_csv_piped_into_approve(reviewed):

@@ -202,3 +202,27 @@ def test_make_cancel_ends_an_unfinished_run_in_any_state_and_the_next_batch_proc
     assert after.returncode == 0, after.stderr
     assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'next'") in ([("applied",)], [])
     assert claimed(db) == 0
+
+
+# ---------------------------------------------------------------- what was sent belongs to the ledger
+
+def test_the_ledger_records_the_request_lines_actually_sent_when_a_frozen_run_is_resumed_with_others(
+        emulator, library, runs_dir):
+    import hashlib
+
+    _, db = library
+    frozen_without_a_job(emulator, db, runs_dir, "d")
+    requests = runs_dir / "d" / "requests.jsonl"
+    lines = requests.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["body"]["messages"][0]["content"] += " Answer in JSON only."  # same file and content, another request
+    lines[0] = json.dumps(first, ensure_ascii=False, separators=(",", ":"))
+    requests.write_text("\n".join(lines) + "\n")
+    resumed = batch_run(emulator, db, runs_dir, "NAME=d")
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(jobs(emulator)) == 1
+    recorded = dict(query(db, "SELECT custom_id, request_digest FROM objbatch_claims WHERE run_name = 'd' "
+                              "AND custom_id IS NOT NULL"))
+    sent = {json.loads(line)["custom_id"]: hashlib.blake2b((line + "\n").encode(), digest_size=16).hexdigest()
+            for line in lines}
+    assert recorded == sent

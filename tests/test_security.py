@@ -321,3 +321,36 @@ def test_a_run_folder_another_user_owns_is_refused(emulator, library, tmp_path):
     refused = batch_run(emulator, db, runs, "NAME=s1", "MAX=3")
     assert refused.returncode == 1
     assert f"run folder {runs / 's1'} belongs to another user (uid 65534)" in refused.stderr
+
+
+# ---------------------------------------------------------------- shared database: the in-flight cap
+
+def test_the_in_flight_cap_is_counted_where_the_run_is_claimed(library):
+    _, db = library
+    first = run("select-pending", "--db", db, "--claim", "one", "--max", "2", "--max-in-flight", "1")
+    assert first.returncode == 0 and len(first.stdout.splitlines()) == 2
+    second = run("select-pending", "--db", db, "--claim", "two", "--max", "2", "--max-in-flight", "1")
+    assert second.returncode == 0 and second.stdout == ""
+    assert "1 run in flight (one) and the cap is 1: run two is not started" in second.stderr
+    again = run("select-pending", "--db", db, "--claim", "one", "--max-in-flight", "1")  # its own run goes on
+    assert len(again.stdout.splitlines()) == 2
+    third = run("select-pending", "--db", db, "--claim", "three", "--max", "2", "--max-in-flight", "2")
+    assert len(third.stdout.splitlines()) == 2
+    names = [r[0] for r in sqlite3.connect(db).execute("SELECT run_name FROM objbatch_runs ORDER BY run_name")]
+    assert names == ["one", "three"]
+
+
+@pytest.mark.slow
+def test_six_crons_on_other_runs_folders_share_the_databases_cap(emulator, library, tmp_path):
+    _, db = library
+    emulator.pace(queue_seconds=600)  # every run stays in flight
+    crons = [subprocess.Popen([str(BIN / "batch-cron"), "--db", str(db), "--runs", str(tmp_path / f"runs{i}"),
+                               "--max-in-flight", "1", "--set", "MAX=2"], env=emulator.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(6)]
+    codes = [cron.wait(timeout=300) for cron in crons]
+    assert set(codes) <= {75}, [cron.stderr.read() for cron in crons]
+    assert len(emulator.record()["jobs_created"]) == 1
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM objbatch_runs").fetchone() == (1,)
+    logged = "".join((tmp_path / f"runs{i}" / "cron.log").read_text() for i in range(6))
+    assert "needs attention" not in logged and logged.count("still running") >= 1
+    assert "no new run: 1 run in flight and the cap is 1" in logged

@@ -46,9 +46,14 @@ DEFAULTS = {
     "http_storm_path": "",       # ... only calls that start with this, e.g. "POST /v1/files"
     "http_status": 429,          # status of storm answers (429 or 503)
     "retry_after": 0.05,         # seconds, sent as Retry-After on 429/503
+    "odd_lines": 0.0,            # share of answered requests whose result line is oddly shaped (ODD_SHAPES)
+    "lost_creates": 0,           # the next N job creations succeed but are answered 500 (the answer is lost)
 }
-PER_JOB = ("seed", "answers", "error_in_output", "error_in_error_file", "error_as_string", "null_custom_id",
-           "missing", "shuffle", "job_status", "partial")  # fixed for a job when it is created
+# Result lines a service should not send but might: each affects its own request only.
+ODD_SHAPES = ("message_string", "usage_list", "tokens_text", "brackets", "choices_null", "response_string",
+              "body_list", "custom_id_number")
+PER_JOB = ("seed", "answers", "error_in_output", "error_in_error_file", "error_as_string", "missing", "shuffle",
+           "job_status", "partial", "odd_lines", "null_custom_id")  # fixed for a job when it is created
 
 
 def fate(fault: dict, custom_id: str, occurrence: int) -> dict:
@@ -70,9 +75,33 @@ def fate(fault: dict, custom_id: str, occurrence: int) -> dict:
             answer = name
             break
         roll -= rate
-    null_id = kind in ("error_output", "error_file") and rng.random() < fault.get("null_custom_id", 0.0)
-    return {"kind": kind, "answer": answer, "string_error": rng.random() < fault["error_as_string"], "salt": salt,
+    string_error = rng.random() < fault["error_as_string"]
+    odd = rng.choice(ODD_SHAPES) if rng.random() < fault.get("odd_lines", 0.0) else None  # drawn last: older
+    null_id = kind in ("error_output", "error_file") and rng.random() < fault.get("null_custom_id", 0.0)  # draws kept
+    return {"kind": kind, "answer": answer, "string_error": string_error, "salt": salt, "odd": odd,
             "null_custom_id": null_id}
+
+
+def oddly_shaped(line: dict, shape: str) -> dict:
+    """A result line bent into one of ODD_SHAPES."""
+    body = line["response"]["body"]
+    if shape == "message_string":
+        body["choices"][0]["message"] = "oops"
+    elif shape == "usage_list":
+        body["usage"] = [1, 2]
+    elif shape == "tokens_text":
+        body["usage"] = {**(body.get("usage") or {}), "prompt_tokens": "n/a"}
+    elif shape == "brackets":
+        body["choices"][0]["message"]["content"] = "[" * 3000
+    elif shape == "choices_null":
+        body["choices"] = None
+    elif shape == "response_string":
+        line["response"] = "oops"
+    elif shape == "body_list":
+        line["response"]["body"] = [body]
+    elif shape == "custom_id_number":
+        line["custom_id"] = 12345
+    return line
 
 
 def http_fault(faults: dict, record: dict, method: str, path: str) -> ApiError | None:

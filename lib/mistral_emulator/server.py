@@ -78,7 +78,13 @@ class Api:
             for verb, pattern, handler in ROUTES:
                 match = re.fullmatch(pattern, path)
                 if match and method == verb:
-                    return 200, handler(self, query, body, headers, *match.groups()), {}
+                    answer = handler(self, query, body, headers, *match.groups())
+                    if handler is jobs.create and self.state.faults.get("lost_creates", 0) > 0:
+                        self.state.faults["lost_creates"] -= 1  # the job exists; its creator never hears so
+                        self.state.save()
+                        raise ApiError(500, {"object": "error", "message": "Internal server error",
+                                             "type": "internal_error", "param": None, "code": "3001"})
+                    return 200, answer, {}
             if any(re.fullmatch(pattern, path) for _, pattern, _ in ROUTES):
                 raise ApiError(405, {"detail": "Method Not Allowed"})
             raise ApiError(404, {"detail": "Not Found"})

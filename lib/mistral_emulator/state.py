@@ -263,8 +263,9 @@ class State:
         body = dict(request.get("body") or {})
         body.setdefault("model", job["model"])
         completion = model.complete(body, fate["answer"], fate["salt"], cached_prefix=cached)
-        return {"id": line_id, "custom_id": request["custom_id"],
+        line = {"id": line_id, "custom_id": request["custom_id"],
                 "response": {"status_code": 200, "body": completion}, "error": None}
+        return faults.oddly_shaped(line, fate["odd"]) if fate.get("odd") else line
 
     def _requests(self, job: dict) -> Iterator[dict]:
         """The job's requests, one at a time (a large job is never held in memory whole)."""

@@ -31,6 +31,7 @@ from .common import (
     Failure,
     append_private,
     cli,
+    count,
     file_lock,
     log,
     printable,
@@ -41,7 +42,8 @@ from .make_vars import check_settings, resolve
 
 OWN = {"DB": "it conflicts with --db; give the database with --db only",
        "RUNS": "it conflicts with --runs; give the runs folder with --runs only",
-       "NAME": "batch-cron names its runs itself; leave NAME out"}
+       "NAME": "batch-cron names its runs itself; leave NAME out",
+       "MAX_IN_FLIGHT": "it conflicts with --max-in-flight; give the cap with --max-in-flight only"}
 
 
 def check(settings: tuple[str, ...], base: list[str]) -> None:
@@ -103,6 +105,7 @@ def main(db: str, runs_folder: str, max_in_flight: int, settings: tuple[str, ...
     runs_dir = Path(runs_folder).resolve()
     base = [f"DB={Path(db).resolve()}", f"RUNS={runs_dir}", *settings, "TIMEOUT=0", "POLL=0"]
     check(settings, base[:2])
+    base.append(f"MAX_IN_FLIGHT={max_in_flight}")  # the cap is the database's: select-pending checks it as it claims
     private_folder(runs_dir, "runs folder", link_ok=True)
     with file_lock(runs_dir / ".cron.lock", wait=False) as locked:
         if not locked:
@@ -122,8 +125,10 @@ def main(db: str, runs_folder: str, max_in_flight: int, settings: tuple[str, ...
             if len(in_flight) < max_in_flight and all(code in (EXIT_OK, EXIT_TEMPFAIL) for code, _ in outcomes.values()):
                 name = time.strftime("cron-%Y%m%d-%H%M%S-", time.gmtime()) + os.urandom(2).hex()
                 outcomes[name] = batch_run([*base, f"NAME={name}"])
-                note(runs_dir, describe(conn, name, *outcomes[name]))
-                in_flight += [name] if outcomes[name][0] == EXIT_TEMPFAIL else []
+                flying = runs.unfinished(conn) if runs.get(conn, name) is None else []
+                note(runs_dir, f"no new run: {count(len(flying), 'run')} in flight and the cap is "
+                     f"{max_in_flight}" if len(flying) >= max_in_flight else describe(conn, name, *outcomes[name]))
+                in_flight += [name] if outcomes[name][0] == EXIT_TEMPFAIL or len(flying) >= max_in_flight else []
     failed = {name: output for name, (code, output) in outcomes.items() if code not in (EXIT_OK, EXIT_TEMPFAIL)}
     for name, output in failed.items():
         log(f"batch-cron: run {name} needs attention:\n{output.rstrip()}")

@@ -26,6 +26,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -303,6 +304,8 @@ def _locked(plan: Plan, assignments: list[str]) -> int:
     created = not os.path.lexists(plan.folder)
     private_folder(plan.runs_dir, "RUNS folder", link_ok=True)
     private_folder(plan.folder, "run folder")
+    if run is not None:  # applied.json is made once the ledger finished the run; this ledger has not (a
+        (plan.folder / "applied.json").unlink(missing_ok=True)  # restored backup): make must apply again
     atomic_write_json(plan.folder / "run.json", {"run_name": plan.name, "library_id": plan.conn.library_id,
                                                  "db_path": plan.conn.path})
     code = run_stages(plan, assignments)
@@ -339,12 +342,23 @@ def _drop_cache(folder: Path, created: bool) -> None:
 
 
 def summary(plan: Plan, run: runs.Run, remote_files: str | None = None, warnings: list[str] | None = None) -> None:
-    click.echo(f"Run {run.name} {run.state}" + (f" (its files: {remote_files})" if remote_files else "") + ":")
-    for warning in warnings or []:
-        click.echo(printable(f"Warning: {warning}"))
     figures = overview.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))
-    click.echo(printable(overview.render(printable_values(figures))))
-    click.echo(next_step(figures["statuses"]))
+    head = f"Run {run.name} {run.state}" + (f" (its files: {remote_files})" if remote_files else "") + ":"
+    notes = "".join(f"{printable(f'Warning: {warning}')}\n" for warning in warnings or [])
+    say(f"{printable(head)}\n{notes}{printable(overview.render(printable_values(figures)))}\n"
+        f"{next_step(figures['statuses'])}")
+
+
+def say(text: str) -> None:
+    """The summary on stdout, for the person watching. A reader that went away (make batch | head) does not
+    stop or fail a paid run: what it no longer reads goes to /dev/null."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a closed stdout: an error on write, not the end
+    try:
+        click.echo(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def next_step(statuses: dict[str, int]) -> str:

@@ -163,6 +163,13 @@ class LedgerStore:
             for _, entry, text in read_jsonl_lines(handle, "manifest"):
                 yield entry, text
 
+    def sends_other_lines(self, parts: list[Part]) -> bool:
+        """Whether these request lines differ from the ones the ledger recorded (same files and content,
+        another request: a new prompt, an edited requests file)."""
+        recorded = runs.digests(self.conn, self.run.name)
+        given = {cid: digest.hex() for part in parts for cid, digest in zip(part.custom_ids, part.digests, strict=True)}
+        return any(given.get(cid) != digest for cid, digest in recorded.items())
+
     def _check_manifest(self, record: dict) -> None:
         """The manifest names exactly the requests sent, and only files the run claimed."""
         sent, strangers = set(), []
@@ -404,8 +411,9 @@ def cancelling(store: FileStore | LedgerStore) -> bool:
 
 def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -> dict:
     record = store.existing()
-    if record is not None and record["run_id"] != plan.fresh["run_id"] and isinstance(store, LedgerStore) \
-            and not cancelling(store) and not any(entry.get("job_id") for entry in record["jobs"]):
+    if record is not None and isinstance(store, LedgerStore) and not cancelling(store) \
+            and not any(entry.get("job_id") for entry in record["jobs"]) \
+            and (record["run_id"] != plan.fresh["run_id"] or store.sends_other_lines(parts)):
         record = start_over(store, record, plan)
     resumed = record is not None  # its budget is checked again before any job is created now
     if record is None:

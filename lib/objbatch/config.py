@@ -35,8 +35,7 @@ def api_key() -> str:
 
 def _missing_key_message() -> str:
     if keyring_usable():
-        return ("no Mistral API key: set MISTRAL_API_KEY, or store it with "
-                f"'keyring set {KEYRING_SERVICE} {KEYRING_USERNAME}'")
+        return "no Mistral API key: set MISTRAL_API_KEY, or store it in the keyring with 'make key' (bin/set-key)"
     return "no Mistral API key: set MISTRAL_API_KEY (this machine has no usable keyring for a stored key)"
 
 

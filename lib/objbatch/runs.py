@@ -9,7 +9,7 @@ cancelled from the ledger, never paid again.
 The tables objbatch_runs, objbatch_claims, objbatch_parts, objbatch_jobs and objbatch_leases are written
 only here. States are enums (states.py); each change of a run's state is one function below, declared with
 @transition(from, to), that refuses to start from any other state. docs/design.md carries the same table
-(tests/test_run_life.py holds the two together).
+(tests/test_run_states.py holds the two together).
 """
 
 from __future__ import annotations
@@ -128,11 +128,6 @@ def unfinished(conn: ledger.Library) -> list[Run]:
                         "(library_id = ? OR library_id IS NULL OR db_path = ?) ORDER BY created_at, run_name",
                         (*FINISHED, conn.library_id, conn.path)).fetchall()
     return [r for r in (get(conn, row[0]) for row in rows) if r]
-
-
-def claimed(conn: sqlite3.Connection, name: str) -> bool:
-    """Whether the run holds files (claimed, in flight)."""
-    return conn.execute("SELECT 1 FROM objbatch_claims WHERE run_name = ? LIMIT 1", (name,)).fetchone() is not None
 
 
 @transition([None], RunState.CLAIMED)
@@ -385,6 +380,13 @@ def estimate(conn: sqlite3.Connection, name: str) -> dict | None:
     """What the run was estimated to cost when it froze (costs.Estimate.as_dict), or None."""
     row = conn.execute("SELECT estimate_json FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()
     return ledger.load_json(row[0], None) if row else None
+
+
+def digests(conn: sqlite3.Connection, name: str) -> dict[str, str]:
+    """custom_id -> digest of the request line the run recorded as sent (frozen runs)."""
+    return {r[0]: r[1] for r in conn.execute("SELECT custom_id, request_digest FROM objbatch_claims WHERE "
+                                             "run_name = ? AND custom_id IS NOT NULL AND request_digest IS NOT NULL",
+                                             (name,))}
 
 
 def claimed_paths(conn: sqlite3.Connection, name: str) -> set[str]:

@@ -85,9 +85,11 @@ def preview(conn: ledger.Library, limit: int | None, max_attempts: int, retry_ex
 
 
 def claim_files(conn: ledger.Library, limit: int | None, max_attempts: int, retry_exhausted: bool, claim: str,
-                model: str | None) -> None:
+                model: str | None, max_in_flight: int | None = None) -> None:
     """Claim the selection for run `claim` in one transaction (the run enters the ledger); a run that
-    holds files already keeps them; a finished run claims nothing again."""
+    holds files already keeps them; a finished run claims nothing again; a new run is not started while
+    `max_in_flight` runs of the database are unfinished (counted in the same transaction, so crons on
+    other runs folders share the cap)."""
     bad: list[int] = []
     with ledger.transaction(conn):
         run = runs.belonging(conn, claim)
@@ -96,6 +98,10 @@ def claim_files(conn: ledger.Library, limit: int | None, max_attempts: int, retr
                           "start a new run (make batch without NAME)")
         if run:
             log(f"select-pending: run {claim} already holds its files; returning the same selection")
+            return
+        if max_in_flight is not None and len(flying := runs.unfinished(conn)) >= max_in_flight:
+            log(f"select-pending: {count(len(flying), 'run')} in flight ({', '.join(r.name for r in flying[:3])}"
+                f"{', ...' if len(flying) > 3 else ''}) and the cap is {max_in_flight}: run {claim} is not started")
             return
         paths = [row["file_path"] for row in eligible(conn, criteria(max_attempts, retry_exhausted), limit, bad)]
         _set_aside(conn, bad)
@@ -133,15 +139,18 @@ def report_others(conn: sqlite3.Connection, claim: str | None) -> None:
 @click.option("--claim", "claim", default=None, metavar="RUN",
               help="Claim the selection for run RUN so no other run takes these files.")
 @click.option("--model", default=None, help="Model of the claiming run (recorded in the ledger).")
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=None,
+              help="With --claim: start no new run while this many runs of the database are unfinished (the "
+                   "cap make cron keeps, counted in the claim's own transaction).")
 @click.option("-o", "--output", default="-", help="Write here (atomically) instead of stdout.")
 def main(db: str, limit: int | None, max_attempts: int, retry_exhausted: bool, claim: str | None,
-         model: str | None, output: str) -> None:
+         model: str | None, max_in_flight: int | None, output: str) -> None:
     """Print the files to extract as JSONL: path, name, size, content hash, scanner metadata, attempts."""
     if claim is not None:
         check_run_name(claim)
     with ledger.opened(db) as conn:
         if claim:
-            claim_files(conn, limit, max_attempts, retry_exhausted, claim, model)
+            claim_files(conn, limit, max_attempts, retry_exhausted, claim, model, max_in_flight)
         report_others(conn, claim)
         kill_point("after-claim")
         records = claimed(conn, claim) if claim else preview(conn, limit, max_attempts, retry_exhausted)
