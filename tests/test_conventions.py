@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -131,10 +132,10 @@ def test_the_emulator_refuses_bad_options_before_serving(tmp_path, args, message
 
 # ---------------------------------------------------------------- the README's transcript
 
-def transcript() -> tuple[list[str], list[str]]:
-    """The commands ($ lines) and the output lines of the README's hand transcript."""
+def transcript(heading: str = "## The pipeline by hand") -> tuple[list[str], list[str]]:
+    """The commands ($ lines) and the output lines of one of the README's transcripts."""
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## The pipeline by hand"):]
+    section = readme[readme.index(heading):]
     block = section[section.index("```\n") + 4:]
     block = block[:block.index("```")]
     lines = block.splitlines()
@@ -149,6 +150,16 @@ def normalized(line: str) -> str:
     line = re.sub(r"estimate \$(0\.\d+)", lambda m: f"estimate ${float(m.group(1)):.3f}", line)  # and so the cost
     line = re.sub(r", [\d,]+\.\d/s,", ",", line)  # a rate appears when a poll caught the job part-way
     return re.sub(r"\d+:\d\d elapsed", "<t> elapsed", line).strip()
+
+
+def session_normalized(line: str) -> str:
+    """As normalized, and what differs with where the clone is: the library's folder, and so the request
+    lines' length (tokens and dollars); the times."""
+    line = re.sub(r"\S*/data/library/", "data/library/", normalized(line))
+    line = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}", "<time>", line)
+    line = re.sub(r"\$\d+\.\d+", "$<usd>", line)
+    line = re.sub(r"\d{1,3}(,\d{3})+", "<n>", line)
+    return re.sub(r"\(\d+ KB\)", "(<n> KB)", line)
 
 
 def free_port() -> int:
@@ -178,3 +189,36 @@ def test_the_readme_hand_transcript_works_typed_as_shown(tmp_path):
     got = [normalized(line) for line in output.splitlines()]
     for line in expected:
         assert normalized(line) in got, f"the README shows {line!r}; typed, the transcript printed:\n{output}"
+
+
+@pytest.mark.slow
+def test_the_readme_session_works_typed_as_shown_in_a_fresh_clone(tmp_path):
+    """The README's session (issue 18): typed in a clone as a newcomer would, after make demo."""
+    commands, expected = transcript("## A session: estimate, pay within a budget")
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    clone = tmp_path / "objbatch"
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, clone / name)
+    (clone / ".venv").symlink_to(ROOT / ".venv")  # built once; its stamp is newer than the copy's pyproject.toml
+    port = str(free_port())
+    script = "\n".join(c.replace("8765", port) for c in commands) + "\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRAL_", "OBJBATCH_", "MAKE"))}
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.Popen(["bash", "-c", script], cwd=clone, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    got = [session_normalized(line) for line in output.splitlines()]
+    for line in expected:
+        if line.strip() in ("", "..."):
+            continue
+        assert session_normalized(line) in got, f"the README shows {line!r}; typed, the session printed:\n{output}"
+    assert (clone / "runs" / "report.html").exists() and (clone / "approved.csv").exists()

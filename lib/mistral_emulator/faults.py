@@ -1,7 +1,9 @@
 """Fault injection: what goes wrong, how often, and for which request.
 
 A request's fate is decided by the seed, its custom_id and how often that custom_id was submitted before,
-so a run is reproducible and a resubmission is a fresh draw, as it is with a real model. Presets: `none`,
+so a run is reproducible and a resubmission is a fresh draw, as it is with a real model. Of objbatch's
+custom_ids (f<path hash>-<content hash>) only the content part counts, so the same library draws the same
+faults wherever its folder is (the README's session, typed in any clone). Presets: `none`,
 `real` (the answer failure rates measured on real runs of the library) and `chaos`.
 """
 
@@ -56,10 +58,16 @@ PER_JOB = ("seed", "answers", "error_in_output", "error_in_error_file", "error_a
            "job_status", "partial", "odd_lines", "null_custom_id")  # fixed for a job when it is created
 
 
+def draw_key(custom_id: str) -> str:
+    """What a request's draw follows: the content hash of an objbatch custom_id, else the custom_id itself."""
+    head, _, content = custom_id.partition("-")
+    return content if len(head) == 17 and head.startswith("f") and len(content) == 16 else custom_id
+
+
 def fate(fault: dict, custom_id: str, occurrence: int) -> dict:
     """What happens to one request: kind (ok, error_output, error_file, missing), its answer fault, whether
     its error is a bare string, and the salt its answer is drawn with."""
-    salt = f"{fault['seed']}|{custom_id}|{occurrence}"
+    salt = f"{fault['seed']}|{draw_key(custom_id)}|{occurrence}"
     rng = random.Random(salt)
     roll = rng.random()
     kind = "ok"
