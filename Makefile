@@ -19,6 +19,7 @@ STAMP := $(VENV)/.installed
 
 DB = data/library.db## the library's SQLite database
 RUNS = runs## folder of run folders (caches: rebuilt from the database when missing)
+LIBRARY_ROOT =## the folder the library's files are in; nothing outside is read (default: objlib's config, else the rows' common folder)
 NAME =## run name (default: resume the database's unfinished run, else a new one)
 MAX =## at most this many files in a new run (default: every pending file)
 MODEL = mistral-small-latest## model (prices in schemas/prices.json)
@@ -40,8 +41,9 @@ STATUS =## make review, export: only files with this status (review: needs_revie
 SEEDS = 20## make simulate: how many seeded sequences (N: seeds 0 to N-1), or a range LOW-HIGH
 SEED =## make simulate: replay this one sequence, printing every event and its output
 EVENTS = 24## make simulate: random events in each sequence (then it settles)
-VARS := PYTHON DB RUNS NAME MAX MODEL ALLOW_UNPRICED BUDGET POLL TIMEOUT MAX_ATTEMPTS RETRY_EXHAUSTED THRESHOLD \
-  FAULTS MAX_IN_FLIGHT FORMAT N STATUS SEEDS SEED EVENTS TIMEOUT_HOURS REASONING_EFFORT KEEP_REMOTE
+VARS := PYTHON DB RUNS LIBRARY_ROOT NAME MAX MODEL ALLOW_UNPRICED BUDGET POLL TIMEOUT MAX_ATTEMPTS RETRY_EXHAUSTED THRESHOLD \
+  FAULTS MAX_IN_FLIGHT FORMAT N STATUS SEEDS SEED EVENTS TIMEOUT_HOURS REASONING_EFFORT \
+  KEEP_REMOTE
 
 # A variable make does not know (a typo: MAXX=5, max=5) is refused before anything runs, and so is a '$' in
 # a value (make would expand it: NAME='$(id)' would become another name).
@@ -117,7 +119,8 @@ $(R)/select.jsonl: | $(STAMP)
 	@$(BIN)/select-pending --db $(call shq,$(DB)) $(if $(MAX),--max $(call shq,$(MAX))) \
 	  --max-attempts $(call shq,$(MAX_ATTEMPTS)) $(if $(filter 1,$(RETRY_EXHAUSTED)),--retry-exhausted) \
 	  --claim $(call shq,$(NAME)) --model $(call shq,$(MODEL)) -o $(call shq,$@) \
-	  $(if $(filter command line,$(origin MAX_IN_FLIGHT)),--max-in-flight $(call shq,$(MAX_IN_FLIGHT)))
+	  $(if $(filter command line,$(origin MAX_IN_FLIGHT)),--max-in-flight $(call shq,$(MAX_IN_FLIGHT))) \
+	  $(if $(LIBRARY_ROOT),--library-root $(call shq,$(LIBRARY_ROOT)))
 
 $(R)/requests.jsonl: $(R)/select.jsonl
 	@$(BIN)/build-jsonl --db $(call shq,$(DB)) --run $(call shq,$(NAME)) --model $(call shq,$(MODEL)) \

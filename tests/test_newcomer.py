@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import subprocess
 
 import pytest
@@ -238,3 +239,52 @@ def test_make_key_checks_the_key_then_stores_it_where_every_command_finds_it(emu
     no_keyring = run("set-key", input=TEST_KEY + "\n",
                      env={**env, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
     assert no_keyring.returncode == 1 and "no usable keyring" in no_keyring.stderr
+
+
+# ---------------------------------------------------------------- 6: retry lines say who retries, and until when
+
+def test_a_retry_line_names_its_command_its_attempt_and_when_it_gives_up(emulator, tmp_path):
+    from conftest import request_lines
+
+    submitted = run("batch-submit", "-o", tmp_path / "job.json", input=request_lines(2), env=emulator.env)
+    assert submitted.returncode == 0, submitted.stderr
+    emulator.faults(http_storm=2, http_status=503, retry_after=0.1)
+    waited = run("batch-wait", "--poll", "0.05", tmp_path / "job.json", env=emulator.env)
+    assert waited.returncode == 0, waited.stderr
+    retries = [line for line in waited.stderr.splitlines() if "retrying in" in line]
+    assert len(retries) == 2, waited.stderr
+    assert retries[0].startswith("batch-wait: status of job ") and "HTTP 503" in retries[0]
+    assert re.search(r"; retrying in 0\.1s \(attempt 1; giving up in \d+s\)$", retries[0]), retries[0]
+    assert "(attempt 2; giving up in " in retries[1]
+    emulator.faults(http_storm=1, http_status=429, retry_after=0.1)
+    slow = run("batch-wait", "--poll", "0.05", tmp_path / "job.json",
+               env={**emulator.env, "OBJBATCH_RETRY_SECONDS": "3600"})
+    assert re.search(r"\(attempt 1; giving up at \d\d:\d\d\)$", slow.stderr.splitlines()[0]), slow.stderr
+
+
+# ---------------------------------------------------------------- 12: stats and summaries read plainly
+
+def test_after_a_cancel_validate_and_apply_say_the_same_thing(emulator, library, runs_dir):
+    _, db = library
+    emulator.pace(queue_seconds=600)
+    started = run("batch-run", f"DB={db}", f"RUNS={runs_dir}", "NAME=gone", "MAX=6", "TIMEOUT=0", "POLL=0",
+                  env=emulator.env)
+    assert started.returncode == 75, started.stderr
+    cancelled = make("cancel", f"DB={db}", f"RUNS={runs_dir}", "NAME=gone", env=emulator.env)
+    assert cancelled.returncode == 0, cancelled.stderr
+    validate = next(line for line in cancelled.stderr.splitlines() if line.startswith("validate: "))
+    applied = next(line for line in cancelled.stderr.splitlines() if line.startswith("apply-sql: "))
+    assert "failed_validation" not in validate and "not processed (back to the queue, no attempt counted)" in validate
+    assert "not processed (back to the queue, no attempt counted)" in applied and "requeued" not in applied
+    assert query(db, "SELECT COUNT(*) FROM objbatch_files WHERE attempts > 0")[0][0] == 0
+
+
+def test_long_run_names_keep_the_stats_columns_in_line(emulator, library, runs_dir):
+    _, db = library
+    for name, files in (("a-run-name-much-longer-than-twenty-four", "2"), ("short", "2")):
+        done = make("batch", f"DB={db}", f"RUNS={runs_dir}", "POLL=0.1", f"NAME={name}", f"MAX={files}",
+                    env=emulator.env)
+        assert done.returncode == 0, done.stderr
+    lines = run("stats", "--db", db).stdout.splitlines()
+    runs = lines[lines.index("Recent runs:") + 1:][:2]
+    assert [line.index(" applied ") for line in runs][0] == [line.index(" applied ") for line in runs][1], runs

@@ -139,7 +139,7 @@ def test_select_pending_skips_files_claimed_by_a_run_in_flight(library):
     assert [r["file_path"] for r in jsonl(same.stdout)] == first
     record = jsonl(claimed.stdout)[0]
     assert set(record) == {"file_path", "filename", "file_size", "content_hash", "scanner_metadata", "status",
-                           "attempts"}
+                           "attempts", "library_root"}
     assert isinstance(record["scanner_metadata"], dict)
 
 
@@ -170,6 +170,7 @@ def test_build_jsonl_skips_what_cannot_be_sent_and_keeps_going(tmp_path):
         selection.append(json.dumps({"file_path": str(tmp_path / name), "filename": name, "content_hash": "h",
                                      "scanner_metadata": {"topic": "x"}, "attempts": 0}))
     result = run("build-jsonl", "--manifest", tmp_path / "manifest.jsonl", "--text-tokens", "2000",
+                 "--library-root", tmp_path,
                  input="\n".join(selection) + "\n")
     assert result.returncode == 0, result.stderr
     requests = jsonl(result.stdout)
@@ -193,6 +194,7 @@ def test_build_jsonl_skips_what_cannot_be_sent_and_keeps_going(tmp_path):
     assert '"topic": "x"' in requests[0]["body"]["messages"][1]["content"]
     assert long_body["response_format"]["json_schema"]["schema"]["properties"]["primary_topics"]["maxItems"] == 8
     rebuilt = run("build-jsonl", "--manifest", tmp_path / "m2.jsonl", "--text-tokens", "2000",
+                  "--library-root", tmp_path,
                   input="\n".join(reversed(selection)) + "\n")
     assert {r["custom_id"] for r in jsonl(rebuilt.stdout)} == {r["custom_id"] for r in requests}
 

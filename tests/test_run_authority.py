@@ -453,7 +453,7 @@ def test_a_copy_never_adopts_or_cancels_the_original_jobs(emulator, library, run
     assert cancel.returncode == 0 and emulator.record()["cancels"] == [jobs(emulator)[1]["id"]]
     emulator.release()
     done = batch(emulator, db, runs_dir)
-    assert done.returncode == 0 and "requeued (not processed)" not in done.stderr
+    assert done.returncode == 0 and "not processed (back to the queue" not in done.stderr
     assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'r1'") == [("applied",)]
 
 

@@ -40,13 +40,13 @@ def mode(path) -> int:
 
 # ---------------------------------------------------------------- the emulator
 
-@pytest.mark.parametrize("path, body", [("/_emulator/record", None), ("/_emulator/faults", {"http_503": 1.0}),
+@pytest.mark.parametrize("path, body", [("/_emulator/record", None), ("/_emulator/faults", {"http_rate": 1.0}),
                                         ("/_emulator/pace", {"queue_seconds": 99}),
                                         ("/_emulator/release", {})])
 def test_the_emulators_control_endpoints_need_the_key(emulator, path, body):
     assert control(emulator, path, body)[0] == 401
     assert control(emulator, path, body, key="wrong-key")[0] == 401
-    assert emulator.pace()["queue_seconds"] != 99 and emulator.faults().get("http_503", 0) != 1.0
+    assert emulator.pace()["queue_seconds"] != 99 and emulator.faults()["http_rate"] != 1.0
     assert control(emulator, path, body, key=TEST_KEY)[0] == 200
 
 
@@ -354,3 +354,102 @@ def test_six_crons_on_other_runs_folders_share_the_databases_cap(emulator, libra
     logged = "".join((tmp_path / f"runs{i}" / "cron.log").read_text() for i in range(6))
     assert "needs attention" not in logged and logged.count("still running") >= 1
     assert "no new run: 1 run in flight and the cap is 1" in logged
+
+
+# ---------------------------------------------------------------- a hostile database: rows and symlinks
+
+SECRET = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAfake\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+def victim_library(tmp_path):
+    """A library in ~/lectures whose database also names a symlink to ~/.ssh/id_rsa and ~/.aws/credentials.md."""
+    from mistral_emulator.sample_library import build
+
+    home = tmp_path / "victim"
+    lectures, db = home / "lectures", home / "data" / "library.db"
+    db.parent.mkdir(parents=True)
+    build(lectures, db, count=3, seed=5)
+    (home / ".ssh").mkdir(mode=0o700)
+    (home / ".ssh" / "id_rsa").write_text(SECRET * 20)
+    (home / ".ssh" / "id_rsa").chmod(0o600)
+    (home / ".aws").mkdir()
+    (home / ".aws" / "credentials.md").write_text("aws_secret_access_key = fakeSECRETfakeSECRET\n" * 40)
+    (lectures / "Lecture-01-Ethics.txt").symlink_to(home / ".ssh" / "id_rsa")
+    conn = sqlite3.connect(db)
+    with conn:
+        for path in (lectures / "Lecture-01-Ethics.txt", home / ".aws" / "credentials.md"):
+            conn.execute("INSERT INTO files (file_path, content_hash, filename, file_size) VALUES (?, 'h', ?, 900)",
+                         (str(path), path.name))
+    conn.close()
+    return home, lectures, db
+
+
+def sent_anything_secret(emulator, runs) -> bool:
+    stored = b"".join(p.read_bytes() for p in (emulator.state_dir / "files").iterdir())
+    written = b"".join(p.read_bytes() for p in runs.rglob("*.jsonl") if p.is_file())
+    return any(word in stored + written for word in (b"PRIVATE KEY", b"fakeSECRET"))
+
+
+@pytest.mark.parametrize("where", ["objlib", "LIBRARY_ROOT", "rows"])
+def test_files_outside_the_library_root_are_never_read_nor_sent(emulator, tmp_path, where):
+    home, lectures, db = victim_library(tmp_path)
+    settings = [f"DB={db}", f"RUNS={tmp_path / 'runs'}", "POLL=0.05", "NAME=r1"]
+    if where == "objlib":  # objlib's own config beside data/library.db names the root
+        (home / "config").mkdir()
+        (home / "config" / "scanner_config.json").write_text(json.dumps({"library_path": str(lectures)}))
+    elif where == "LIBRARY_ROOT":
+        settings.append(f"LIBRARY_ROOT={lectures}")
+    else:  # no root recorded or given: the rows' common folder (lectures) still stops the symlink
+        conn = sqlite3.connect(db)
+        with conn:
+            conn.execute("DELETE FROM files WHERE file_path LIKE '%credentials.md'")
+        conn.close()
+    estimate = run("batch-run", "--estimate", *settings, env=emulator.env)
+    assert estimate.returncode == 0, estimate.stderr
+    source = {"objlib": f"objlib's {home / 'config' / 'scanner_config.json'}", "LIBRARY_ROOT": "LIBRARY_ROOT",
+              "rows": "the common folder of the database's rows; set LIBRARY_ROOT to narrow it"}[where]
+    assert f"Library root:   {lectures} (from {source}); nothing outside it is read" in estimate.stdout
+    done = run("batch-run", *settings, env=emulator.env)
+    assert done.returncode == 0, done.stderr
+    assert not sent_anything_secret(emulator, tmp_path / "runs")
+    skipped = {m["filename"]: m for m in map(json.loads, (tmp_path / "runs" / "r1" / "manifest.jsonl").open())
+               if m.get("skip")}
+    assert skipped["Lecture-01-Ethics.txt"]["skip_kind"] == "outside_root"
+    assert skipped["Lecture-01-Ethics.txt"]["skip"] == (f"file is outside the library root {lectures} (a symlink "
+                                                         f"leads to {home / '.ssh' / 'id_rsa'}); only files under "
+                                                         "it are read")
+    if where != "rows":
+        assert skipped["credentials.md"]["skip"].startswith(f"file is outside the library root {lectures};")
+    assert sum(1 for m in map(json.loads, (tmp_path / "runs" / "r1" / "manifest.jsonl").open())
+               if "custom_id" in m) >= 3  # the library itself is sent
+
+
+def test_build_jsonl_needs_a_root_for_lines_that_do_not_carry_one(tmp_path):
+    line = json.dumps({"file_path": str(tmp_path / "a.txt"), "filename": "a.txt"}) + "\n"
+    built = run("build-jsonl", "--manifest", tmp_path / "m.jsonl", input=line)
+    assert built.returncode == 1 and built.stderr == (
+        "build-jsonl: error: selection line 1 has no library_root (the folder files may be read from); pipe "
+        "select-pending's output, or give --library-root\n")
+
+
+def test_the_key_is_in_no_file_objbatch_or_the_emulator_writes(emulator, library, tmp_path):
+    _, db = library
+    runs = tmp_path / "runs"
+    assert batch_run(emulator, db, runs, "NAME=k1", "MAX=4").returncode == 0
+    assert run("batch-cron", "--db", db, "--runs", runs, "--set", "MAX=2", env=emulator.env).returncode in (0, 75)
+    files = [p for root in (runs, emulator.state_dir, tmp_path / "state", db.parent) if root.exists()
+             for p in root.rglob("*") if p.is_file()]
+    assert db in files and any(p.name == "cron.log" for p in files) and any(p.name == "state.json" for p in files)
+    assert not [p for p in files if TEST_KEY.encode() in p.read_bytes()]
+
+
+def test_a_fault_setting_of_the_wrong_type_is_refused_and_never_saved(emulator, tmp_path):
+    for change in ({"http_rate": "x"}, {"answers": {"prose": "often"}}, {"shuffle": 1}, {"preset": "nope"},
+                   {"no_such": 1}, ["http_rate"]):
+        status, answer = control(emulator, "/_emulator/faults", change, key=TEST_KEY)
+        assert status == 422 and ("not changed" in json.dumps(answer) or "JSON object" in json.dumps(answer))
+    emulator.restart()
+    assert emulator.faults(http_rate=0.0)["http_rate"] == 0.0
+    submitted = run("batch-submit", "--run-name", "q1", "--record-dir", tmp_path / "records",
+                    input=request_lines(2), env=emulator.env)
+    assert submitted.returncode == 0, submitted.stderr

@@ -26,9 +26,9 @@ def handle(state: State, method: str, path: str, body: bytes) -> Any:
         target = state.faults if path.endswith("faults") else state.pace
         if method == "POST":
             changes = json_body(body or b"{}")
-            problem = pace_problem(changes) if path.endswith("pace") else None
+            problem = pace_problem(changes) if path.endswith("pace") else faults.problem(changes)
             if problem:
-                raise unprocessable(f"pace not changed: {problem}", ["body"])
+                raise unprocessable(f"{path.rsplit('/', 1)[1]} not changed: {problem}", ["body"])
             faults.update(target, changes) if path.endswith("faults") else target.update(changes)
             state.save()
         return target

@@ -10,6 +10,7 @@ faults wherever its folder is (the README's session, typed in any clone). Preset
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,31 @@ def http_fault(faults: dict, record: dict, method: str, path: str) -> ApiError |
                              "param": None, "code": "3000"}, retry)
 
 
+def problem(changes: Any) -> str | None:
+    """Why a fault change cannot be taken (None: it can): known settings, each of its default's type. A
+    wrong value is refused, never saved into state.json, where it would break every later job."""
+    if not isinstance(changes, dict):
+        return "give a JSON object, e.g. {\"preset\": \"real\"}"
+    for key, value in changes.items():
+        if key == "preset":
+            if value not in PRESETS:
+                return f"unknown preset {value!r}; known: {', '.join(PRESETS)}"
+            continue
+        if key not in DEFAULTS:
+            return f"unknown setting {key!r}; known: {', '.join(DEFAULTS)}"
+        if not _fits(DEFAULTS[key], value):
+            return f"{key} must be like {DEFAULTS[key]!r} (got {value!r})"
+    return None
+
+
+def _fits(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(default, str):
+        return type(value) is type(default)
+    if isinstance(default, dict):
+        return isinstance(value, dict) and all(_fits(0.0, rate) for rate in value.values())
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def update(faults: dict, changes: dict[str, Any]) -> None:
     """Apply a change (POST /_emulator/faults): a `preset` starts from the defaults and that preset."""
     if "preset" in changes:
@@ -149,7 +175,11 @@ def parse_option(value: str | None) -> dict:
     path = Path(value)
     text = path.read_text() if path.exists() else value
     try:
-        return json.loads(text)
+        parsed = json.loads(text)
     except json.JSONDecodeError:
         raise click.BadParameter(f"{value!r} is not a preset ({', '.join(PRESETS)}), a JSON file or JSON text") \
             from None
+    wrong = problem(parsed)
+    if wrong:
+        raise click.BadParameter(wrong, param_hint="--faults")
+    return parsed

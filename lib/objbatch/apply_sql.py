@@ -175,7 +175,7 @@ class Applier:
         reasons = "; ".join(decision["reasons"])
         if not decision.get("counts_attempt", True):  # never processed (job cancelled): back to the queue
             self._set_status(decision["file_path"], FileStatus.PENDING, f"{reasons}; queued again")
-            return "requeued (not processed)"
+            return "not processed (back to the queue, no attempt counted)"
         self._set_status(decision["file_path"], FileStatus.FAILED_VALIDATION, reasons)
         old = self.conn.execute("SELECT reasons_json FROM objbatch_files WHERE file_path = ?",
                                 (decision["file_path"],)).fetchone()

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import click
 
-from . import build_jsonl, client, config, costs, ledger, overview, prompt, remote, runs, select_pending
+from . import build_jsonl, client, config, costs, ledger, overview, prompt, remote, runs, select_pending, sources
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -199,13 +199,15 @@ def estimate(assignments: list[str]) -> int:
                        f"({run.state}); " + (f"its estimate was {costs.money(known.get('batch_usd'))} for "
                                              f"{known['requests']:,} requests" if known else "it has no estimate yet"))
             return resumed_over_budget(conn, run, known, settings)
-        figures = new_run_estimate(conn, settings)
+        root = sources.library_root(conn, settings["DB"], settings.get("LIBRARY_ROOT"))
+        figures = new_run_estimate(conn, settings, root[0])
     files = figures.requests + sum(figures.skipped.values())
     if not files:
         click.echo("make batch would do nothing: " + ("MAX=0." if settings.get("MAX") == "0" else "no pending files."))
         return EXIT_OK
     click.echo(f"make batch would start a new run with {count(files, 'file')}:")
     click.echo(figures.render())
+    click.echo(printable(f"Library root:   {root[0]} (from {root[1]}); nothing outside it is read"))
     stale = costs.stale_note()
     if stale:
         log(f"make estimate: {stale}")
@@ -230,14 +232,15 @@ def resumed_over_budget(conn: ledger.Library, run: runs.Run, known: dict | None,
     return EXIT_OK
 
 
-def new_run_estimate(conn: ledger.Library, settings: dict[str, str]) -> costs.Estimate:
-    """Build, in memory, every request a new run would send."""
+def new_run_estimate(conn: ledger.Library, settings: dict[str, str], root: str) -> costs.Estimate:
+    """Build, in memory, every request a new run would send (reading files under `root` only)."""
     figures = costs.Estimate(model=settings["MODEL"])
     effort = settings.get("REASONING_EFFORT") or None
     limit = int(settings["MAX"]) if settings.get("MAX") else None
     selected = select_pending.preview(conn, limit, int(settings["MAX_ATTEMPTS"]), settings["RETRY_EXHAUSTED"] == "1")
     config = prompt.config_hash(settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS, effort)
     for record in selected:
+        record["library_root"] = root
         request, entry = build_jsonl.build(record, settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS, config, effort)
         if request:
             figures.add_request(request["body"])
@@ -248,11 +251,12 @@ def new_run_estimate(conn: ledger.Library, settings: dict[str, str]) -> costs.Es
 
 
 def absolute(settings: dict[str, str], assignments: list[str]) -> list[str]:
-    """DB and RUNS as given are relative to where batch-run runs; make runs in the project folder."""
-    for name in ("DB", "RUNS"):
-        if settings[name].strip():
+    """DB, RUNS and LIBRARY_ROOT as given are relative to where batch-run runs; make runs in the project folder."""
+    for name in ("DB", "RUNS", "LIBRARY_ROOT"):
+        if settings.get(name, "").strip():
             settings[name] = os.path.abspath(settings[name])
-    return [*assignments, f"DB={settings['DB']}", f"RUNS={settings['RUNS']}"]
+    root = [f"LIBRARY_ROOT={settings['LIBRARY_ROOT']}"] if settings.get("LIBRARY_ROOT", "").strip() else []
+    return [*assignments, f"DB={settings['DB']}", f"RUNS={settings['RUNS']}", *root]
 
 
 def batch(assignments: list[str], wait_for_lock: bool = True) -> int:

@@ -7,6 +7,7 @@ manifest with the reason; one bad file never stops the run. It streams: one file
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import IO
 
@@ -33,7 +34,7 @@ def read_text(record: dict) -> tuple[str, str, str, dict]:
     if suffix not in TEXT_SUFFIXES:
         raise Skip(f"not a text file ({suffix or 'no extension'}); only {', '.join(sorted(TEXT_SUFFIXES))} are sent",
                    "not_text")
-    data, stat = sources.read_bytes(record["file_path"], MAX_BYTES)
+    data, stat = sources.read_bytes(sources.confined(record["file_path"], record["library_root"]), MAX_BYTES)
     if b"\x00" in data[:8192]:
         raise Skip("file looks binary (NUL bytes), not text", "binary")
     digest = hashlib.sha256(data).hexdigest()
@@ -86,8 +87,11 @@ def build(record: dict, model: str, text_tokens: int, config: str,
 @click.option("--run", "run_name", default=None,
               help="The run being built: once it was submitted, its manifest comes from the ledger (what was "
                    "sent cannot change) and no requests are built.")
+@click.option("--library-root", type=click.Path(file_okay=False), default=None,
+              help="Read only files under this folder (symlinks resolved); a file outside is skipped with the "
+                   "reason. Default: the library_root select-pending put in each line.")
 def main(selection: IO[str], output: str, manifest: str, model: str, text_tokens: int,
-         reasoning_effort: str | None, db: str | None, run_name: str | None) -> None:
+         reasoning_effort: str | None, db: str | None, run_name: str | None, library_root: str | None) -> None:
     """Turn SELECTION (select-pending's JSONL; - for stdin) into batch request lines."""
     reasoning_effort = reasoning_effort or None
     costs.check_effort(model, reasoning_effort)
@@ -100,6 +104,11 @@ def main(selection: IO[str], output: str, manifest: str, model: str, text_tokens
         for lineno, record in read_jsonl(selection, "selection"):
             if not isinstance(record, dict) or not record.get("file_path") or "filename" not in record:
                 raise Failure(f"selection line {lineno} has no file_path and filename; pipe select-pending's output")
+            if library_root:
+                record["library_root"] = os.path.realpath(library_root)
+            elif not isinstance(record.get("library_root"), str) or not record["library_root"].startswith("/"):
+                raise Failure(f"selection line {lineno} has no library_root (the folder files may be read from); "
+                              "pipe select-pending's output, or give --library-root")
             if record["file_path"] in seen:
                 continue
             seen.add(record["file_path"])

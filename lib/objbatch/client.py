@@ -109,7 +109,8 @@ class Service:
                 if first_contact:  # a service never reached is reported once, when given up on
                     pause = max(0.1, min(pause, FIRST_CONTACT_SECONDS - waited))
                 else:
-                    log(f"{what}: {describe(exc)}; retrying in {pause:.1f}s")
+                    log(f"{_command()}{what}: {describe(exc)}; retrying in {pause:.1f}s (attempt {attempt + 1}; "
+                        f"{_horizon(self.policy.max_elapsed - waited)})")
                 time.sleep(pause)
                 attempt += 1
 
@@ -317,3 +318,18 @@ def _hint(exc: BaseException) -> str:
     if status in RETRYABLE_STATUS or isinstance(exc, httpx2.TransportError):
         return "; the service is still failing: rerun the same command later to resume"
     return ""
+
+
+def _command() -> str:
+    """'batch-wait: ', the command whose call is retried (batch-run runs several in one process)."""
+    import click
+
+    context = click.get_current_context(silent=True)
+    return f"{context.info_name}: " if context is not None and context.info_name else ""
+
+
+def _horizon(left: float) -> str:
+    """When retrying stops (then exit 75: a rerun picks it up)."""
+    if left < 120:
+        return f"giving up in {max(left, 0):.0f}s"
+    return "giving up at " + time.strftime("%H:%M", time.localtime(time.time() + left))

@@ -142,9 +142,12 @@ def report_others(conn: sqlite3.Connection, claim: str | None) -> None:
 @click.option("--max-in-flight", type=click.IntRange(min=1), default=None,
               help="With --claim: start no new run while this many runs of the database are unfinished (the "
                    "cap make cron keeps, counted in the claim's own transaction).")
+@click.option("--library-root", type=click.Path(file_okay=False), default=None,
+              help="The folder the library's files are in (make's LIBRARY_ROOT); build-jsonl reads nothing "
+                   "outside it. Default: where objlib records it, else the common folder of the rows.")
 @click.option("-o", "--output", default="-", help="Write here (atomically) instead of stdout.")
 def main(db: str, limit: int | None, max_attempts: int, retry_exhausted: bool, claim: str | None,
-         model: str | None, max_in_flight: int | None, output: str) -> None:
+         model: str | None, max_in_flight: int | None, library_root: str | None, output: str) -> None:
     """Print the files to extract as JSONL: path, name, size, content hash, scanner metadata, attempts."""
     if claim is not None:
         check_run_name(claim)
@@ -154,8 +157,9 @@ def main(db: str, limit: int | None, max_attempts: int, retry_exhausted: bool, c
         report_others(conn, claim)
         kill_point("after-claim")
         records = claimed(conn, claim) if claim else preview(conn, limit, max_attempts, retry_exhausted)
+        root = sources.library_root(conn, db, library_root)[0]
         with atomic_output(output) as out:
-            written = write_jsonl(records, out)
+            written = write_jsonl(({**record, "library_root": root} for record in records), out)
     log(f"select-pending: {count(written, 'file')} selected" + (f" for run {claim}" if claim else ""))
 
 

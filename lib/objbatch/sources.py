@@ -5,8 +5,11 @@ hold a NUL byte, or name a named pipe, a device, a folder or a file far too big.
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import stat
+from pathlib import Path
 
 MAX_BYTES = 830_000  # a file this big or bigger is not sent (no lecture transcript comes close)
 NOT_REGULAR = {stat.S_IFIFO: "a named pipe", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
@@ -83,3 +86,57 @@ def stat_of(path: str) -> os.stat_result | None:
         return os.stat(path)
     except (OSError, ValueError):
         return None
+
+
+# ---------------------------------------------------------------- the library's root: what may be read
+
+# objlib (the library's own tool) records its root in its config folder beside data/library.db.
+OBJLIB_CONFIG = (("config/scanner_config.json", "library_path"), ("config/library_config.json", "library_root"))
+
+
+def library_root(conn: sqlite3.Connection, db_path: str, given: str | None) -> tuple[str, str]:
+    """(the folder every file read must be under, where that came from): LIBRARY_ROOT (--library-root) if
+    given, else where objlib records it (its library_config table, or its config/*.json beside the
+    database's folder), else the common folder of the database's rows."""
+    if given and given.strip():
+        return os.path.realpath(given), "LIBRARY_ROOT"
+    recorded = _objlib_root(conn, Path(os.path.abspath(db_path)))
+    if recorded:
+        return os.path.realpath(recorded[0]), recorded[1]
+    common = None
+    for (path,) in conn.execute("SELECT file_path FROM files WHERE COALESCE(is_deleted, 0) = 0"):
+        if isinstance(path, str) and path.startswith("/") and "\x00" not in path:
+            common = os.path.dirname(path) if common is None else os.path.commonpath([common, path])
+    return os.path.realpath(common or "/"), "the common folder of the database's rows; set LIBRARY_ROOT to narrow it"
+
+
+def _objlib_root(conn: sqlite3.Connection, db_path: Path) -> tuple[str, str] | None:
+    try:
+        row = conn.execute("SELECT value FROM library_config WHERE key IN ('library_root', 'library_path') "
+                           "AND value LIKE '/%' LIMIT 1").fetchone()
+    except sqlite3.Error:
+        row = None
+    if row:
+        return row[0], "the database's library_config table"
+    for folder in (db_path.parent.parent, db_path.parent):
+        for name, key in OBJLIB_CONFIG:
+            try:
+                value = json.loads((folder / name).read_text(encoding="utf-8")).get(key)
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(value, str) and value.startswith("/"):
+                return value, f"objlib's {folder / name}"
+    return None
+
+
+def confined(path: str, root: str) -> str:
+    """The file's real path (every symlink resolved), or Skip when that leads out of the library's root:
+    a row or a symlink must not make objbatch read, and upload, ~/.ssh/id_rsa."""
+    try:
+        real = os.path.realpath(path)
+    except ValueError:  # a NUL byte: read_bytes names it
+        return path
+    if real != root and os.path.commonpath([real, root]) != root:
+        link = f" (a symlink leads to {real})" if real != os.path.abspath(path) else ""
+        raise Skip(f"file is outside the library root {root}{link}; only files under it are read", "outside_root")
+    return real

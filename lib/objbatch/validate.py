@@ -109,17 +109,29 @@ def decisions(results: IO[str], manifest: Manifest, threshold: float, counts: di
             continue
         seen.add(result["custom_id"])
         decision = decide(result, entry, threshold)
-        counts[decision["decision"]] = counts.get(decision["decision"], 0) + 1
+        tally(counts, decision)
         yield decision
     for offset in manifest.skips:
         counts[Decision.SKIPPED] = counts.get(Decision.SKIPPED, 0) + 1
         yield skipped(manifest.entry(offset))
     for custom_id, offset in manifest.sent.items():
         if custom_id not in seen:
-            counts[Decision.FAILED_VALIDATION] = counts.get(Decision.FAILED_VALIDATION, 0) + 1
-            yield decide({"custom_id": custom_id, "ok": False, "error": "no result in the fetched results",
-                          "missing": True, "attempted": False},
-                         manifest.entry(offset), threshold)
+            decision = decide({"custom_id": custom_id, "ok": False, "error": "no result in the fetched results",
+                               "missing": True, "attempted": False}, manifest.entry(offset), threshold)
+            tally(counts, decision)
+            yield decision
+
+
+NOT_PROCESSED = "not processed (back to the queue, no attempt counted)"
+
+
+def tally(counts: dict, decision: dict) -> None:
+    """Count a decision as apply-sql will act on it: a request the service never processed (a cancelled
+    job) is a failure that goes back to the queue, not a failed validation."""
+    key = decision["decision"]
+    if key == Decision.FAILED_VALIDATION and not decision.get("counts_attempt", True):
+        key = NOT_PROCESSED
+    counts[key] = counts.get(key, 0) + 1
 
 
 @contextmanager
