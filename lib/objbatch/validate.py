@@ -8,6 +8,7 @@ weights, threshold). See README "Decisions and confidence".
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from contextlib import contextmanager
 from typing import IO, Iterator
@@ -86,7 +87,9 @@ def evidence(entry: dict) -> dict[str, int]:
     """How often the file's text names each vocabulary tag, to rank topics by when an answer has not
     exactly the stored count: read again only then (rarely), and only if it is still the text sent."""
     try:
-        text, digest, _, _ = read_text({"file_path": entry["file_path"]})
+        # confined to the file's own folder: only that file is read, and only the text that was sent counts
+        text, digest, _, _ = read_text({"file_path": entry["file_path"],
+                                        "library_root": os.path.dirname(str(entry["file_path"]))})
     except Skip:
         return {}
     return metadata.topic_evidence(text) if digest == entry.get("sent_hash") else {}
