@@ -158,10 +158,13 @@ def render(data: dict) -> str:
                   for e in data["exhausted"]]
     lines += [f"Warning: {warning}" for warning in data["warnings"]]
     if data["runs"]:
-        lines.append(f"Recent runs ({data['prices']}):")
+        lines.append("Recent runs:")
         width = max(24, *(len(run["run"]) for run in data["runs"]))
         lines += [run_line(run, width) for run in data["runs"]]
-    lines += _totals_lines(data["totals"]) + _model_lines(data["by_model"]) + _spread_lines(data["metadata"])
+    lines += _totals_lines(data["totals"]) + _model_lines(data["by_model"])
+    if data["runs"]:
+        lines.append(f"Costs at {data['prices']}")
+    lines += _spread_lines(data["metadata"])
     return "\n".join(lines)
 
 
