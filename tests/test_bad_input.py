@@ -222,3 +222,142 @@ def subprocess_run(argv, env):
     import subprocess
 
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+
+
+# ---------------------------------------------------------------- issue 15 item 2: SQLite URIs quoted
+
+@pytest.mark.slow
+def test_a_copy_of_a_database_whose_path_has_a_hash_does_not_cancel_the_originals_job(emulator, library, tmp_path):
+    """DB='h#1/lib.db': the copy check opened 'file:…/h#1/lib.db?mode=ro' unquoted, that is the file 'h'
+    (created empty), so the copy took the original's identity and cancelled its paid job."""
+    import shutil
+
+    _, base = library
+    folder = tmp_path / "h#1"
+    folder.mkdir()
+    db = folder / "lib.db"
+    shutil.copy(base, db)
+    emulator.pace(queue_seconds=600)
+    queued = make("batch", f"DB={db}", f"RUNS={tmp_path / 'runs'}", "NAME=q", "POLL=0.1", "TIMEOUT=0.2",
+                  env=emulator.env)
+    assert queued.returncode != 0 and len(emulator.record()["jobs_created"]) == 1, queued.stderr
+    job_id = emulator.record()["jobs_created"][0]["id"]
+    copy = tmp_path / "copy.db"
+    shutil.copy(db, copy)
+    cancel = run("batch-cancel", "--db", copy, "--run", "q", env=emulator.env)
+    assert cancel.returncode != 0 and "belongs to database" in cancel.stderr, cancel.stderr
+    assert emulator.sdk().batch.jobs.get(job_id=job_id).status in ("QUEUED", "RUNNING")
+    assert not (tmp_path / "h").exists()
+
+
+def test_every_sqlite_uri_quotes_its_path():
+    from objbatch import ledger
+
+    assert ledger.uri("/a/h#1/b?c%d.db", mode="ro") == "file:/a/h%231/b%3Fc%25d.db?mode=ro"
+
+
+# ---------------------------------------------------------------- issue 15 item 9: an estimate writes nothing
+
+def fingerprint(db) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in db.parent.glob(db.name + "*")}
+
+
+@pytest.mark.slow
+def test_make_estimate_on_a_copied_database_changes_none_of_its_bytes(emulator, library, runs_dir, tmp_path):
+    import shutil
+
+    _, db = library
+    assert batch(emulator, db, runs_dir, "NAME=e1").returncode == 0
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE files SET ai_metadata_status = 'pending'")
+    conn.commit()
+    conn.close()
+    copy = tmp_path / "copy" / "library.db"
+    copy.parent.mkdir()
+    shutil.copy(db, copy)
+    before = fingerprint(copy)
+    estimate = make("estimate", f"DB={copy}", f"RUNS={runs_dir}", env=emulator.env)
+    assert estimate.returncode == 0, estimate.stderr
+    assert "make batch would start a new run" in estimate.stdout and "is a copy" not in estimate.stderr
+    assert fingerprint(copy) == before
+    for reader in (["stats"], ["review"], ["export-metadata"]):
+        assert run(reader[0], "--db", copy).returncode == 0
+    assert fingerprint(copy) == before
+
+
+# ---------------------------------------------------------------- issue 15 item 14: read-only databases
+
+READ_ONLY_MOUNT = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+
+
+def on_read_only_media(folder, cmd: str, *args, env=None):
+    """Run one of the commands with `folder` read-only: a read-only bind mount of its own (root), else the
+    folder and its files without write permission."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import BIN
+
+    argv = [cmd if cmd == "make" else str(BIN / cmd), *map(str, args)]
+    if os.geteuid() == 0:
+        if not shutil.which("unshare"):
+            pytest.skip("root without unshare: no way to make read-only media here")
+        argv = ["unshare", "-m", "sh", "-c", READ_ONLY_MOUNT, "sh", str(folder), *argv]
+        return subprocess.run(argv, capture_output=True, text=True, env=env or dict(os.environ), timeout=120)
+    modes = {p: p.stat().st_mode for p in [folder, *folder.iterdir()]}
+    for path in modes:
+        path.chmod(modes[path] & ~0o222)
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, env=env or dict(os.environ), timeout=120)
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+    del sys
+
+
+def media_copy(emulator, library, runs_dir, tmp_path, journal: str):
+    """The library database after a run, alone in a folder, in WAL or rollback-journal mode."""
+    import shutil
+
+    _, db = library
+    assert batch(emulator, db, runs_dir, "NAME=m").returncode == 0
+    media = tmp_path / "media"
+    media.mkdir()
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA journal_mode = {journal}")
+    conn.close()
+    shutil.copy(db, media / "library.db")
+    assert not list(media.glob("*-wal"))
+    return media / "library.db"
+
+
+@pytest.mark.slow
+def test_readers_work_on_a_wal_database_on_read_only_media(emulator, library, runs_dir, tmp_path):
+    """WAL on read-only media: even stats said 'is not a usable SQLite database'."""
+    db = media_copy(emulator, library, runs_dir, tmp_path, "WAL")
+    before = fingerprint(db)
+    path = next(iter(query(db, "SELECT file_path FROM file_metadata_ai")))[0]
+    for reader in (["stats"], ["review", "--skipped"], ["show", path], ["export-metadata", "--nl"]):
+        done = on_read_only_media(db.parent, reader[0], "--db", db, *reader[1:])
+        assert done.returncode == 0, (reader, done.stderr)
+    estimate = on_read_only_media(db.parent, "batch-run", "--estimate", f"DB={db}", f"RUNS={runs_dir}",
+                                  env=emulator.env)
+    assert estimate.returncode == 0 and "make batch would" in estimate.stdout, estimate.stderr
+    assert fingerprint(db) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("journal", ["DELETE", "WAL"])
+def test_writers_refuse_a_read_only_database_in_one_line(emulator, library, runs_dir, tmp_path, journal):
+    """Rollback journal: writers printed 'OperationalError: attempt to write a readonly database'."""
+    db = media_copy(emulator, library, runs_dir, tmp_path, journal)
+    path = next(iter(query(db, "SELECT file_path FROM file_metadata_ai")))[0]
+    for writer in (["approve", path], ["requeue", path], ["select-pending", "--claim", "w"]):
+        done = on_read_only_media(db.parent, writer[0], "--db", db, *writer[1:])
+        assert done.returncode == 1, (writer, done.stderr)
+        assert done.stderr.count("\n") == 1 and f"database {db} is read-only: " in done.stderr, done.stderr
+    made = on_read_only_media(db.parent, "batch-run", f"DB={db}", f"RUNS={runs_dir}", "NAME=w2", env=emulator.env)
+    assert made.returncode == 1 and f"database {db} is read-only" in made.stderr, made.stderr
+    assert "Traceback" not in made.stderr and "OperationalError" not in made.stderr
+    assert run("stats", "--db", db).returncode == 0

@@ -123,8 +123,11 @@ def command(fn: Callable) -> Callable:
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # anything unexpected still gets one readable line
-            _exit(name, f"{type(exc).__name__}: {exc} (rerun with --verbose for details)", EXIT_FAILED, "error",
-                  verbose)
+            message = f"{type(exc).__name__}: {exc} (rerun with --verbose for details)"
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == 8:  # SQLITE_READONLY, after ledger's own check
+                message = (f"the database cannot be written ({exc}): it, or its folder, is read-only; make it "
+                           "writable, or copy it to a folder that can be written")
+            _exit(name, message, EXIT_FAILED, "error", verbose)
 
     click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug detail on errors.")(wrapper)
     wrapper.__click_params__.insert(0, wrapper.__click_params__.pop())

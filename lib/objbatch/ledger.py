@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sqlite3
+import urllib.parse
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -178,6 +179,7 @@ class Library(sqlite3.Connection):
 
     library_id: str = ""
     path: str = ""
+    read_only: bool = False  # opened so that it cannot write (readers, the estimate)
 
 
 def connect(path: str | Path, identity: bool = True, read_only: bool = False) -> Library:
@@ -192,11 +194,7 @@ def connect(path: str | Path, identity: bool = True, read_only: bool = False) ->
         raise Failure(f"{path} is a folder; --db (DB= to make) must be the library's SQLite file")
     if not path.exists():
         raise Failure(f"database {path} does not exist; pass --db with the library's SQLite file (or DB= to make)")
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, factory=Library)
-    conn.row_factory = sqlite3.Row
-    conn.text_factory = tolerant_text
-    conn.path = str(path.resolve())
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn = _open(path, read_only)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
@@ -205,18 +203,87 @@ def connect(path: str | Path, identity: bool = True, read_only: bool = False) ->
         raise Failure(f"{path} has no 'files' table; --db must be the library database")
     check_library_tables(conn, path, tables)
     if _needs_setup(conn, tables):
-        if read_only and "objbatch_meta" not in tables:
+        if read_only:
             _stand_in(conn, tables)
-            conn.library_id = ""
-            return conn
-        with transaction(conn):
-            _add_what_we_need(conn)
+        else:
+            with transaction(conn):
+                _add_what_we_need(conn)
+    if read_only:
+        conn.execute("PRAGMA query_only = 1")  # after the stand-in's TEMP tables: nothing else is created
     if identity:
         conn.library_id = _identity(conn)
     else:
         row = conn.execute("SELECT value FROM objbatch_meta WHERE key = 'library_id'").fetchone()
         conn.library_id = row[0] if row else ""
     return conn
+
+
+SQLITE_READONLY, SQLITE_CANTOPEN = 8, 14
+
+
+def uri(path: str | Path, **params: object) -> str:
+    """A file: URI for SQLite, the path quoted: '#', '?' and '%' are legal in a file name but not in a URI
+    (unquoted, 'h#1/lib.db?mode=ro' opens, or creates, the file 'h')."""
+    return f"file:{urllib.parse.quote(os.path.abspath(path))}?{urllib.parse.urlencode(params)}"
+
+
+def _open(path: Path, read_only: bool) -> Library:
+    """A connection that writes (it refuses a database it cannot write, saying why), or one that cannot
+    write (read_only: the readers and the estimate): query_only where the database can be written (so its
+    -wal and -shm files are cleaned up as usual), mode=ro where it cannot, and immutable for a WAL
+    database on read-only media (SQLite cannot create its -shm file there)."""
+    if not read_only or not read_only_place(path):  # a reader here is made query_only once it is set up
+        if not read_only:
+            _refuse_read_only(path)
+        return _configured(sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                           factory=Library), path, read_only)
+    conn = _configured(sqlite3.connect(uri(path, mode="ro"), uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                                       isolation_level=None, factory=Library), path, True)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF != SQLITE_CANTOPEN or not read_only_place(path):
+            raise
+        conn.close()
+        wal = Path(f"{path}-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise Failure(f"database {path} is in WAL mode on read-only media and {wal} holds changes not yet in "
+                          "it; copy both files to a folder that can be written and use that copy") from None
+        conn = _configured(sqlite3.connect(uri(path, mode="ro", immutable=1), uri=True, isolation_level=None,
+                                           factory=Library), path, True)
+    return conn
+
+
+def _configured(conn: Library, path: Path, read_only: bool) -> Library:
+    conn.row_factory = sqlite3.Row
+    conn.text_factory = tolerant_text
+    conn.path = str(path.resolve())
+    conn.read_only = read_only
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def read_only_place(path: Path) -> str | None:
+    """Why the database at `path` cannot be written, or None: read-only media, or no permission on the file
+    or on its folder (SQLite writes a journal or a -shm file beside it)."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "it is on a read-only file system"
+    except OSError:
+        pass
+    if not os.access(path, os.W_OK):
+        return "the file cannot be written (permissions)"
+    if not os.access(path.parent, os.W_OK):
+        return f"its folder {path.parent} cannot be written (SQLite writes its journal there)"
+    return None
+
+
+def _refuse_read_only(path: Path) -> None:
+    why = read_only_place(path)
+    if why:
+        raise Failure(f"database {path} is read-only: {why}; this command writes to it (the readers stats, review, "
+                      "show, export-metadata and make estimate work on it): copy it to a folder that can be written, "
+                      "or make it writable")
 
 
 def columns(conn: sqlite3.Connection, table: str) -> dict[str, sqlite3.Row]:
@@ -268,6 +335,11 @@ def _stand_in(conn: sqlite3.Connection, tables: set[str]) -> None:
         match = re.match(r"\s*CREATE TABLE IF NOT EXISTS (\w+)", statement)
         if match and match.group(1) not in tables:
             conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
+    for table, wanted in LEDGER_COLUMNS.items():  # a ledger an earlier version made: its later columns
+        missing = [name for name in wanted if table in tables and name not in columns(conn, table)]
+        if missing:
+            conn.execute(f"CREATE TEMP VIEW {table} AS SELECT *, " + ", ".join(f"NULL AS {n}" for n in missing)
+                         + f" FROM main.{table}")
 
 
 # Version 2 stores a kind where earlier versions left only a message: a file skipped as missing or
@@ -314,6 +386,8 @@ def _identity(conn: Library) -> str:
     library_id, recorded = meta.get("library_id"), meta.get("db_path")
     if library_id and recorded == conn.path:
         return library_id
+    if conn.read_only:  # what the identity would be, deciding nothing: a copy's runs are none of the original's
+        return "" if not library_id or _is_original(recorded, library_id, conn.path) else library_id
     with transaction(conn):
         if not library_id:
             library_id = str(uuid.uuid4())
@@ -336,7 +410,7 @@ def _is_original(recorded: str | None, library_id: str, here: str) -> bool:
     try:
         if os.path.samefile(recorded, here):
             return False  # the same file reached by another path (a symlink, a bind mount)
-        other = sqlite3.connect(f"file:{recorded}?mode=ro", uri=True, timeout=5)
+        other = sqlite3.connect(uri(recorded, mode="ro"), uri=True, timeout=5)
         try:
             row = other.execute("SELECT value FROM objbatch_meta WHERE key = 'library_id'").fetchone()
         finally:

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Callable, Iterable, Iterator
 
@@ -109,6 +109,8 @@ def belonging(conn: ledger.Library, name: str) -> Run | None:
         if run.db_path != conn.path:
             raise Failure(f"run {name} belongs to database {run.db_path}, not {conn.path} (a copy of it); "
                           f"finish or cancel it with DB={run.db_path}")
+        if getattr(conn, "read_only", False):  # a reader (the estimate) sees it as this database's, and writes nothing
+            return replace(run, library_id=conn.library_id)
         adopt(conn, name, conn.library_id)
         run = get(conn, name)
     return run
