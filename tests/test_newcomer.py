@@ -313,3 +313,17 @@ def test_help_says_what_stats_lines_are_and_batch_run_lists_its_variables():
     variables = run("batch-run", "--help").stdout
     for name in ("DB=data/library.db", "MAX=", "BUDGET=", "MODEL=mistral-small-latest", "THRESHOLD="):
         assert f"\n    {name}" in variables, name
+
+
+def test_the_budget_refusal_advice_works_as_given_for_a_run_with_a_max(emulator, library, runs_dir):
+    """The README's session: `make batch MAX=50 BUDGET=0.01 NAME=first` is refused, advising a command. Typed as
+    given, that command must pay for the same run, not select every pending file and be refused again."""
+    _, db = library
+    refused = batch(emulator, db, runs_dir, "MAX=6", "NAME=first", "BUDGET=0.000001")
+    assert refused.returncode != 0 and "is over the budget" in refused.stderr, refused.stderr
+    advised = re.search(r"\): make batch ((?:[A-Z_]+=\S+ ?)+)", refused.stderr)
+    assert advised, refused.stderr
+    again = batch(emulator, db, runs_dir, *advised.group(1).split())
+    assert again.returncode == 0, again.stderr
+    assert "select-pending: 6 files selected for run first" in again.stderr
+    assert len(emulator.record()["jobs_created"]) == 1

@@ -185,13 +185,15 @@ class LedgerStore:
 
     def refuse(self, reason: str, figures: costs.Estimate) -> None:
         """Over budget: nothing was sent; the run leaves the ledger and gives its files back, so the advice
-        (the same NAME with a higher BUDGET) works as given."""
+        (the same NAME and number of files with a higher BUDGET) works as given."""
         if runs.has_jobs(self.conn, self.run.name):
             raise Failure(f"{reason}; part of run {self.run.name} was submitted already, the rest was not: "
                           f"raise BUDGET to finish it, or cancel it (make cancel NAME={self.run.name})")
         with ledger.transaction(self.conn):
-            runs.forget(self.conn, self.run.name)
-        fix = f"make batch BUDGET={costs.budget_above(figures.usd)} NAME={self.run.name} (or a lower MAX)" \
+            selected = runs.forget(self.conn, self.run.name)
+        # MAX too: without it the advised command would select every pending file and be refused again
+        fix = f"make batch BUDGET={costs.budget_above(figures.usd)} NAME={self.run.name} MAX={selected} " \
+              "(or a lower MAX)" \
             if figures.usd is not None else UNPRICED_FIX
         raise Failure(f"{reason}; nothing was submitted and run {self.run.name} was dropped (its files are back in "
                       f"the queue): {fix}")
