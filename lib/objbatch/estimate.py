@@ -14,8 +14,8 @@ from typing import IO, Iterable
 
 import click
 
-from . import costs, ledger
-from .common import EXIT_FAILED, Failure, Number, cli, read_jsonl
+from . import costs, kinds, ledger
+from .common import EXIT_FAILED, Failure, Number, cli
 
 
 def estimate_requests(requests: Iterable[dict], manifest: Iterable[dict], model: str,
@@ -41,8 +41,8 @@ def over_budget(figures: costs.Estimate, budget: float | None) -> str | None:
 
 
 def _requests(stream: IO[str]) -> Iterable[dict]:
-    for lineno, request in read_jsonl(stream, "request"):
-        if not isinstance(request, dict) or not isinstance(request.get("body"), dict):
+    for lineno, request in kinds.read(stream, "request"):
+        if not isinstance(request.get("body"), dict):
             raise Failure(f"request line {lineno} has no body; pipe build-jsonl's output")
         yield request
 
@@ -70,7 +70,7 @@ def main(requests: IO[str], manifest: IO[str] | None, db: str | None, model: str
             answer = costs.answer_tokens(conn)
     else:
         answer = costs.answer_tokens(None)
-    entries = (entry for _, entry in read_jsonl(manifest, "manifest")) if manifest else ()
+    entries = (entry for _, entry in kinds.read(manifest, "manifest line")) if manifest else ()
     figures = estimate_requests(_requests(requests), entries, model, answer)
     figures.skips_known = manifest is not None
     click.echo(json.dumps(figures.as_dict()) if as_json else figures.render())
