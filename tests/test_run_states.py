@@ -46,8 +46,9 @@ def test_no_module_but_runs_writes_the_run_ledger():
 
 
 def test_no_state_literal_is_compared_outside_the_vocabulary():
-    """Code compares a run's state with the enum, not with a string."""
-    literal = re.compile(r"\.state\s*(==|!=)\s*[\"']|\.state\s+(not\s+)?in\s*\(\s*[\"']")
+    """Code compares a run's state or a file's status with the enum, not with a string."""
+    literal = re.compile(r"\.state\s*(==|!=)\s*[\"']|\.state\s+(not\s+)?in\s*\(\s*[\"']"
+                         r"|(?<!\[\")\bstatus\s*(==|!=)\s*[\"']|ai_metadata_status\"\]\s*(==|!=)\s*[\"']")
     for module in sorted((ROOT / "lib" / "objbatch").glob("*.py")):
         assert not literal.search(module.read_text()), module.name
 

@@ -14,6 +14,7 @@ import click
 
 from . import ledger, library
 from .common import EXIT_FAILED, EXIT_USAGE, Failure, Number, cli, count, log, now_iso
+from .states import FileStatus
 
 
 def chosen(conn: ledger.Library, names: list[str],
@@ -65,9 +66,9 @@ def main(paths: tuple[str, ...], db: str, min_confidence: float | None, as_json:
     names = library.names_from(paths, sys.stdin)
     with ledger.opened(db, identity=False) as conn, ledger.transaction(conn):
         approve, refused = chosen(conn, names, min_confidence)
-        already = [path for path, status in approve.items() if status == "approved"]
+        already = [path for path, status in approve.items() if status == FileStatus.APPROVED]
         conn.executemany("UPDATE files SET ai_metadata_status = 'approved', updated_at = ? WHERE file_path = ?",
-                         [(now_iso(), path) for path, status in approve.items() if status != "approved"])
+                         [(now_iso(), path) for path, status in approve.items() if status != FileStatus.APPROVED])
     if as_json:
         click.echo(json.dumps({"approved": [p for p in approve if p not in already], "already_approved": already,
                                "refused": [{"file_path": p, "why": why} for p, why in refused]}, ensure_ascii=False))

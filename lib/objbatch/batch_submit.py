@@ -315,7 +315,8 @@ def new_record(run_name: str, run_id: str, model: str, parts: list[Part]) -> dic
               help="Send inline up to this many requests (and --inline-max-bytes); upload a file above.")
 @click.option("--inline-max-bytes", default=8_000_000, show_default=True, help="Inline payload limit in bytes.")
 @click.option("--budget", type=Number(min=0), default=None, metavar="USD",
-              help="Refuse, before anything is uploaded or created, if the estimate is over this many dollars.")
+              help="Refuse, before anything is uploaded or created (also when a run is resumed), if the estimate "
+                   "is over this many dollars. With --db the refused run is dropped and its files go back.")
 @click.option("--allow-unpriced", is_flag=True, help="Submit with a model that has no price in schemas/prices.json.")
 @click.option("--max-requests-per-job", default=MAX_JOB_REQUESTS, show_default=True, hidden=True)
 @click.option("--max-bytes-per-job", default=MAX_JOB_BYTES, show_default=True, hidden=True)

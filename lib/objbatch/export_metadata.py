@@ -13,8 +13,10 @@ import click
 
 from . import ledger, library, output
 from .common import atomic_output, cli, count, log
+from .states import FileStatus
 
-STATUSES = ("extracted", "needs_review", "approved", "failed_validation", "skipped", "pending")
+STATUSES = (FileStatus.EXTRACTED, FileStatus.NEEDS_REVIEW, FileStatus.APPROVED, FileStatus.FAILED_VALIDATION,
+            FileStatus.SKIPPED, FileStatus.PENDING)
 
 
 def rows(conn: sqlite3.Connection, statuses: tuple[str, ...], limit: int | None) -> Iterator[dict]:
@@ -47,7 +49,7 @@ def table(found: list[dict]) -> str:
 @cli("export-metadata --db data/library.db -o metadata.json", "export-metadata --csv --status approved > approved.csv")
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
-@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
+@click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in STATUSES]),
               help="Only files with this status (repeatable; default: every file with metadata).")
 @click.option("-n", "--limit", type=click.IntRange(min=0), default=None, help="At most this many files.")
 @click.option("-o", "--output", "path", default="-", help="Write here (atomically) instead of stdout.")

@@ -14,6 +14,7 @@ from typing import IO, Iterable, Iterator
 from .common import Failure, log
 from .ledger import load_json
 from .output import unquote
+from .states import FileStatus
 
 STORED = """
 SELECT f.file_path, f.filename, f.ai_metadata_status AS status, f.ai_confidence_score AS confidence,
@@ -25,7 +26,7 @@ LEFT JOIN file_metadata_ai m ON m.metadata_id = (SELECT MAX(metadata_id) FROM fi
                                                   WHERE file_path = f.file_path AND is_current = 1)
 LEFT JOIN objbatch_files o ON o.file_path = f.file_path
 """
-WITH_METADATA = ("extracted", "needs_review", "approved")
+WITH_METADATA = (FileStatus.EXTRACTED, FileStatus.NEEDS_REVIEW, FileStatus.APPROVED)
 
 
 def stored(conn: sqlite3.Connection, where: str = "", params: dict | tuple = (), order: str = "f.file_path",
@@ -35,7 +36,7 @@ def stored(conn: sqlite3.Connection, where: str = "", params: dict | tuple = (),
     for row in conn.execute(STORED + (f" WHERE {where}" if where else "") + tail, params):
         item = dict(row)
         item["metadata"] = load_json(item.pop("metadata_json"), None)
-        item["status"] = item["status"] or "pending"
+        item["status"] = item["status"] or FileStatus.PENDING
         item["reasons"] = load_json(item.pop("reasons_json"), [])
         yield item
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 
 from . import costs, ledger, metadata, runs
+from .states import FileStatus
 
 TOP_TOPICS = 15
 TOP_REASONS = 20
@@ -98,13 +99,13 @@ def reasons(conn: sqlite3.Connection) -> dict:
     """Why files failed validation or were skipped: each reason once with how many files give it, most
     common first (a failure's reasons are stored joined by '; '; a skip's message is one reason)."""
     grouped = {}
-    for status in ("failed_validation", "skipped"):
+    for status in (FileStatus.FAILED_VALIDATION, FileStatus.SKIPPED):
         counted: dict[str, int] = {}
         for message, n in conn.execute(
                 "SELECT error_message, COUNT(*) FROM files WHERE ai_metadata_status = ? AND "
                 "COALESCE(is_deleted, 0) = 0 GROUP BY error_message", (status,)):
             message = message or "(no reason recorded)"
-            for reason in dict.fromkeys(message.split("; ") if status == "failed_validation" else [message]):
+            for reason in dict.fromkeys(message.split("; ") if status == FileStatus.FAILED_VALIDATION else [message]):
                 counted[reason] = counted.get(reason, 0) + n
         ranked = sorted(counted.items(), key=lambda item: (-item[1], item[0]))
         grouped[status] = [[reason, n] for reason, n in ranked[:TOP_REASONS]]

@@ -15,8 +15,9 @@ import click
 
 from . import ledger, library, runs
 from .common import EXIT_FAILED, EXIT_USAGE, Failure, cli, count, log, now_iso
+from .states import FileStatus
 
-STATUSES = ("skipped", "failed_validation", "needs_review", "extracted")
+STATUSES = (FileStatus.SKIPPED, FileStatus.FAILED_VALIDATION, FileStatus.NEEDS_REVIEW, FileStatus.EXTRACTED)
 
 
 def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
@@ -38,7 +39,7 @@ def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
         row = conn.execute("SELECT ai_metadata_status, COALESCE(is_deleted, 0) FROM files WHERE file_path = ?",
                            (path,)).fetchone()
         why = ("deleted" if row[1] else f"in flight in run {flying[path]}" if path in flying else
-               "approved: add --include-approved to requeue it" if row[0] == "approved" and not include_approved
+               "approved: add --include-approved to requeue it" if row[0] == FileStatus.APPROVED and not include_approved
                else None)
         if why:
             refused.append((path, why))
@@ -52,7 +53,7 @@ def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
 @click.argument("paths", nargs=-1)
 @click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
               help="The library database.")
-@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
+@click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in STATUSES]),
               help="Also requeue every file with this status (repeatable).")
 @click.option("--include-approved", is_flag=True, help="Allow approved files among those named.")
 def main(paths: tuple[str, ...], db: str, statuses: tuple[str, ...], include_approved: bool) -> None:

@@ -17,6 +17,7 @@ import click
 
 from . import ledger, runs, sources
 from .common import Failure, atomic_output, check_run_name, cli, count, kill_point, log, now_iso, write_jsonl
+from .states import FileStatus
 
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -46,7 +47,7 @@ def as_record(row: sqlite3.Row) -> dict:
     scanner = ledger.load_json(row["metadata_json"], row["metadata_json"])
     return {"file_path": row["file_path"], "filename": row["filename"], "file_size": row["file_size"],
             "content_hash": row["content_hash"] or "", "scanner_metadata": scanner or {},
-            "status": row["ai_metadata_status"] or "pending", "attempts": row["attempts"]}
+            "status": row["ai_metadata_status"] or FileStatus.PENDING, "attempts": row["attempts"]}
 
 
 def candidates(conn: sqlite3.Connection, params: dict, bad: list[int]) -> Iterator[sqlite3.Row]:
@@ -65,7 +66,7 @@ def eligible(conn: sqlite3.Connection, params: dict, limit: int | None, bad: lis
     for row in candidates(conn, params, bad):
         if limit is not None and taken >= limit:
             return
-        if row["ai_metadata_status"] == "skipped" and not sources.readable(row["file_path"]):
+        if row["ai_metadata_status"] == FileStatus.SKIPPED and not sources.readable(row["file_path"]):
             continue
         taken += 1
         yield row
