@@ -170,6 +170,8 @@ def run_stage(argv: list[str]) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except click.exceptions.Abort:  # Ctrl-C while click set the stage up, before the stage's own handler
+        raise KeyboardInterrupt from None
     return EXIT_OK
 
 

@@ -123,6 +123,8 @@ def command(fn: Callable) -> Callable:
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # anything unexpected still gets one readable line
+            if _interrupted(exc):
+                _exit(name, "interrupted; rerun the same command to resume", 130, "error", verbose)
             message = f"{type(exc).__name__}: {exc} (rerun with --verbose for details)"
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF == 8:  # SQLITE_READONLY, after ledger's own check
                 message = (f"the database cannot be written ({exc}): it, or its folder, is read-only; make it "
@@ -184,6 +186,18 @@ def cli(*examples: str, env: Iterable[str] = (), exits: dict[int, str] | None = 
                              epilog=epilog)(body)
 
     return decorate
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """A Ctrl-C that another exception wrapped (Python 3.11 wraps one that lands while a class is being made,
+    as when the SDK is first imported, in a RuntimeError)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _exit(name: str, message: str, code: int, label: str, verbose: bool) -> None:
@@ -305,6 +319,9 @@ def atomic_output(path: str | None) -> Iterator[IO[str]]:
     if not path.strip():
         raise Failure("-o needs a file name (or - for stdout)", EXIT_USAGE)
     private = os.path.dirname(os.path.abspath(path)) in PRIVATE
+    if not private and os.path.islink(path) and os.lstat(path).st_uid not in (os.getuid(), 0):
+        raise Failure(f"-o {path} is a symbolic link another user made (in a shared folder like /tmp, a trap); "
+                      "objbatch does not follow it: give another file name", EXIT_USAGE)
     try:
         mode = (os.lstat if private else os.stat)(path).st_mode
     except OSError:
