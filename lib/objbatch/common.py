@@ -156,6 +156,10 @@ ENVIRONMENT = {
     "OBJBATCH_RETRY_SECONDS": "how long failing service calls are retried (default 900)",
     "OBJBATCH_MIN_POLL": "the shortest wait between status checks (default 2; lower only for the emulator)",
     "OBJBATCH_INLINE_MAX_REQUESTS": "the default of --inline-max-requests",
+    "OBJBATCH_REASONING_EFFORT": "the default of --reasoning-effort (unset: the model's own)",
+    "OBJBATCH_TIMEOUT_HOURS": "the default of --timeout-hours (1-168)",
+    "OBJBATCH_MAX_REQUESTS_PER_JOB": "the default of --max-requests-per-job (at most 100,000)",
+    "OBJBATCH_MAX_BYTES_PER_JOB": "the default of --max-bytes-per-job (at most 512 MB)",
     "XDG_STATE_HOME": "without --db, job records go to $XDG_STATE_HOME/objbatch/jobs (~/.local/state)",
 }
 SERVICE_ENV = ("MISTRAL_API_KEY", "MISTRAL_SERVER_URL", "OBJBATCH_ALLOW_HTTP", "OBJBATCH_RETRY_SECONDS")
