@@ -313,3 +313,24 @@ def test_help_says_what_stats_lines_are_and_batch_run_lists_its_variables():
     variables = run("batch-run", "--help").stdout
     for name in ("DB=data/library.db", "MAX=", "BUDGET=", "MODEL=mistral-small-latest", "THRESHOLD="):
         assert f"\n    {name}" in variables, name
+
+
+def test_readers_of_a_ledger_an_earlier_version_made_see_the_new_columns_defaults(library, tmp_path):
+    """A library whose ledger predates the token columns (an upgrade): stats and report read it as it is."""
+    import sqlite3
+
+    from objbatch.ledger import LEDGER_COLUMNS
+
+    _, db = library
+    assert run("select-pending", "--db", db, "--claim", "old", "--max", "1").returncode == 0
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT INTO objbatch_jobs (job_id, run_name, model, status, prompt_tokens, completion_tokens) "
+                     "VALUES ('j1', 'old', 'mistral-small-latest', 'SUCCESS', 1000000, 0)")
+        for name in LEDGER_COLUMNS["objbatch_jobs"]:
+            conn.execute(f"ALTER TABLE objbatch_jobs DROP COLUMN {name}")
+    conn.close()
+    stats = run("stats", "--db", db, "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["totals"]["cost_usd"] > 0
+    assert run("report", "--db", db, "-o", tmp_path / "r.html").returncode == 0
