@@ -334,3 +334,21 @@ def test_readers_of_a_ledger_an_earlier_version_made_see_the_new_columns_default
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout)["totals"]["cost_usd"] > 0
     assert run("report", "--db", db, "-o", tmp_path / "r.html").returncode == 0
+
+
+# ---------------------------------------------------------------- 8: make from another folder
+
+@pytest.mark.parametrize("how", [["-f", str(ROOT / "Makefile")], ["-C", str(ROOT)]])
+def test_make_from_another_folder_reads_relative_paths_from_there(library, tmp_path, how):
+    _, db = library
+    env = {**os.environ, "PWD": str(tmp_path)}  # as the shell sets it in the folder where make is typed
+    done = subprocess.run(["make", "--no-print-directory", *how, "estimate", f"DB={db.name}", "RUNS=r"],
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("make batch would start a new run with 32 files")
+    listed = subprocess.run(["make", "-s", "--no-print-directory", *how, "vars", f"DB={db.name}", "RUNS=r"],
+                            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    assert f"DB={db}\n" in listed.stdout and f"RUNS={tmp_path / 'r'}\n" in listed.stdout
+    default = subprocess.run(["make", "-s", "--no-print-directory", *how, "vars"], cwd=tmp_path,
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert "DB=data/library.db\n" in default.stdout  # the defaults are the clone's
