@@ -143,11 +143,14 @@ def test_review_and_requeue_work_on_a_row_objbatch_set_aside(library):
 # ---------------------------------------------------------------- issue 15 item 6, issue 17 item 10: odd result lines
 
 def killed_after_download(emulator, db, runs_dir, name: str) -> tuple[list[dict], object]:
-    """A run killed right after its results were downloaded: (the kept raw lines, the kept file)."""
+    """A run killed once its results were downloaded and before any was applied: (the kept raw lines, the
+    kept file). Its results and decisions are made again from the kept file by the next make batch."""
     killed = make("batch", f"DB={db}", f"RUNS={runs_dir}", "POLL=0.1", f"NAME={name}",
-                  env={**emulator.env, "OBJBATCH_KILL_AT": "after-download"})
+                  env={**emulator.env, "OBJBATCH_KILL_AT": "apply-midway:1"})
     assert killed.returncode != 0
     [kept] = (runs_dir / name / "raw").glob("*.jsonl")
+    for stage in ("results.jsonl", "decisions.jsonl"):
+        (runs_dir / name / stage).unlink()
     return jsonl(kept.read_text()), kept
 
 
