@@ -108,3 +108,16 @@ def test_a_file_an_older_version_skipped_as_missing_is_retried_by_its_migrated_k
     assert path in selected.stdout
     assert query(db, "SELECT skip_kind FROM objbatch_files WHERE file_path = ?", path) == [("missing",)]
     assert query(db, "SELECT value FROM objbatch_meta WHERE key = 'schema_version'") == [("2",)]
+
+
+def test_a_state_this_version_does_not_know_is_one_line_not_a_traceback(ledger_db):
+    from conftest import run
+
+    conn = sqlite3.connect(ledger_db)
+    with conn:
+        conn.execute("UPDATE objbatch_runs SET state = 'paused'")
+    conn.close()
+    refused = run("batch-cancel", "--db", ledger_db, "--run", "r")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "state 'paused', which this version of objbatch does not know" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1

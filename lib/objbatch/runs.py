@@ -62,8 +62,9 @@ def _move(conn: sqlite3.Connection, name: str, how: str, extra: str = "", params
     if not changed:
         row = conn.execute("SELECT state FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()
         now = row[0] if row else "not in the ledger"
+        fix = "it is finished" if now in FINISHED else f"make cancel NAME={name} ends it"
         raise IllegalTransition(f"run {name} is {now}: {how.replace('_', ' ')} only starts from "
-                                f"{' or '.join(sources)}; see make stats, and make cancel NAME={name} to end it")
+                                f"{' or '.join(sources)}; {fix} (make stats shows it)")
 
 
 @dataclass
@@ -97,7 +98,12 @@ def check_service(name: str, server_url: str | None) -> None:
 def get(conn: sqlite3.Connection, name: str) -> Run | None:
     row = conn.execute("SELECT run_name, state, model, library_id, db_path, run_id, created_at, finished_at, "
                        "server_url FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()
-    return Run(row[0], RunState(row[1]), *row[2:]) if row else None
+    if row is None:
+        return None
+    if row[1] not in tuple(RunState):
+        raise Failure(f"run {name} is in state {row[1]!r}, which this version of objbatch does not know (a newer "
+                      "version's?); use that version, or fix the row in objbatch_runs")
+    return Run(row[0], RunState(row[1]), *row[2:])
 
 
 def belonging(conn: ledger.Library, name: str) -> Run | None:
