@@ -38,6 +38,15 @@ GONE = "(forgotten)"  # the target of forget: the run leaves the ledger
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {}
 
 
+# A claim's life (the file of a run): taken when the run is created, released when it ends, deleted when a
+# run that sent nothing is forgotten. Claims change state only in _release.
+CLAIM_TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "create": (("(none)",), ClaimState.CLAIMED.value),
+    "_release": ((ClaimState.CLAIMED.value,), ClaimState.DONE.value),
+    "forget": ((ClaimState.CLAIMED.value,), GONE),
+}
+
+
 class IllegalTransition(Failure):
     """A run asked to change state from a state that change does not start from."""
 
