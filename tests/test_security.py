@@ -453,3 +453,44 @@ def test_a_fault_setting_of_the_wrong_type_is_refused_and_never_saved(emulator, 
     submitted = run("batch-submit", "--run-name", "q1", "--record-dir", tmp_path / "records",
                     input=request_lines(2), env=emulator.env)
     assert submitted.returncode == 0, submitted.stderr
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making a symlink another user owns needs root")
+def test_an_output_symlink_another_user_planted_in_a_shared_folder_is_not_followed(library, tmp_path):
+    _, db = library
+    shared, victim = tmp_path / "shared", tmp_path / "bashrc"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    victim.write_text("victim's own\n")
+    trap = shared / "export.csv"
+    trap.symlink_to(victim)
+    os.lchown(trap, 65534, 65534)
+    refused = run("export-metadata", "--db", db, "--csv", "-o", trap)
+    assert refused.returncode == 2 and "is a symbolic link another user made" in refused.stderr
+    assert victim.read_text() == "victim's own\n" and trap.is_symlink()
+
+
+def test_a_planted_raw_file_is_replaced_by_the_download_never_read(emulator, tmp_path):
+    submitted = run("batch-submit", "--run-name", "w1", "--record-dir", tmp_path / "records",
+                    input=request_lines(2), env=emulator.env)
+    (tmp_path / "job.json").write_text(submitted.stdout)
+    assert run("batch-wait", "--poll", "0.05", tmp_path / "job.json", env=emulator.env).returncode == 0
+    output_file = emulator.record()["jobs"][0]["output_file"]
+    raw, planted = tmp_path / "raw", tmp_path / "planted.jsonl"
+    raw.mkdir()
+    planted.write_text(json.dumps({"custom_id": "r0", "response": {"status_code": 200, "body": {"choices": [
+        {"message": {"content": "planted"}, "finish_reason": "stop"}]}}}) + "\n")
+    (raw / f"{output_file}.jsonl").symlink_to(planted)
+    fetched = run("batch-fetch", "--raw-dir", raw, tmp_path / "job.json", env=emulator.env)
+    assert fetched.returncode == 0, fetched.stderr
+    assert all(r["ok"] and r["content"] != "planted" for r in map(json.loads, fetched.stdout.splitlines()))
+    assert not (raw / f"{output_file}.jsonl").is_symlink() and "planted" in planted.read_text()
+
+
+def test_a_fifo_for_objlibs_config_is_no_root_and_no_hang(emulator, tmp_path):
+    home, lectures, db = victim_library(tmp_path)
+    (home / "config").mkdir()
+    os.mkfifo(home / "config" / "scanner_config.json")
+    estimate = run("batch-run", "--estimate", f"DB={db}", f"RUNS={tmp_path / 'runs'}", env=emulator.env, timeout=60)
+    assert estimate.returncode == 0, estimate.stderr
+    assert f"Library root:   {home} (from the common folder" in estimate.stdout

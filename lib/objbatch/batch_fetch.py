@@ -85,7 +85,7 @@ def fetch_raw(service: client.Service, file_id: str, raw_dir: Path) -> Path:
                       "digits, '-' and '_'); nothing was downloaded: check MISTRAL_SERVER_URL points at the "
                       "service (or a proxy you trust)")
     kept = raw_dir / f"{file_id}.jsonl"
-    if not kept.exists():
+    if kept.is_symlink() or not kept.exists():  # a link is replaced by the download, never read
         service.download_to(file_id, kept)
         kill_point("after-download")
     return kept

@@ -34,7 +34,9 @@ def read_text(record: dict) -> tuple[str, str, str, dict]:
     if suffix not in TEXT_SUFFIXES:
         raise Skip(f"not a text file ({suffix or 'no extension'}); only {', '.join(sorted(TEXT_SUFFIXES))} are sent",
                    "not_text")
-    data, stat = sources.read_bytes(sources.confined(record["file_path"], record["library_root"]), MAX_BYTES)
+    root = record.get("library_root")  # build-jsonl always has one; validate rereads only what was sent
+    data, stat = sources.read_bytes(sources.confined(record["file_path"], root) if root else record["file_path"],
+                                    MAX_BYTES)
     if b"\x00" in data[:8192]:
         raise Skip("file looks binary (NUL bytes), not text", "binary")
     digest = hashlib.sha256(data).hexdigest()

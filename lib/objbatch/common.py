@@ -305,6 +305,9 @@ def atomic_output(path: str | None) -> Iterator[IO[str]]:
     if not path.strip():
         raise Failure("-o needs a file name (or - for stdout)", EXIT_USAGE)
     private = os.path.dirname(os.path.abspath(path)) in PRIVATE
+    if not private and os.path.islink(path) and os.lstat(path).st_uid not in (os.getuid(), 0):
+        raise Failure(f"-o {path} is a symbolic link another user made (in a shared folder like /tmp, a trap); "
+                      "objbatch does not follow it: give another file name", EXIT_USAGE)
     try:
         mode = (os.lstat if private else os.stat)(path).st_mode
     except OSError:

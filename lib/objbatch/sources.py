@@ -120,9 +120,9 @@ def _objlib_root(conn: sqlite3.Connection, db_path: Path) -> tuple[str, str] | N
         return row[0], "the database's library_config table"
     for folder in (db_path.parent.parent, db_path.parent):
         for name, key in OBJLIB_CONFIG:
-            try:
-                value = json.loads((folder / name).read_text(encoding="utf-8")).get(key)
-            except (OSError, ValueError, AttributeError):
+            try:  # a regular file of at most 1 MB, read without blocking (a FIFO or /dev/zero is no config)
+                value = json.loads(read_bytes(str(folder / name), 1 << 20)[0]).get(key)
+            except (Skip, ValueError, AttributeError):
                 continue
             if isinstance(value, str) and value.startswith("/"):
                 return value, f"objlib's {folder / name}"
