@@ -27,6 +27,9 @@ ALLOW_UNPRICED =## set to 1 to use a MODEL that has no price in schemas/prices.j
 BUDGET =## refuse a run whose estimate is over this many US dollars (before anything is sent)
 POLL = 30## seconds between job status checks
 TIMEOUT = 7200## stop waiting after this many seconds (the job runs on; rerun to collect it)
+TIMEOUT_HOURS = 24## the job's timeout at the service, 1 to 168 hours
+REASONING_EFFORT =## reasoning_effort for a model that takes it (none ... xhigh; default: the model's)
+KEEP_REMOTE =## set to 1 to keep the run's files at the service after apply (default: deleted)
 MAX_ATTEMPTS = 3## a failed file is retried until it failed this often
 RETRY_EXHAUSTED =## set to 1 to retry files that used up their attempts
 THRESHOLD =## confidence below which a valid answer needs review (default 0.85)
@@ -39,7 +42,8 @@ SEEDS = 20## make simulate: how many seeded sequences (N: seeds 0 to N-1), or a 
 SEED =## make simulate: replay this one sequence, printing every event and its output
 EVENTS = 24## make simulate: random events in each sequence (then it settles)
 VARS := PYTHON DB RUNS LIBRARY_ROOT NAME MAX MODEL ALLOW_UNPRICED BUDGET POLL TIMEOUT MAX_ATTEMPTS RETRY_EXHAUSTED THRESHOLD \
-  FAULTS MAX_IN_FLIGHT FORMAT N STATUS SEEDS SEED EVENTS
+  FAULTS MAX_IN_FLIGHT FORMAT N STATUS SEEDS SEED EVENTS TIMEOUT_HOURS REASONING_EFFORT \
+  KEEP_REMOTE
 
 # A variable make does not know (a typo: MAXX=5, max=5) is refused before anything runs, and so is a '$' in
 # a value (make would expand it: NAME='$(id)' would become another name).
@@ -120,16 +124,16 @@ $(R)/select.jsonl: | $(STAMP)
 
 $(R)/requests.jsonl: $(R)/select.jsonl
 	@$(BIN)/build-jsonl --db $(call shq,$(DB)) --run $(call shq,$(NAME)) --model $(call shq,$(MODEL)) \
-	  --manifest $(call shq,$(R)/manifest.jsonl) -o $(call shq,$@) $(call shq,$<)
+	  $(if $(REASONING_EFFORT),--reasoning-effort $(call shq,$(REASONING_EFFORT))) --manifest $(call shq,$(R)/manifest.jsonl) -o $(call shq,$@) $(call shq,$<)
 
 $(R)/job.json: $(R)/requests.jsonl
 	@$(BIN)/batch-submit --db $(call shq,$(DB)) --run-name $(call shq,$(NAME)) --model $(call shq,$(MODEL)) \
 	  $(if $(BUDGET),--budget $(call shq,$(BUDGET))) $(if $(filter 1,$(ALLOW_UNPRICED)),--allow-unpriced) \
-	  --manifest $(call shq,$(R)/manifest.jsonl) -o $(call shq,$@) $(call shq,$<)
+	  --timeout-hours $(call shq,$(TIMEOUT_HOURS)) --manifest $(call shq,$(R)/manifest.jsonl) -o $(call shq,$@) $(call shq,$<)
 
 $(R)/wait.jsonl: $(R)/job.json
 	@$(BIN)/batch-wait --poll $(call shq,$(POLL)) --timeout $(call shq,$(TIMEOUT)) --db $(call shq,$(DB)) \
-	  -o $(call shq,$@) $(call shq,$<)
+	  --raw-dir $(call shq,$(R)/raw) -o $(call shq,$@) $(call shq,$<)
 
 $(R)/results.jsonl: $(R)/wait.jsonl
 	@$(BIN)/batch-fetch --raw-dir $(call shq,$(R)/raw) --db $(call shq,$(DB)) -o $(call shq,$@) \

@@ -53,10 +53,12 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import shlex
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
@@ -178,6 +180,28 @@ def captured():
             texts[i] = stream.buffer.getvalue().decode("utf-8", "replace")
 
 
+class Hung(BaseException):
+    """An in-process command ran past HANG_SECONDS (a BaseException: no command may swallow it)."""
+
+
+HANG_SECONDS = 90
+
+
+def _hung(signum, frame):
+    raise Hung()
+
+
+@contextlib.contextmanager
+def watchdog():
+    old = signal.signal(signal.SIGALRM, _hung)
+    signal.alarm(HANG_SECONDS)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def in_process(module: str, args: list[str], stdin: str | None = None) -> Output:
     """An objbatch command, run in this process as batch-run runs its stages."""
     import importlib
@@ -192,7 +216,11 @@ def in_process(module: str, args: list[str], stdin: str | None = None) -> Output
     try:
         with captured() as texts:
             try:
-                command.main(args=args, prog_name=module.replace("_", "-"), standalone_mode=False)
+                with watchdog():
+                    command.main(args=args, prog_name=module.replace("_", "-"), standalone_mode=False)
+            except Hung:
+                sys.stderr.write(f"(simulator: still running after {HANG_SECONDS}s: the command hung)\n")
+                code = -999
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except click.ClickException as exc:
@@ -238,7 +266,7 @@ class Sequence:
                  tolerate: tuple[str, ...] = ()):
         from mistral_emulator.sample_library import build
 
-        self.tolerate, self.tolerated = set(tolerate), {}
+        self.tolerate, self.tolerated, self.tolerated_texts = set(tolerate), {}, []
 
         self.seed, self.n_events, self.emu, self.verbose = seed, events, emulator, verbose
         self.rng = random.Random(seed)
@@ -262,7 +290,9 @@ class Sequence:
         self.paths: dict[str, str] = {}               # sha256(path)[:16] -> path, for custom_ids
         self.held = False
         self.budget: float | None = None
-        self.restored = self.in_copy = False
+        self.restored = self.in_copy = self.library_event = False
+        self.approved: dict[str, tuple] = {}
+        self.event_started = time.time()
         self.copy_problems: list[str] = []
         self.event_index = 0
         self.snapshot = self._outside()
@@ -298,7 +328,8 @@ class Sequence:
         self.event_index = index
         self.outputs = []
         self.budget = None
-        self.in_copy = False
+        self.in_copy = self.library_event = False
+        self.event_started = time.time()
         self.copy_problems: list[str] = []
         self.reader = False
         before = self.rows() if getattr(event, "__name__", "") == "ev_reader" else None
@@ -440,17 +471,20 @@ class Sequence:
             self.note(Output(["make", target], proc.returncode, proc.stdout, proc.stderr))
             return f"make {folder.name}/{target} (make refused)"
         for line in proc.stdout.replace("\\\n", " ").splitlines():
-            if not line.strip():
-                continue
-            argv = shlex.split(line)
-            if argv[:2] == ["mkdir", "-p"]:
-                for d in argv[2:]:
-                    Path(d).mkdir(parents=True, exist_ok=True)
-                continue
-            out = self.note(in_process(Path(argv[0]).name.replace("-", "_"), argv[1:]))
-            if out.code:
-                break
-        del batch_run
+            if line.strip():
+                argv = shlex.split(line)
+                with captured() as texts:
+                    try:
+                        with watchdog():
+                            code = batch_run.run_stage(argv)  # as batch-run runs a stage make names
+                    except Hung:
+                        sys.stderr.write(f"(simulator: still running after {HANG_SECONDS}s: the command hung)\n")
+                        code = -999
+                    except Exception:
+                        sys.stderr.write(traceback.format_exc())
+                        code = 1
+                if self.note(Output(argv, code, *texts)).code:
+                    break
         return f"make RUNS/{folder.name}/{target} (stages by hand)"
 
     def ev_reader(self) -> str:
@@ -473,6 +507,7 @@ class Sequence:
 
     def ev_library(self) -> str:
         rng = self.rng
+        self.library_event = True
         if self.hidden and rng.random() < 0.4:
             path, where, how = self.hidden.pop(rng.randrange(len(self.hidden)))
             if how == "unreadable":
@@ -485,7 +520,9 @@ class Sequence:
             if not files:
                 return "library: nothing to change"
             path = rng.choice(files)
-            how = rng.choice(["edit", "edit", "edit and rescan", "add", "delete", "move", "unreadable"])
+            how = rng.choice(["edit", "edit", "edit and rescan", "add", "delete", "move", "unreadable", "bad row"])
+            if how == "bad row":
+                return self.bad_row()
             if how == "add":
                 path = path.with_name(f"Added {self.event_index} - On Reason.txt")
                 path.write_text(f"A new lecture {rng.randrange(10**6)} on reason, ethics and values.\n" * 20)
@@ -507,6 +544,28 @@ class Sequence:
         self.snapshot = self._outside()
         return result
 
+    def bad_row(self) -> str:
+        """A row the library's scanner should not have written: a name or path that is not UTF-8, a NUL
+        in a path, or a FIFO named like a transcript."""
+        kind = self.rng.choice(["filename not UTF-8", "path not UTF-8", "NUL in path", "FIFO"])
+        n = self.event_index
+        path: object = str(self.lib / f"Bad {n}.txt")
+        name: object = f"Bad {n}.txt"
+        if kind == "filename not UTF-8":
+            name = f"Bad {n} \xff.txt".encode("latin-1")
+        elif kind == "path not UTF-8":
+            path = str(self.lib / f"Bad {n} ").encode() + b"\xff.txt"
+        elif kind == "NUL in path":
+            path = str(self.lib / f"Bad {n}\x00.txt")
+        else:
+            os.mkfifo(self.lib / f"Bad {n}.txt")
+        with contextlib.closing(sqlite3.connect(self.db, timeout=30)) as conn, conn:
+            conn.execute("INSERT OR IGNORE INTO files (file_path, content_hash, filename, file_size, "
+                         "ai_metadata_status) VALUES (CAST(? AS TEXT), ?, CAST(? AS TEXT), 100, 'pending')",
+                         (path, sha(f"bad {n}"), name))
+        self.snapshot = self._outside()
+        return f"library: a bad row ({kind})"
+
     def scan(self, path: Path) -> None:
         """What the library's own scanner does with a new or changed file: its row, content hash, pending."""
         data = path.read_bytes()
@@ -519,6 +578,7 @@ class Sequence:
 
     def ev_database(self) -> str:
         rng = self.rng
+        self.library_event = True
         choice = rng.choice(["backup", "restore", "copy", "copy", "delete run folder"])
         if choice == "backup" or (choice == "restore" and not self.backup):
             target = self.dir / "backup.db"
@@ -657,6 +717,7 @@ class Sequence:
 
     def connect(self, path: Path | None = None) -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{path or self.db}?mode=ro", uri=True, timeout=30)
+        conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")  # a bad row is data too
         return contextlib.closing(conn)  # type: ignore[return-value]
 
     def rows(self, path: Path | None = None) -> dict[str, dict]:
@@ -765,6 +826,7 @@ class Sequence:
             except Violation as exc:
                 if name in self.tolerate:
                     self.tolerated[name] = self.tolerated.get(name, 0) + 1
+                    self.tolerated_texts.append(f"{name}: {re.sub(r'/tmp/[^ ]*/seq-[0-9]+/', '', str(exc))[:300]}")
                 else:
                     problems.append(exc)
 
@@ -792,6 +854,7 @@ class Sequence:
         run("results", self.check_results_applied, current, applied)
         run("attempts", self.check_attempts, current, applied)
         run("key", self.check_key_in_files)
+        run("approved", self.check_approved)
         self.applied = applied
         self.restored = False
         if problems:
@@ -805,6 +868,12 @@ class Sequence:
             if "Traceback (most recent call last)" in text or "rerun with --verbose for details" in text:
                 lines = [line for line in text.splitlines() if "rerun with --verbose" in line or "Error" in line]
                 raise Violation(f"{out.argv[0]} failed with an unexpected exception: {(lines or [''])[-1].strip()}")
+            summary = re.search(r"^Run (\S+) (\w+):$", out.out, re.M)
+            if out.argv[0].endswith("batch-run") and out.code == 0 and summary and \
+                    summary.group(2) not in ("applied", "cancelled"):
+                raise Violation(f"batch-run exited 0 (done) but run {summary.group(1)} is {summary.group(2)}")
+            if out.code == -999:
+                raise Violation(f"{out.argv[0]} hung (killed by the simulator)")
             if out.code not in EXIT_CODES and out.code not in (137, -2):
                 raise Violation(f"{out.argv[0]} exited {out.code}")
 
@@ -911,8 +980,10 @@ class Sequence:
                 if path is None or path not in files:
                     continue
                 try:
+                    if not stat.S_ISREG(os.stat(path).st_mode):
+                        continue
                     digest = sha(Path(path).read_bytes())
-                except OSError:
+                except (OSError, ValueError):
                     continue
                 if digest[:16] != custom_id.split("-", 1)[1]:
                     continue  # the file changed since: the answer is for content no longer there
@@ -943,6 +1014,23 @@ class Sequence:
                     raise Violation(f"{path}: attempts grew by {grew} but only {ran} request(s) for it ran "
                                     "(had a line in an output or error file)")
 
+    def check_approved(self) -> None:
+        """An approved file's metadata changes only by the user's hand (requeue --include-approved) or the
+        library's (a rescan, a restored database)."""
+        with self.connect() as conn:
+            try:
+                now = {r[0]: tuple(r[1:]) for r in conn.execute(
+                    "SELECT file_path, ai_metadata_status, ai_metadata_json FROM files")}
+            except sqlite3.OperationalError:  # objbatch never touched the database yet
+                return
+        before, self.approved = self.approved, {p: v for p, v in now.items() if v[0] == "approved"}
+        if self.library_event or self.restored:
+            return
+        for path, value in before.items():
+            if now.get(path) != value and self.touched_at.get(path, 0) < self.event_started:
+                raise Violation(f"approved file {path} changed without a requeue: {value[0]} -> "
+                                f"{(now.get(path) or ('gone',))[0]}")
+
     def check_key_in_files(self) -> None:
         needle = KEY.encode()
         for base in (self.runs, self.dir / "state"):
@@ -960,7 +1048,7 @@ class Sequence:
 
 
 CHECKS = ("output", "copy", "reader", "outside", "paid_once", "budget", "claims", "results", "attempts", "key",
-          "unfinished")
+          "approved", "unfinished")
 
 
 def replay_line(seed: int, events: int) -> str:
@@ -986,7 +1074,8 @@ def run_one(seed: int, events: int, emulator: Emulator, workdir: Path, verbose: 
     return {"seed": seed, "violation": violation, "events": sequence.events if sequence else [],
             "outputs": [str(o) for o in sequence.outputs] if sequence and violation else [],
             "count": len(sequence.events) if sequence else 0, "seconds": time.time() - started,
-            "tolerated": sequence.tolerated if sequence else {}}
+            "tolerated": sequence.tolerated if sequence else {},
+            "tolerated_texts": sequence.tolerated_texts if sequence else []}
 
 
 _worker: dict = {}
@@ -1055,9 +1144,14 @@ def main(argv: list[str] | None = None) -> int:
         bad = sorted(r["seed"] for r in results if r["violation"])
         events = sum(r["count"] for r in results)
         tolerated: dict[str, int] = {}
+        texts: dict[str, list[int]] = {}
         for r in results:
             for name, n in r["tolerated"].items():
                 tolerated[name] = tolerated.get(name, 0) + n
+            for text in r.get("tolerated_texts", []):
+                texts.setdefault(text, []).append(r["seed"])
+        for text, where in sorted(texts.items()):
+            print(f"tolerated: {text} (seeds {', '.join(map(str, sorted(set(where))[:8]))})")
         print(f"simulate: {len(results)} sequences, {events} events, {len(bad)} with a violation"
               + (f" (seeds {', '.join(map(str, bad))})" if bad else "")
               + (f", tolerated {tolerated}" if tolerated else "")

@@ -147,6 +147,7 @@ def normalized(line: str) -> str:
     line = re.sub(r"requests-[0-9a-f]{12}", "requests-<hash>", line)
     line = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", line)
     line = re.sub(r"\(\d[\d,]* input tokens\)", "(<n> input tokens)", line)  # the paths sent vary in length
+    line = re.sub(r"estimate \$(0\.\d+)", lambda m: f"estimate ${float(m.group(1)):.3f}", line)  # and so the cost
     line = re.sub(r", [\d,]+\.\d/s,", ",", line)  # a rate appears when a poll caught the job part-way
     return re.sub(r"\d+:\d\d elapsed", "<t> elapsed", line).strip()
 

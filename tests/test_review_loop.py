@@ -98,7 +98,7 @@ def test_a_model_without_a_price_is_refused_unless_allowed(emulator, library, ru
     _, db = library
     typo = batch(emulator, db, runs_dir, "MODEL=mistral-smal-latest")
     assert typo.returncode != 0 and not runs_dir.exists() and jobs(emulator) == []
-    assert "model 'mistral-smal-latest' has no price in schemas/prices.json (known: mistral-large-latest" in typo.stderr
+    assert "model 'mistral-smal-latest' has no price in schemas/prices.json (known: ministral-14b-latest" in typo.stderr
     assert "ALLOW_UNPRICED=1" in typo.stderr
     capped = batch(emulator, db, runs_dir, "MODEL=my-finetune", "ALLOW_UNPRICED=1", "BUDGET=1", "NAME=u0")
     assert capped.returncode != 0 and jobs(emulator) == []

@@ -30,7 +30,7 @@ def test_submit_wait_fetch_by_hand(emulator, tmp_path):
     assert fetched.returncode == 0, fetched.stderr
     results = jsonl(fetched.stdout)
     assert sorted(r["custom_id"] for r in results) == sorted(f"r{i}" for i in range(12))
-    assert all(r["ok"] and r["usage"]["total_tokens"] > 0 and r["model"] == "mistral-small-latest" for r in results)
+    assert all(r["ok"] and r["usage"]["total_tokens"] > 0 and r["model"] == "mistral-small-2603" for r in results)
     assert json.loads(results[0]["content"])["category"] == "cultural_commentary"
     created = emulator.record()["jobs_created"][0]
     assert created["metadata"]["objbatch_run_name"] == "r1"

@@ -3,7 +3,12 @@ plain test with the real commands, the real emulator and a real SQLite library."
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import threading
+
+import pytest
 
 from conftest import query, run
 
@@ -45,3 +50,38 @@ def test_a_restored_database_whose_run_the_folder_shows_applied_still_finishes_i
     assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'a'") == [("applied",)]
     assert query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE state = 'claimed'") == [(0,)]
     assert len(emulator.record()["jobs_created"]) == 1  # collected from the job it paid for, not sent again
+
+
+def test_ctrl_c_while_a_stage_opens_its_input_is_an_interruption_not_an_unexpected_error(tmp_path):
+    """make simulate SEED=847: a SIGINT that lands while click sets a stage up (here: opening its input, a
+    FIFO nobody writes) became click's Abort, which batch-run printed as "error: Abort:  (rerun with
+    --verbose for details)", exit 1. It is an interruption: exit 130, "rerun the same command"."""
+    from objbatch.batch_run import run_stage
+
+    fifo = tmp_path / "results.jsonl"
+    os.mkfifo(fifo)
+    (tmp_path / "manifest.jsonl").write_text("")
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_stage(["validate", "--manifest", str(tmp_path / "manifest.jsonl"), str(fifo)])
+    finally:
+        timer.cancel()
+
+
+def test_a_ctrl_c_wrapped_in_another_exception_is_an_interruption(capsys):
+    """make simulate SEED=896: a SIGINT that landed while batch-submit first imported the SDK came out as
+    "RuntimeError: Error calling __set_name__ on 'PydanticDescriptorProxy' ... (rerun with --verbose)",
+    exit 1: Python 3.11 wraps an exception raised while a class is being made. Any Ctrl-C is an
+    interruption: exit 130, one line."""
+    from objbatch.common import cli
+
+    @cli("wrapped")
+    def wrapped() -> None:
+        raise RuntimeError("Error calling __set_name__ on 'PydanticDescriptorProxy'") from KeyboardInterrupt()
+
+    with pytest.raises(SystemExit) as done:
+        wrapped.main(args=[], prog_name="wrapped", standalone_mode=False)
+    assert done.value.code == 130
+    assert capsys.readouterr().err == "wrapped: error: interrupted; rerun the same command to resume\n"

@@ -23,6 +23,14 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, {"detail": f"{what} not found"})
 
 
+def gone(file_id: str) -> ApiError:
+    """A result file past its retention (24 hours after its job finished). The service's exact answer is
+    not documented: 404, as for a file it does not have (objbatch treats 404 and 410 alike)."""
+    return ApiError(404, {"object": "error", "message": f"File {file_id} has expired: batch results can be "
+                          "downloaded for 24 hours after the job completed", "type": "invalid_request_error",
+                          "param": None, "code": "file_expired"})
+
+
 def unprocessable(message: str, loc: list) -> ApiError:
     """A 422 in the shape the SDK parses for chat endpoints ({"detail": [{loc, msg, type}]})."""
     return ApiError(422, {"detail": [{"loc": loc, "msg": message, "type": "value_error"}]})

@@ -39,6 +39,7 @@ DEFAULTS = {
     "error_in_output": 0.0,      # request errors written as failure lines in the output file
     "error_in_error_file": 0.0,  # request errors written to the error file
     "error_as_string": 0.5,      # share of request errors whose `error` is a bare string
+    "null_custom_id": 0.0,       # share of request errors whose line has custom_id null (the service allows it)
     "missing": 0.0,              # requests in neither file
     "shuffle": False,            # result lines in arbitrary order
     "job_status": "SUCCESS",     # terminal status: SUCCESS, FAILED or TIMEOUT_EXCEEDED
@@ -55,7 +56,7 @@ DEFAULTS = {
 ODD_SHAPES = ("message_string", "usage_list", "tokens_text", "brackets", "choices_null", "response_string",
               "body_list", "custom_id_number")
 PER_JOB = ("seed", "answers", "error_in_output", "error_in_error_file", "error_as_string", "missing", "shuffle",
-           "job_status", "partial", "odd_lines")  # fixed for a job when it is created
+           "job_status", "partial", "odd_lines", "null_custom_id")  # fixed for a job when it is created
 
 
 def draw_key(custom_id: str) -> str:
@@ -85,7 +86,9 @@ def fate(fault: dict, custom_id: str, occurrence: int) -> dict:
         roll -= rate
     string_error = rng.random() < fault["error_as_string"]
     odd = rng.choice(ODD_SHAPES) if rng.random() < fault.get("odd_lines", 0.0) else None  # drawn last: older
-    return {"kind": kind, "answer": answer, "string_error": string_error, "salt": salt, "odd": odd}  # draws kept
+    null_id = kind in ("error_output", "error_file") and rng.random() < fault.get("null_custom_id", 0.0)  # draws kept
+    return {"kind": kind, "answer": answer, "string_error": string_error, "salt": salt, "odd": odd,
+            "null_custom_id": null_id}
 
 
 def oddly_shaped(line: dict, shape: str) -> dict:
@@ -122,9 +125,11 @@ def http_fault(faults: dict, record: dict, method: str, path: str) -> ApiError |
     status = faults["http_status"] if storm else (429 if record["calls"] % 2 else 503)
     record["http_faults"] += 1
     retry = {"Retry-After": f"{faults['retry_after']:g}"}
-    if status == 429:
-        return ApiError(429, {"object": "error", "message": "Requests rate limit exceeded", "type": "rate_limited",
-                              "param": None, "code": "1300"}, retry)
+    if status == 429:  # the service's body and headers (docs/mistral-batch-api.md, "Errors")
+        limits = {"x-ratelimit-limit-req-minute": "60", "x-ratelimit-remaining-req-minute": "0",
+                  "x-ratelimit-limit-tokens-minute": "500000", "x-ratelimit-remaining-tokens-minute": "0"}
+        return ApiError(429, {"object": "error", "message": "Rate limit exceeded", "type": "rate_limited",
+                              "param": None, "code": "1300"}, {**retry, **limits})
     return ApiError(status, {"object": "error", "message": "Service unavailable", "type": "service_unavailable",
                              "param": None, "code": "3000"}, retry)
 

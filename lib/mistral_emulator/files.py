@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from typing import Any
 
 from .errors import query_int, unprocessable
 from .state import State, file_view
+
+MAX_FILE_BYTES = 512 * 1000 * 1000  # known limitations: 512 MB
 
 
 def upload(api: Any, query: dict, body: bytes, headers: Any) -> dict:
@@ -16,18 +17,21 @@ def upload(api: Any, query: dict, body: bytes, headers: Any) -> dict:
     if "file" not in parts:
         raise unprocessable("Field required", ["body", "file"])
     name, content = parts["file"]
+    if len(content) > MAX_FILE_BYTES:
+        raise unprocessable(f"file is larger than the {MAX_FILE_BYTES // 1_000_000} MB limit", ["body", "file"])
     purpose = (parts.get("purpose") or (None, b"fine-tune"))[1].decode()
     sample_type = "batch_request" if purpose == "batch" else "instruct"
     state: State = api.state
     meta = state.add_file(name or "upload.jsonl", content, purpose, sample_type, "upload")
     state.record["uploads"].append({"id": meta["id"], "filename": meta["filename"], "bytes": meta["bytes"],
-                                    "purpose": purpose, "at": time.time()})
+                                    "purpose": purpose, "at": state.now()})
     state.save()
     return file_view(meta)
 
 
 def list_files(api: Any, query: dict, body: bytes, headers: Any) -> dict:
-    files = [f for f in api.state.files.values() if not f["deleted"]]
+    files = [f for f in api.state.files.values() if not f["deleted"]
+             and api.state.now() <= f.get("_kept_until", float("inf"))]
     for key in ("sample_type", "source", "purpose", "mimetypes"):
         wanted = query.get(key)
         if wanted:
@@ -45,6 +49,7 @@ def retrieve(api: Any, query: dict, body: bytes, headers: Any, file_id: str) -> 
 
 def delete(api: Any, query: dict, body: bytes, headers: Any, file_id: str) -> dict:
     api.state.file(file_id)["deleted"] = True
+    api.state.record["deleted_files"].append(file_id)
     api.state.save()
     return {"id": file_id, "object": "file", "deleted": True}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -15,6 +14,10 @@ from .state import RUNNING, State, scan_requests, write_private
 ENDPOINTS = {"/v1/chat/completions", "/v1/embeddings", "/v1/fim/completions", "/v1/moderations",
              "/v1/chat/moderations", "/v1/ocr", "/v1/classifications", "/v1/chat/classifications",
              "/v1/conversations", "/v1/audio/transcriptions"}
+MAX_REQUESTS = 100_000          # per job (known limitations)
+MAX_INLINE_REQUESTS = 10_000    # inline: "fewer than 10,000" (OpenAPI maxItems 10000: the stricter is kept)
+MAX_TIMEOUT_HOURS = 168
+METADATA_KEY, METADATA_VALUE = (1, 32), (1, 512)  # characters (OpenAPI CreateBatchJobRequest)
 LIST_PARAMS = {"page", "page_size", "model", "agent_id", "created_after", "created_by_me", "status", "order_by"}
 
 
@@ -25,15 +28,18 @@ def create(api: Any, query: dict, body: bytes, headers: Any) -> dict:
     if spec.get("endpoint") not in ENDPOINTS:
         raise unprocessable(f"endpoint {spec.get('endpoint')!r} is not supported", ["body", "endpoint"])
     timeout_hours = spec.get("timeout_hours", 24)
-    if not isinstance(timeout_hours, int) or timeout_hours < 1:
-        raise unprocessable("timeout_hours must be an integer of at least 1", ["body", "timeout_hours"])
+    if not isinstance(timeout_hours, int) or not 1 <= timeout_hours <= MAX_TIMEOUT_HOURS:
+        raise unprocessable(f"timeout_hours must be an integer from 1 to {MAX_TIMEOUT_HOURS}", ["body", "timeout_hours"])
+    _check_metadata(spec.get("metadata"))
+    if len(custom_ids) > MAX_REQUESTS:
+        raise unprocessable(f"a batch job takes at most {MAX_REQUESTS} requests (got {len(custom_ids)})", ["body"])
     pace = state.pace
     job_id = str(uuid.uuid4())
     state.add_job_ids(job_id, custom_ids)
     if spec.get("requests") is not None:
         write_private(state.root / "files" / f"{job_id}.requests",
                       "".join(json.dumps(r) + "\n" for r in spec["requests"]).encode())
-    created = time.time()
+    created = state.now()
     run = min(pace["max_run_seconds"], max(pace["min_run_seconds"], pace["seconds_per_request"] * len(custom_ids)))
     job = {"id": job_id, "object": "batch", "input_files": list(spec.get("input_files") or []),
            "metadata": spec.get("metadata"), "endpoint": spec["endpoint"], "model": spec.get("model"),
@@ -53,6 +59,20 @@ def create(api: Any, query: dict, body: bytes, headers: Any) -> dict:
     return state.job_view(job)
 
 
+def _check_metadata(metadata: Any) -> None:
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise unprocessable("metadata must be an object", ["body", "metadata"])
+    for key, value in metadata.items():
+        if not METADATA_KEY[0] <= len(key) <= METADATA_KEY[1]:
+            raise unprocessable(f"metadata keys have {METADATA_KEY[0]}-{METADATA_KEY[1]} characters",
+                                ["body", "metadata", key])
+        if not isinstance(value, str) or not METADATA_VALUE[0] <= len(value) <= METADATA_VALUE[1]:
+            raise unprocessable(f"metadata values are strings of {METADATA_VALUE[0]}-{METADATA_VALUE[1]} characters",
+                                ["body", "metadata", key])
+
+
 def _custom_ids(state: State, spec: dict) -> list[str]:
     """The custom_ids of the requests the job would run, every request checked."""
     has_files, has_inline = spec.get("input_files") is not None, spec.get("requests") is not None
@@ -61,6 +81,9 @@ def _custom_ids(state: State, spec: dict) -> list[str]:
     if has_inline:
         if not isinstance(spec["requests"], list) or not spec["requests"]:
             raise unprocessable("requests must be a non-empty list", ["body", "requests"])
+        if len(spec["requests"]) >= MAX_INLINE_REQUESTS:
+            raise unprocessable(f"fewer than {MAX_INLINE_REQUESTS} requests can be sent inline; upload a file",
+                                ["body", "requests"])
         for i, request in enumerate(spec["requests"]):
             if not isinstance(request, dict) or not isinstance(request.get("body"), dict):
                 raise unprocessable("body is required", ["body", "requests", i, "body"])
@@ -83,7 +106,8 @@ def list_jobs(api: Any, query: dict, body: bytes, headers: Any) -> dict:
     if query.get("model"):
         jobs = [j for j in jobs if j["model"] == query["model"][0]]
     if query.get("created_after"):
-        after = datetime.fromisoformat(query["created_after"][0].replace("Z", "+00:00")).timestamp()
+        after = datetime.fromisoformat(query["created_after"][0].replace("Z", "+00:00")).timestamp() + \
+            state.clock_offset
         jobs = [j for j in jobs if j["created_at"] >= after]
     for key, values in query.items():  # the SDK flattens metadata filters into top-level params
         if key not in LIST_PARAMS:
@@ -114,7 +138,7 @@ def cancel(api: Any, query: dict, body: bytes, headers: Any, job_id: str) -> dic
     job = _job(api.state, job_id)
     api.state.job_view(job)
     if job["status"] in ("QUEUED", "RUNNING"):
-        job["timeline"]["cancel_at"] = time.time()
+        job["timeline"]["cancel_at"] = api.state.now()
         job["status"] = "CANCELLATION_REQUESTED"
         api.state.record["cancels"].append(job_id)
     api.state.save()
@@ -138,7 +162,7 @@ def chat(api: Any, query: dict, body: bytes, headers: Any) -> dict:
 
 def release(state: State) -> None:
     """Finish every unfinished job now (tests need no sleeps)."""
-    now = time.time()
+    now = state.now()
     for job in state.jobs.values():
         if job["status"] in RUNNING:
             job["timeline"].update(start=min(job["timeline"]["start"], now), end=now)

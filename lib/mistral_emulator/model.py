@@ -16,7 +16,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "metadata.schema.json").read_text())
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMA = json.loads((SCHEMAS / "metadata.schema.json").read_text())
+MODELS = json.loads((SCHEMAS / "prices.json").read_text())["models"]  # aliases, and which models reason
 VOCABULARY = tuple(SCHEMA["properties"]["primary_topics"]["items"]["enum"])  # the contract shared with objbatch
 CATEGORIES = tuple(SCHEMA["properties"]["category"]["enum"])
 
@@ -30,21 +32,53 @@ _FILLER_TOPICS = ["reason", "ethics", "epistemology", "values", "metaphysics"]
 _TWO_WORD_TAGS = {tag for tag in VOCABULARY if "_" in tag}
 
 
-def complete(body: dict, fault: str | None, salt: str) -> dict:
-    """A ChatCompletionResponse body for a chat-completion request body, with an optional answer fault."""
+def resolved(name: str) -> str:
+    """The dated model an alias names (the result's `model`), as schemas/prices.json records it."""
+    return (MODELS.get(name) or {}).get("resolves_to") or name
+
+
+def reasons(name: str, effort: Any) -> bool:
+    """Whether the model thinks before it answers: a reasoning model unless reasoning_effort is none; a model
+    that takes reasoning_effort when given one."""
+    entry = MODELS.get(resolved(name)) or {}
+    if isinstance(effort, str) and effort:
+        return effort != "none" and bool(entry.get("reasoning") or entry.get("reasoning_effort"))
+    return bool(entry.get("reasoning"))
+
+
+def complete(body: dict, fault: str | None, salt: str, cached_prefix: bool = False) -> dict:
+    """A ChatCompletionResponse body for a chat-completion request body, with an optional answer fault.
+    A reasoning model answers with a thinking chunk, then the text (its thinking counted in
+    completion_tokens and in completion_tokens_details.reasoning_tokens); with `cached_prefix`, the system
+    message and schema (the prefix every request of a run shares) are reported as cached prompt tokens."""
     text = _prompt_text(body)
     answer = clean_answer(text, salt, _topics_asked(body))
     content, finish = _render(answer, fault, body.get("response_format") or {}, salt)
-    prompt_tokens = sum(count_tokens(_content_text(m.get("content"))) + 4 for m in body.get("messages") or []
-                        if isinstance(m, dict)) + _schema_tokens(json.dumps(body.get("response_format") or ""))
+    name = body.get("model") or "mistral-small-latest"
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    schema_tokens = _schema_tokens(json.dumps(body.get("response_format") or ""))
+    prompt_tokens = sum(count_tokens(_content_text(m.get("content"))) + 4 for m in messages) + schema_tokens
     completion_tokens = max(1, count_tokens(content if isinstance(content, str) else json.dumps(content)))
+    reasoning_tokens = 0
+    if reasons(name, body.get("reasoning_effort")) and finish == "stop":
+        thought = f"The file name names the subject; the text mostly discusses {answer['primary_topics'][0]}. " * 8
+        reasoning_tokens = count_tokens(thought)
+        text_chunks = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        content = [{"type": "thinking", "thinking": [{"type": "text", "text": thought}]}] + \
+            [c for c in text_chunks if c.get("type") == "text"]
+        completion_tokens += reasoning_tokens
+    system = [m for m in messages if m.get("role") == "system"]
+    cached = (sum(count_tokens(_content_text(m.get("content"))) + 4 for m in system) + schema_tokens) \
+        if cached_prefix else 0
     return {
         "id": "cmpl-" + _digest(salt)[:24],
         "object": "chat.completion",
-        "model": body.get("model") or "mistral-small-latest",
+        "model": resolved(name),
         "created": 1_700_000_000,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+                  "total_tokens": prompt_tokens + completion_tokens,
+                  "prompt_tokens_details": {"cached_tokens": cached},
+                  "completion_tokens_details": {"reasoning_tokens": reasoning_tokens}},
         "choices": [{"index": 0, "finish_reason": finish,
                      "message": {"role": "assistant", "content": content, "tool_calls": None, "prefix": False}}],
     }

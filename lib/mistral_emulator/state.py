@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import faults, model
-from .errors import not_found, unprocessable
+from .errors import gone, not_found, unprocessable
 
 RUNNING = {"QUEUED", "RUNNING", "CANCELLATION_REQUESTED"}
 DEFAULT_PACE = {"queue_seconds": 0.2, "seconds_per_request": 0.002, "min_run_seconds": 0.3,
                 "max_run_seconds": 5.0, "cancel_seconds": 0.2,
-                "seconds_per_hour": 3600.0}  # a job still running after timeout_hours ends TIMEOUT_EXCEEDED
+                "seconds_per_hour": 3600.0}  # the scaled clock: timeouts and retention are counted in its hours
+RESULT_RETENTION_HOURS = 24      # result files can be downloaded this long after their job finished
+UPLOAD_RETENTION_HOURS = 30 * 24  # uploaded files are kept 30 days
 
 
 def pace_problem(pace: Any) -> str | None:
@@ -78,6 +80,8 @@ class State:
         self.pace = {**DEFAULT_PACE, **kept, **pace}  # a bad value saved by an older emulator is dropped
         seen = root / "seen.json"  # how often each custom_id was submitted: written only when a job is created
         self.seen: dict[str, int] = json.loads(seen.read_text()) if seen.exists() else {}
+        self.clock_offset: float = saved.get("clock_offset", 0.0)  # POST /_emulator/advance moves the clock on
+        self.record.setdefault("deleted_files", [])
         self._ids: dict[str, tuple[list[str], dict[str, int]]] = {}
         self._kinds: dict[str, list[str]] = {}
         self.save()
@@ -87,7 +91,15 @@ class State:
         job's custom_ids live in a file of their own, written once."""
         atomic_write_json(self.root / "state.json", {
             "files": self.files, "jobs": self.jobs, "record": self.record, "faults": self.faults,
-            "pace": self.pace})
+            "pace": self.pace, "clock_offset": self.clock_offset})
+
+    def now(self) -> float:
+        """The emulator's clock: wall time, moved on by /_emulator/advance."""
+        return time.time() + self.clock_offset
+
+    def hours(self, n: float) -> float:
+        """n hours of the scaled clock, in seconds."""
+        return n * self.pace["seconds_per_hour"]
 
     def add_job_ids(self, job_id: str, custom_ids: list[str]) -> None:
         occurrences = {cid: self.seen.get(cid, 0) for cid in custom_ids}
@@ -122,22 +134,25 @@ class State:
                 trailing = block[-1:] != b"\n"
         size = path.stat().st_size
         os.replace(path, self.root / "files" / file_id)
-        meta = {"id": file_id, "object": "file", "bytes": size, "created_at": int(time.time()),
+        meta = {"id": file_id, "object": "file", "bytes": size, "created_at": int(self.now()),
                 "filename": name, "purpose": purpose, "sample_type": sample_type, "source": source,
                 "num_lines": lines + int(bool(trailing)),
                 "mimetype": "application/jsonl" if name.endswith(".jsonl") else "application/octet-stream",
-                "signature": None, "expires_at": None, "visibility": "workspace", "deleted": False}
+                "signature": None, "expires_at": None, "visibility": "workspace", "deleted": False,
+                "_kept_until": self.now() + self.hours(UPLOAD_RETENTION_HOURS)}
         self.files[file_id] = meta
         return meta
 
     def file(self, file_id: str) -> dict:
         meta = self.files.get(file_id)
-        if meta is None or meta["deleted"]:
+        if meta is None or meta["deleted"] or self.now() > meta.get("_kept_until", float("inf")):
             raise not_found("File")
         return meta
 
     def content(self, file_id: str) -> bytes:
-        self.file(file_id)
+        meta = self.file(file_id)
+        if self.now() > meta.get("_downloadable_until", float("inf")):
+            raise gone(file_id)
         return (self.root / "files" / file_id).read_bytes()
 
     # ---------------------------------------------------------------- jobs
@@ -158,7 +173,7 @@ class State:
         """Move a job along its wall-clock timeline; produce its files once it ends."""
         if job["status"] not in RUNNING:
             return
-        now = time.time()
+        now = self.now()
         t = job["timeline"]
         n = job["total_requests"]
         if t.get("cancel_at") is not None:
@@ -216,7 +231,7 @@ class State:
             fate = self._fate(job, request["custom_id"])
             if fate["kind"] == "missing":
                 continue
-            line = self._result_line(job, request, fate)
+            line = self._result_line(job, request, fate, cached=index > 0)
             sinks["batch_error" if fate["kind"] == "error_file" else "batch_result"].add(line, shuffle)
             answered += 1
             failed += line["error"] is not None
@@ -227,8 +242,9 @@ class State:
             meta = sink.close(f"shuffle|{sample_type}|{job['id']}" if shuffle else None)
             if meta:
                 key = "output_file" if sample_type == "batch_result" else "error_file"
-                job[key] = self.register_file(meta, f"{job['id']}_{sample_type}.jsonl", "batch", sample_type,
-                                              "mistral")["id"]
+                result = self.register_file(meta, f"{job['id']}_{sample_type}.jsonl", "batch", sample_type, "mistral")
+                result["_downloadable_until"] = ended + self.hours(RESULT_RETENTION_HOURS)
+                job[key] = result["id"]
         if failed:
             job["errors"] = [{"message": "Some requests failed", "count": failed}]
         if status in ("FAILED", "TIMEOUT_EXCEEDED"):
@@ -236,17 +252,17 @@ class State:
                                   "requests", "count": 1})
         self.save()
 
-    def _result_line(self, job: dict, request: dict, fate: dict) -> dict:
+    def _result_line(self, job: dict, request: dict, fate: dict, cached: bool = False) -> dict:
         line_id = "batch-" + uuid.uuid5(uuid.NAMESPACE_URL, job["id"] + request["custom_id"]).hex[:24]
         if fate["kind"] in ("error_output", "error_file"):
             status, message = (429, "Rate limit exceeded") if fate["kind"] == "error_file" else \
                 (500, "Internal server error while processing request")
             error: Any = message if fate["string_error"] else {"message": message, "code": str(status)}
-            return {"id": line_id, "custom_id": request["custom_id"],
+            return {"id": line_id, "custom_id": None if fate.get("null_custom_id") else request["custom_id"],
                     "response": {"status_code": status, "body": None}, "error": error}
         body = dict(request.get("body") or {})
         body.setdefault("model", job["model"])
-        completion = model.complete(body, fate["answer"], fate["salt"])
+        completion = model.complete(body, fate["answer"], fate["salt"], cached_prefix=cached)
         line = {"id": line_id, "custom_id": request["custom_id"],
                 "response": {"status_code": 200, "body": completion}, "error": None}
         return faults.oddly_shaped(line, fate["odd"]) if fate.get("odd") else line
@@ -305,5 +321,5 @@ def scan_requests(path: Path, where: str) -> list[str]:
 
 
 def file_view(meta: dict) -> dict:
-    """A file as the API shows it (without the deleted flag kept internally)."""
-    return {k: v for k, v in meta.items() if k != "deleted"}
+    """A file as the API shows it (without the deleted flag and the retention times kept internally)."""
+    return {k: v for k, v in meta.items() if k != "deleted" and not k.startswith("_")}

@@ -18,7 +18,7 @@ from typing import IO, Iterator
 
 import click
 
-from . import kinds, ledger, runs, sources
+from . import costs, kinds, ledger, runs, sources
 from .common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso, read_jsonl
 from .states import Decision, FileStatus
 
@@ -57,7 +57,7 @@ class Applier:
     def __init__(self, conn: sqlite3.Connection, run_name: str | None):
         self.conn, self.run_name = conn, run_name
         self.counts: dict[str, int] = {}
-        self.usage: dict[str, list] = {}  # job_id -> [model, prompt tokens, completion tokens]
+        self.usage: dict[str, list] = {}  # job_id -> [model, resolved models, prompt, cached, output, reasoning]
         self.now = now_iso()
         self.pending: dict[str, list[tuple]] = {}  # statement -> rows, written in the order first met
         self.pending_paths: set[str] = set()
@@ -116,10 +116,11 @@ class Applier:
             self._refresh_mirror(decision["file_path"])
         self.later(
             "INSERT INTO objbatch_applied (result_key, file_path, decision, outcome, applied_at, run_name, confidence, "
-            "reasons_json, repairs_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "reasons_json, repairs_json, model, resolved_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key, decision["file_path"], decision["decision"], outcome, self.now, run_name,
              decision.get("confidence"), json.dumps(decision.get("reasons") or [], ensure_ascii=False),
-             json.dumps(decision.get("repairs") or [], ensure_ascii=False)))
+             json.dumps(decision.get("repairs") or [], ensure_ascii=False), decision.get("model"),
+             decision.get("resolved_model")))
         self._add_usage(decision)
         if len(self.pending_keys) >= BATCH:
             self.flush()
@@ -194,19 +195,22 @@ class Applier:
                    (text, decision["decision"], decision["confidence"], review, self.now, path))
         self.later("UPDATE file_metadata_ai SET is_current = 0 WHERE file_path = ? AND is_current = 1", (path,))
         self.later("INSERT INTO file_metadata_ai (file_path, metadata_json, model, prompt_version, "
-                   "extraction_config_hash, is_current, created_at) VALUES (?, ?, ?, ?, ?, 1, ?)",
+                   "extraction_config_hash, is_current, created_at, resolved_model) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
                    (path, text, decision.get("model"), decision.get("prompt_version"), decision.get("config_hash"),
-                    self.now))
+                    self.now, decision.get("resolved_model")))
         self.later("DELETE FROM file_primary_topics WHERE file_path = ?", (path,))
         self.later("INSERT INTO file_primary_topics (file_path, topic_tag) VALUES (?, ?)",
                    *[(path, tag) for tag in dict.fromkeys(meta["primary_topics"])])
 
     def _add_usage(self, decision: dict) -> None:
+        """Tokens as the service reported them: prompt (of which cached) and output (of which reasoning)."""
         usage, job_id = kinds.usage(decision.get("usage")), decision.get("job_id")
         if job_id and decision.get("usage"):
-            total = self.usage.setdefault(job_id, [decision.get("model"), 0, 0])
-            total[1] += usage["prompt_tokens"]
-            total[2] += usage["completion_tokens"]
+            total = self.usage.setdefault(job_id, [decision.get("model"), set(), 0, 0, 0, 0])
+            if kinds.text(decision.get("resolved_model"), 200):
+                total[1].add(str(decision["resolved_model"]))
+            for index, tokens in enumerate(costs.usage_tokens(usage), 2):
+                total[index] += tokens
 
     def finish(self) -> None:
         """Write what is pending, and the tokens the applied results carried, added to their jobs."""

@@ -112,6 +112,10 @@ def main(db: str, runs_folder: str, max_in_flight: int, settings: tuple[str, ...
             note(runs_dir, "another cron run is still working: nothing done")
             sys.exit(EXIT_TEMPFAIL)  # quietly come back later
         with ledger.opened(db) as conn:
+            for warning in runs.unfetched_warnings(conn):  # said on stderr too, so cron mails it; then collected
+                note(runs_dir, f"warning: {warning}")
+                if not sys.stderr.isatty():
+                    log(f"batch-cron: warning: {warning}")
             names = [run.name for run in runs.unfinished(conn)]
             outcomes = {}
             for name in names:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -112,19 +113,45 @@ def raw_lines(path: Path) -> Iterator[tuple[int, Any]]:
                     yield lineno, None
 
 
+def kept_files(service: client.Service, job: dict, raw_dir: Path) -> tuple[list[Path], client.ResultsGone | None]:
+    """The job's output and error files on disk, and whether the service no longer had one of them."""
+    files, gone = [], None
+    for fid in (job.get("output_file"), job.get("error_file")):
+        if fid:
+            try:
+                files.append(fetch_raw(service, fid, raw_dir))
+            except client.ResultsGone as exc:
+                gone = exc
+    if gone is not None:
+        log(f"batch-fetch: the results of job {job['id']} (finished {finished_at(job)}) can no longer be downloaded "
+            f"(HTTP {gone.status}: the service keeps them 24 hours); its requests without a result go back to the "
+            "queue with no attempt spent, and the next make batch estimates them again")
+    return files, gone
+
+
+def finished_at(job: dict) -> str:
+    when = job.get("completed_at")
+    if isinstance(when, (int, float)) and not isinstance(when, bool):
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
+    return str(when or "at an unknown time")
+
+
 def harvest(service: client.Service, job: dict, custom_ids: list[str], raw_dir: Path) -> Iterator[dict]:
     """Every custom_id of one job exactly once: its result, or a failure saying why there is none. One pass
     over the kept files: successes go out as they come; failures wait (a later success for the same
     custom_id wins), so memory holds the failures and one small entry per custom_id, not the answers."""
-    files = [fetch_raw(service, fid, raw_dir) for fid in (job.get("output_file"), job.get("error_file")) if fid]
+    files, gone = kept_files(service, job, raw_dir)
     wanted = set(custom_ids)
     done: set[str] = set()
     held: dict[str, dict] = {}
-    counts = {"unknown": 0, "duplicates": 0, "unreadable": 0}
+    counts = {"unknown": 0, "duplicates": 0, "unreadable": 0, "anonymous": 0}
     for path in files:
         for _, line in raw_lines(path):
             if not isinstance(line, dict):
                 counts["unreadable"] += 1
+                continue
+            if line.get("custom_id") is None:  # a failure line may name no request: it counts for none
+                counts["anonymous"] += 1
                 continue
             result = classify(line, job)
             cid = result["custom_id"]
@@ -141,7 +168,11 @@ def harvest(service: client.Service, job: dict, custom_ids: list[str], raw_dir: 
     _report(job["id"], **counts)
     yield from held.values()
     for cid in custom_ids:
-        if cid not in done and cid not in held:  # it never ran (cancelled, timed out, failed): no attempt spent
+        if cid not in done and cid not in held and gone is not None:  # paid for, but lost: no attempt spent
+            yield {"custom_id": cid, "job_id": job["id"], "status_code": None, "ok": False,
+                   "error": f"no result returned (the results of job {job['id']}, finished {finished_at(job)}, "
+                            "expired before they were fetched)", "attempted": False}
+        elif cid not in done and cid not in held:  # it never ran (cancelled, timed out, failed): no attempt spent
             yield {"custom_id": cid, "job_id": job["id"], "status_code": None, "ok": False,
                    "error": f"no result returned (job ended {job['status']})", "missing": True, "attempted": False}
 
@@ -154,7 +185,9 @@ def never_sent(custom_ids: list[str]) -> Iterator[dict]:
                "attempted": False}
 
 
-def _report(job_id: str, unknown: int, duplicates: int, unreadable: int) -> None:
+def _report(job_id: str, unknown: int, duplicates: int, unreadable: int, anonymous: int) -> None:
+    if anonymous:
+        log(f"batch-fetch: job {job_id}: {anonymous} failure lines name no custom_id (their requests have no result)")
     if duplicates:
         log(f"batch-fetch: job {job_id}: {duplicates} duplicate result lines (kept one per custom_id, a success first)")
     if unknown:
@@ -189,6 +222,7 @@ def main(job_record: str, output: str, raw_dir: str | None, db: str | None) -> N
                 for job, entry in zip(jobs, record["jobs"], strict=True):
                     write_jsonl(_counted(harvest(service, job, entry["custom_ids"], kept), counts), out)
             write_jsonl(_counted(never_sent(record.get("not_submitted") or []), counts), out)
+        on_poll(jobs, fetched=True)
     log(f"batch-fetch: {sum(counts.values())} results: {counts['ok']} succeeded, {counts['failed']} failed, "
         f"{counts['missing']} with no result returned")
 

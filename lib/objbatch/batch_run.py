@@ -34,7 +34,7 @@ from pathlib import Path
 
 import click
 
-from . import build_jsonl, client, config, costs, ledger, overview, prompt, runs, select_pending, sources
+from . import build_jsonl, client, config, costs, ledger, overview, prompt, remote, runs, select_pending, sources
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -170,6 +170,8 @@ def run_stage(argv: list[str]) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except click.exceptions.Abort:  # Ctrl-C while click set the stage up, before the stage's own handler
+        raise KeyboardInterrupt from None
     return EXIT_OK
 
 
@@ -208,6 +210,9 @@ def estimate(assignments: list[str]) -> int:
     click.echo(f"make batch would start a new run with {count(files, 'file')}:")
     click.echo(figures.render())
     click.echo(printable(f"Library root:   {root[0]} (from {root[1]}); nothing outside it is read"))
+    stale = costs.stale_note()
+    if stale:
+        log(f"make estimate: {stale}")
     refusal = over_budget(figures, float(settings["BUDGET"]) if settings.get("BUDGET") else None)
     if refusal:
         log(f"make batch would refuse: {refusal}")
@@ -231,18 +236,19 @@ def resumed_over_budget(conn: ledger.Library, run: runs.Run, known: dict | None,
 
 def new_run_estimate(conn: ledger.Library, settings: dict[str, str], root: str) -> costs.Estimate:
     """Build, in memory, every request a new run would send (reading files under `root` only)."""
-    answer = costs.answer_tokens(conn)
-    figures = costs.Estimate(model=settings["MODEL"], answer_tokens=answer[0], answer_basis=answer[1])
+    figures = costs.Estimate(model=settings["MODEL"])
+    effort = settings.get("REASONING_EFFORT") or None
     limit = int(settings["MAX"]) if settings.get("MAX") else None
     selected = select_pending.preview(conn, limit, int(settings["MAX_ATTEMPTS"]), settings["RETRY_EXHAUSTED"] == "1")
-    config = prompt.config_hash(settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS)
+    config = prompt.config_hash(settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS, effort)
     for record in selected:
         record["library_root"] = root
-        request, entry = build_jsonl.build(record, settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS, config)
+        request, entry = build_jsonl.build(record, settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS, config, effort)
         if request:
             figures.add_request(request["body"])
         else:
             figures.add_skip(entry.get("skip_kind") or "other")
+    figures.learn_answers(conn)
     return figures
 
 
@@ -264,6 +270,7 @@ def batch(assignments: list[str], wait_for_lock: bool = True) -> int:
         if plan.run and plan.run.finished:
             log(f"Run {plan.name} is finished ({plan.run.state} {plan.run.finished_at}); nothing to do. "
                 "make batch without NAME starts a new run.")
+            _clean_up_finished(conn, plan.name, settings)  # a crash between apply and cleanup is made good
             return EXIT_OK
         plan.check_folder()
         if plan.run:
@@ -315,9 +322,17 @@ def _locked(plan: Plan, assignments: list[str]) -> int:
             log("No pending files: nothing to do.")
     if code == 0:
         if run is not None:
-            summary(plan, run)
+            summary(plan, run, *remote.clean_up(plan.conn, run.name, plan.settings.get("KEEP_REMOTE") == "1"))
         return EXIT_OK
     return code if code in (EXIT_FAILED, EXIT_TEMPFAIL, EXIT_USAGE, 130) else EXIT_FAILED
+
+
+def _clean_up_finished(conn: ledger.Library, name: str, settings: dict[str, str]) -> None:
+    outcome, warnings = remote.clean_up(conn, name, settings.get("KEEP_REMOTE") == "1")
+    if outcome:
+        log(f"Run {name}'s files: {outcome}.")
+    for warning in warnings:
+        log(f"Warning: {warning}")
 
 
 def _drop_cache(folder: Path, created: bool) -> None:
@@ -332,9 +347,11 @@ def _drop_cache(folder: Path, created: bool) -> None:
         (folder / name).unlink(missing_ok=True)
 
 
-def summary(plan: Plan, run: runs.Run) -> None:
+def summary(plan: Plan, run: runs.Run, remote_files: str | None = None, warnings: list[str] | None = None) -> None:
     figures = overview.gather(plan.conn, 3, int(plan.settings["MAX_ATTEMPTS"]))
-    say(f"Run {run.name} {run.state}:\n{printable(overview.render(printable_values(figures)))}\n"
+    head = f"Run {run.name} {run.state}" + (f" (its files: {remote_files})" if remote_files else "") + ":"
+    notes = "".join(f"{printable(f'Warning: {warning}')}\n" for warning in warnings or [])
+    say(f"{printable(head)}\n{notes}{printable(overview.render(printable_values(figures)))}\n"
         f"{next_step(figures['statuses'])}")
 
 
@@ -367,8 +384,13 @@ def next_step(statuses: dict[str, int]) -> str:
 @click.option("--no-wait", is_flag=True, help="If another process holds the run, exit 75 at once instead of waiting.")
 @click.option("--estimate", "only_estimate", is_flag=True,
               help="Only say what make batch would do and what it would cost (make estimate); pays nothing.")
-def main(assignments: tuple[str, ...], no_wait: bool, only_estimate: bool) -> None:
+@click.option("--keep-remote", is_flag=True,
+              help="Keep the run's files at the service once it is applied (KEEP_REMOTE=1); by default its "
+                   "uploaded requests and result files are deleted there after apply.")
+def main(assignments: tuple[str, ...], no_wait: bool, only_estimate: bool, keep_remote: bool) -> None:
     """Run the pipeline once, as make batch does, and exit 0 (done), 75 (still running), 1 or 2."""
+    if keep_remote:
+        assignments = (*assignments, "KEEP_REMOTE=1")
     if only_estimate:
         sys.exit(estimate(list(assignments)))
     sys.exit(batch(list(assignments), wait_for_lock=not no_wait))

@@ -39,8 +39,8 @@ from .common import (
 )
 from .estimate import over_budget
 
-MAX_JOB_REQUESTS = 1_000_000
-MAX_JOB_BYTES = 512 * 1000 * 1000
+MAX_JOB_REQUESTS = client.MAX_JOB_REQUESTS  # the service's limits (docs/mistral-batch-api.md, "Limits")
+MAX_JOB_BYTES = client.MAX_FILE_BYTES
 RECORD_VERSION = runs.RECORD_VERSION
 UNPRICED_FIX = "add the model's price to schemas/prices.json, or leave BUDGET out"
 
@@ -245,8 +245,7 @@ class Submission:
 
     def _create(self, entry: dict, part: Part, timeout_hours: int) -> None:
         part.spool.seek(0)
-        metadata = {"objbatch_run_name": self.record["run_name"], client.RUN_ID_KEY: self.record["run_id"],
-                    "objbatch_part": entry["part"], "objbatch_requests": len(part.custom_ids)}
+        metadata = job_metadata(self.record, entry)
         if len(part.custom_ids) <= self.inline_max_requests and part.size <= self.inline_max_bytes:
             requests = [json.loads(line) for line in part.spool]
             job = self.service.create_job(self.record["model"], metadata, requests=requests,
@@ -268,6 +267,12 @@ class Submission:
         how = how or f"created for {count(entry['request_count'], 'request')} " \
                      f"({'file ' + entry['input_file'] if entry.get('input_file') else 'inline'})"
         log(f"batch-submit: job {job['id']} {how}")
+
+
+def job_metadata(record: dict, entry: dict) -> dict[str, str]:
+    """The tags of a part's job at the service (how a lost job is found again)."""
+    return {"objbatch_run_name": record["run_name"], client.RUN_ID_KEY: record["run_id"],
+            "objbatch_part": entry["part"], "objbatch_requests": str(entry["request_count"])}
 
 
 def check_same_target(record: dict, fresh: dict) -> None:
@@ -293,7 +298,8 @@ def new_record(run_name: str, run_id: str, model: str, parts: list[Part]) -> dic
 @cli("batch-submit requests.jsonl -o job.json",
      "batch-submit --budget 2 --run-name try-1 < requests.jsonl > job.json",
      "batch-submit --db data/library.db --run-name run-1 --manifest manifest.jsonl requests.jsonl -o job.json",
-     env=(*SERVICE_ENV, "OBJBATCH_MODEL", "OBJBATCH_INLINE_MAX_REQUESTS", "XDG_STATE_HOME"))
+     env=(*SERVICE_ENV, "OBJBATCH_MODEL", "OBJBATCH_INLINE_MAX_REQUESTS", "OBJBATCH_TIMEOUT_HOURS",
+          "OBJBATCH_MAX_REQUESTS_PER_JOB", "OBJBATCH_MAX_BYTES_PER_JOB", "XDG_STATE_HOME"))
 @click.argument("requests", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("-o", "--output", default="-", help="Write the job record here (atomically) instead of stdout.")
 @click.option("--run-name", default=None,
@@ -308,16 +314,24 @@ def new_record(run_name: str, run_id: str, model: str, parts: list[Part]) -> dic
                    "ledger becomes the run's durable record.")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None,
               help="With --db: build-jsonl's manifest, recorded in the ledger with the requests.")
-@click.option("--timeout-hours", default=24, show_default=True, help="Service-side job timeout.")
-@click.option("--inline-max-requests", default=10_000, show_default=True, envvar="OBJBATCH_INLINE_MAX_REQUESTS",
-              help="Send inline up to this many requests (and --inline-max-bytes); upload a file above.")
+@click.option("--timeout-hours", default=24, show_default=True, envvar="OBJBATCH_TIMEOUT_HOURS",
+              type=click.IntRange(client.MIN_TIMEOUT_HOURS, client.MAX_TIMEOUT_HOURS),
+              help="Service-side job timeout, 1 to 168 hours (the service's bounds).")
+@click.option("--inline-max-requests", default=client.MAX_INLINE_REQUESTS, show_default=True,
+              envvar="OBJBATCH_INLINE_MAX_REQUESTS", type=click.IntRange(0, client.MAX_INLINE_REQUESTS),
+              help="Send inline up to this many requests (and --inline-max-bytes); upload a file above. The "
+                   "service takes fewer than 10,000 inline.")
 @click.option("--inline-max-bytes", default=8_000_000, show_default=True, help="Inline payload limit in bytes.")
 @click.option("--budget", type=Number(min=0), default=None, metavar="USD",
               help="Refuse, before anything is uploaded or created (also when a run is resumed), if the estimate "
                    "is over this many dollars. With --db the refused run is dropped and its files go back.")
 @click.option("--allow-unpriced", is_flag=True, help="Submit with a model that has no price in schemas/prices.json.")
-@click.option("--max-requests-per-job", default=MAX_JOB_REQUESTS, show_default=True, hidden=True)
-@click.option("--max-bytes-per-job", default=MAX_JOB_BYTES, show_default=True, hidden=True)
+@click.option("--max-requests-per-job", default=MAX_JOB_REQUESTS, show_default=True,
+              envvar="OBJBATCH_MAX_REQUESTS_PER_JOB", type=click.IntRange(1, MAX_JOB_REQUESTS),
+              help="Split into jobs of at most this many requests (the service's limit: 100,000).")
+@click.option("--max-bytes-per-job", default=MAX_JOB_BYTES, show_default=True, envvar="OBJBATCH_MAX_BYTES_PER_JOB",
+              type=click.IntRange(1, MAX_JOB_BYTES),
+              help="... and of at most this many bytes of request lines (the service's file limit: 512 MB).")
 def main(requests: IO[str], output: str, run_name: str | None, model: str, record_dir: str | None, db: str | None,
          manifest: str | None, timeout_hours: int, inline_max_requests: int, inline_max_bytes: int, budget: float | None,
          allow_unpriced: bool, max_requests_per_job: int, max_bytes_per_job: int) -> None:
@@ -345,13 +359,13 @@ def main(requests: IO[str], output: str, run_name: str | None, model: str, recor
         with ledger.opened(db) as conn, runs.lease(conn, run_name, wait=False) as ours:
             if not ours:
                 raise Failure(f"run {run_name} is being worked on by another process; run this again once it is done")
-            figures.answer_tokens, figures.answer_basis = costs.answer_tokens(conn)
+            figures.learn_answers(conn)
             record = submit_once(parts, LedgerStore(conn, run_name, manifest), plan(conn.library_id))
     else:
         folder = Path(record_dir) if record_dir else state_dir() / "jobs"
         by_hand = plan()
         with file_lock(folder / f"{by_hand.fresh['run_id']}.lock"):  # a second submitter waits, then finds it
-            figures.answer_tokens, figures.answer_basis = costs.answer_tokens(None)
+            figures.learn_answers(None)
             record = submit_once(parts, FileStore(folder, by_hand.fresh["run_id"], run_name), by_hand)
     with atomic_output(output) as out:
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -388,8 +402,8 @@ def check_budget(store: FileStore | LedgerStore, plan: Plan) -> None:
     """Refuse (the store says how) if what is about to be created is estimated over the budget."""
     refusal = over_budget(plan.figures, plan.budget)
     if refusal:
-        store.refuse(f"{refusal} ({plan.figures.requests:,} requests, {plan.figures.input_tokens:,} input tokens)",
-                     plan.figures)
+        store.refuse(f"{refusal} ({plan.figures.requests:,} requests, {plan.figures.input_tokens:,} input tokens, "
+                     f"{costs.price_note(plan.figures.model)})", plan.figures)
 
 
 def cancelling(store: FileStore | LedgerStore) -> bool:
@@ -408,9 +422,11 @@ def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -
             log("batch-submit: no requests in the input; nothing to submit")
             return plan.fresh
         config.api_key()  # a missing or unusable key is said first, before any figure
+        for entry in plan.fresh["jobs"]:  # every value the service bounds, before anything is uploaded
+            client.check_job(plan.fresh["model"], job_metadata(plan.fresh, entry), plan.timeout_hours)
         check_budget(store, plan)
         log(f"batch-submit: estimate {costs.money(plan.figures.usd)} for {plan.figures.requests:,} requests "
-            f"({plan.figures.input_tokens:,} input tokens)")
+            f"({plan.figures.input_tokens:,} input tokens); {costs.price_note(plan.figures.model)}")
         store.begin(plan.fresh, plan.figures, parts)
         record = plan.fresh
     run_name = record["run_name"]

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import click
 
-from . import client, config
+from . import client, config, remote
 from .client import RUNNING
 from .common import (
     NOT_FINISHED,
@@ -109,15 +110,22 @@ def _clock(seconds: float) -> str:
 
 
 def wait(service, job_ids: list[str], poll: float, timeout: float, on_poll: Callable = lambda jobs: None,
-         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> list[dict]:
-    """Poll until all jobs are terminal (on the adaptive schedule); NotFinished after `timeout` seconds."""
+         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+         on_finished: Callable[[dict], None] = lambda job: None) -> list[dict]:
+    """Poll until all jobs are terminal (on the adaptive schedule); NotFinished after `timeout` seconds.
+    `on_finished` is called once for each job as soon as it is seen terminal."""
     started = clock()
+    seen_finished: set[str] = set()
     schedule = Schedule(ceiling=poll, floor=min_poll(), started=started)
     progress = Progress()
     while True:
         jobs = [service.get_job(job_id) for job_id in job_ids]
         now = clock()
         on_poll(jobs)
+        for job in jobs:
+            if job["status"] not in RUNNING and job["id"] not in seen_finished:
+                seen_finished.add(job["id"])
+                on_finished(job)
         schedule.observe(now, sum(j["completed_requests"] for j in jobs), sum(j["total_requests"] for j in jobs))
         line = progress_line(jobs, now - started, schedule)
         progress.update(line, line.split(",", 1)[0] + str([j["completed_requests"] for j in jobs]))
@@ -146,7 +154,10 @@ def wait(service, job_ids: list[str], poll: float, timeout: float, on_poll: Call
               help="Give up waiting after this many seconds and exit 75; the job keeps running and a rerun resumes.")
 @click.option("-o", "--output", default="-", help="Write the final job states here (atomically) instead of stdout.")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Also record job states in this database.")
-def main(job_record: str, poll: float, timeout: float, output: str, db: str | None) -> None:
+@click.option("--raw-dir", type=click.Path(file_okay=False), default=None,
+              help="Download each job's result files here as soon as it finishes (the service keeps them 24 "
+                   "hours); batch-fetch --raw-dir reads them.")
+def main(job_record: str, poll: float, timeout: float, output: str, db: str | None, raw_dir: str | None) -> None:
     """Wait until every job in JOB_RECORD (from batch-submit; - for stdin) is terminal.
 
     Exit 0 when all are terminal (whatever the status: batch-fetch harvests each), 75 on --timeout."""
@@ -159,7 +170,11 @@ def main(job_record: str, poll: float, timeout: float, output: str, db: str | No
             # --timeout also bounds how long a failing service is retried (at least a few seconds for a blip)
             policy = client.RetryPolicy(max_elapsed=min(config.retry_seconds(), max(timeout, 5.0)))
             with client.Service(policy=policy) as service:
-                jobs = wait(service, job_ids, poll, timeout, on_poll=on_poll)
+                def downloaded(job: dict) -> None:
+                    if raw_dir and remote.keep_results(service, job, Path(raw_dir)):
+                        on_poll([job], fetched=True)
+
+                jobs = wait(service, job_ids, poll, timeout, on_poll=on_poll, on_finished=downloaded)
     for job in jobs:
         if job["status"] != "SUCCESS":
             log(f"batch-wait: job {job['id']} ended {job['status']}; batch-fetch will harvest what it returned")

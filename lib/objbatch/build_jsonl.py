@@ -13,7 +13,7 @@ from typing import IO
 
 import click
 
-from . import ledger, prompt, runs, sources
+from . import costs, ledger, prompt, runs, sources
 from .common import Failure, atomic_output, check_run_name, cli, count, dumps, kill_point, log, read_jsonl, write_jsonl
 
 TEXT_SUFFIXES = {".txt", ".md"}
@@ -53,7 +53,8 @@ def read_text(record: dict) -> tuple[str, str, str, dict]:
     return text, digest, encoding, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def build(record: dict, model: str, text_tokens: int, config: str) -> tuple[dict | None, dict]:
+def build(record: dict, model: str, text_tokens: int, config: str,
+          effort: str | None = None) -> tuple[dict | None, dict]:
     """(request line or None, manifest line) for one selected file."""
     base = {"file_path": record["file_path"], "filename": record["filename"],
             "db_hash": record.get("content_hash") or "", "attempts": record.get("attempts", 0)}
@@ -62,7 +63,7 @@ def build(record: dict, model: str, text_tokens: int, config: str) -> tuple[dict
     except Skip as exc:
         return None, {**base, "skip": str(exc), "skip_kind": exc.kind}
     custom_id = custom_id_for(record["file_path"], sent_hash)
-    body, excerpted = prompt.request_body(model, record, text, text_tokens)
+    body, excerpted = prompt.request_body(model, record, text, text_tokens, effort)
     manifest = {**base, "custom_id": custom_id, "sent_hash": sent_hash, "sent_stat": stat,
                 "encoding": encoding.replace("-sig", ""), "chars": len(text), "excerpted": excerpted, "model": model,
                 "prompt_version": prompt.PROMPT_VERSION, "config_hash": config}
@@ -71,7 +72,7 @@ def build(record: dict, model: str, text_tokens: int, config: str) -> tuple[dict
 
 @cli("build-jsonl select.jsonl --manifest manifest.jsonl -o requests.jsonl",
      "select-pending --db data/library.db --max 5 | build-jsonl --manifest manifest.jsonl | estimate",
-     env=("OBJBATCH_MODEL",))
+     env=("OBJBATCH_MODEL", "OBJBATCH_REASONING_EFFORT"))
 @click.argument("selection", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("-o", "--output", default="-", help="Write request lines here (atomically) instead of stdout.")
 @click.option("--manifest", required=True, type=click.Path(dir_okay=False),
@@ -80,6 +81,9 @@ def build(record: dict, model: str, text_tokens: int, config: str) -> tuple[dict
               help="Model named in each request body.")
 @click.option("--text-tokens", default=prompt.DEFAULT_TEXT_TOKENS, show_default=True, type=click.IntRange(min=500),
               help="Token budget for the transcript text; longer texts are excerpted.")
+@click.option("--reasoning-effort", default=None, envvar="OBJBATCH_REASONING_EFFORT",
+              help="reasoning_effort for a model that takes it (none, minimal, low, medium, high, xhigh); "
+                   "unset by default: the model's own default.")
 @click.option("--db", type=click.Path(dir_okay=False), default=None,
               help="With --run: the library database whose ledger holds the run.")
 @click.option("--run", "run_name", default=None,
@@ -88,12 +92,14 @@ def build(record: dict, model: str, text_tokens: int, config: str) -> tuple[dict
 @click.option("--library-root", type=click.Path(file_okay=False), default=None,
               help="Read only files under this folder (symlinks resolved); a file outside is skipped with the "
                    "reason. Default: the library_root select-pending put in each line.")
-def main(selection: IO[str], output: str, manifest: str, model: str, text_tokens: int, db: str | None,
-         run_name: str | None, library_root: str | None) -> None:
+def main(selection: IO[str], output: str, manifest: str, model: str, text_tokens: int,
+         reasoning_effort: str | None, db: str | None, run_name: str | None, library_root: str | None) -> None:
     """Turn SELECTION (select-pending's JSONL; - for stdin) into batch request lines."""
+    reasoning_effort = reasoning_effort or None
+    costs.check_effort(model, reasoning_effort)
     if run_name and db and frozen_manifest(db, run_name, manifest, output):
         return
-    config = prompt.config_hash(model, text_tokens)
+    config = prompt.config_hash(model, text_tokens, reasoning_effort)
     sent = skipped = 0
     seen: set[str] = set()
     with atomic_output(output) as out, atomic_output(manifest) as man:
@@ -108,7 +114,7 @@ def main(selection: IO[str], output: str, manifest: str, model: str, text_tokens
             if record["file_path"] in seen:
                 continue
             seen.add(record["file_path"])
-            request, entry = build(record, model, text_tokens, config)
+            request, entry = build(record, model, text_tokens, config, reasoning_effort)
             if request:
                 out.write(dumps(request) + "\n")
                 sent += 1

@@ -26,6 +26,13 @@ RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 RUN_ID_KEY = "objbatch_run_id"
 LOOKBACK_DAYS = 30  # how far back the job list is searched for a run whose record was lost
 FIRST_CONTACT_SECONDS = 6.0  # before paying, a service that cannot be reached at all fails this fast
+# The service's limits (docs/mistral-batch-api.md, "Limits": where the sources disagree, the stricter).
+MAX_JOB_REQUESTS = 100_000       # requests per batch job (known limitations)
+MAX_FILE_BYTES = 512 * 1000 * 1000  # an uploaded file
+MAX_INLINE_REQUESTS = 9_999      # inline requests: fewer than 10,000 (OpenAPI maxItems 10000)
+MIN_TIMEOUT_HOURS, MAX_TIMEOUT_HOURS = 1, 168
+METADATA_KEY_CHARS, METADATA_VALUE_CHARS = (1, 32), (1, 512)
+GONE = (404, 410)  # a result file the service no longer has (kept 24 hours after the job finished)
 
 
 @dataclass
@@ -119,9 +126,15 @@ class Service:
         return self.call("upload", send).id
 
     def download_to(self, file_id: str, path: Path) -> None:
-        """Stream a file's content to `path`, which appears complete or not at all."""
+        """Stream a file's content to `path`, which appears complete or not at all. ResultsGone if the service
+        no longer has it (404 or 410: results are kept 24 hours after their job finished)."""
         def fetch() -> None:
-            response = self._sdk.files.download(file_id=file_id)
+            try:
+                response = self._sdk.files.download(file_id=file_id)
+            except Exception as exc:
+                if getattr(exc, "status_code", None) in GONE and _from_service(exc):
+                    raise ResultsGone(file_id, exc.status_code) from None  # type: ignore[attr-defined]
+                raise
             try:
                 with atomic_writer(path) as out:
                     for chunk in response.iter_bytes():
@@ -130,6 +143,17 @@ class Service:
                 response.close()
 
         self.call(f"download of file {file_id}", fetch)
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete a file at the service (a file it no longer has counts as deleted)."""
+        def delete() -> None:
+            try:
+                self._sdk.files.delete(file_id=file_id)
+            except Exception as exc:
+                if getattr(exc, "status_code", None) not in GONE or not _from_service(exc):
+                    raise
+
+        self.call(f"deleting file {file_id}", delete)
 
     # ----------------------------------------------------------- jobs
 
@@ -184,11 +208,33 @@ class Service:
             page += 1
 
 
+def check_job(model: str, metadata: dict[str, str], timeout_hours: int) -> None:
+    """What the service would refuse in a job creation, refused here before anything is uploaded."""
+    if not MIN_TIMEOUT_HOURS <= timeout_hours <= MAX_TIMEOUT_HOURS:
+        raise Failure(f"timeout_hours must be {MIN_TIMEOUT_HOURS} to {MAX_TIMEOUT_HOURS} (got {timeout_hours}); "
+                      "set TIMEOUT_HOURS (--timeout-hours) within them")
+    for key, value in metadata.items():
+        if not METADATA_KEY_CHARS[0] <= len(key) <= METADATA_KEY_CHARS[1]:
+            raise Failure(f"job metadata key {key!r} must have {METADATA_KEY_CHARS[0]}-{METADATA_KEY_CHARS[1]} "
+                          "characters (the service's bound)")
+        if not isinstance(value, str) or not METADATA_VALUE_CHARS[0] <= len(value) <= METADATA_VALUE_CHARS[1]:
+            raise Failure(f"job metadata {key} must be a string of {METADATA_VALUE_CHARS[0]}-"
+                          f"{METADATA_VALUE_CHARS[1]} characters (got {len(str(value))}); use a shorter run name")
+
+
 @lru_cache(maxsize=4)
 def _sdk_client(url: str, key: str) -> Any:
     from mistralai.client import Mistral  # loaded on first use: most of a second
 
     return Mistral(api_key=key, server_url=url, timeout_ms=120_000)
+
+
+class ResultsGone(Exception):
+    """A result file the service no longer has: past its retention, or deleted."""
+
+    def __init__(self, file_id: str, status: int):
+        super().__init__(f"file {file_id}: HTTP {status}")
+        self.file_id, self.status = file_id, status
 
 
 class ServiceAnswer(Exception):

@@ -123,6 +123,8 @@ def command(fn: Callable) -> Callable:
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # anything unexpected still gets one readable line
+            if _interrupted(exc):
+                _exit(name, "interrupted; rerun the same command to resume", 130, "error", verbose)
             message = f"{type(exc).__name__}: {exc} (rerun with --verbose for details)"
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF == 8:  # SQLITE_READONLY, after ledger's own check
                 message = (f"the database cannot be written ({exc}): it, or its folder, is read-only; make it "
@@ -154,6 +156,10 @@ ENVIRONMENT = {
     "OBJBATCH_RETRY_SECONDS": "how long failing service calls are retried (default 900)",
     "OBJBATCH_MIN_POLL": "the shortest wait between status checks (default 2; lower only for the emulator)",
     "OBJBATCH_INLINE_MAX_REQUESTS": "the default of --inline-max-requests",
+    "OBJBATCH_REASONING_EFFORT": "the default of --reasoning-effort (unset: the model's own)",
+    "OBJBATCH_TIMEOUT_HOURS": "the default of --timeout-hours (1-168)",
+    "OBJBATCH_MAX_REQUESTS_PER_JOB": "the default of --max-requests-per-job (at most 100,000)",
+    "OBJBATCH_MAX_BYTES_PER_JOB": "the default of --max-bytes-per-job (at most 512 MB)",
     "XDG_STATE_HOME": "without --db, job records go to $XDG_STATE_HOME/objbatch/jobs (~/.local/state)",
 }
 SERVICE_ENV = ("MISTRAL_API_KEY", "MISTRAL_SERVER_URL", "OBJBATCH_ALLOW_HTTP", "OBJBATCH_RETRY_SECONDS")
@@ -184,6 +190,18 @@ def cli(*examples: str, env: Iterable[str] = (), exits: dict[int, str] | None = 
                              epilog=epilog)(body)
 
     return decorate
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """A Ctrl-C that another exception wrapped (Python 3.11 wraps one that lands while a class is being made,
+    as when the SDK is first imported, in a RuntimeError)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _exit(name: str, message: str, code: int, label: str, verbose: bool) -> None:

@@ -8,15 +8,18 @@ import json
 import math
 import sqlite3
 from dataclasses import dataclass, field
+from datetime import date
 from functools import lru_cache
 from typing import Any, Callable
 
-from .common import Failure, load_schema
+from .common import EXIT_USAGE, Failure, load_schema, log
 
 CHARS_PER_TOKEN = 3.85        # prose: 16-17K tokens for the library's 63.6 KB average transcript
 JSON_CHARS_PER_TOKEN = 2.5    # the response_format schema: JSON is denser in tokens
 TOKENS_PER_MESSAGE = 4        # role and separators
 DEFAULT_ANSWER_TOKENS = 450   # an answer, until this database's own runs say otherwise
+DEFAULT_REASONING_TOKENS = 2_000  # a reasoning model's thinking before that answer, until its own runs say
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")  # the service's enum (OpenAPI)
 
 
 @lru_cache(maxsize=None)
@@ -24,25 +27,115 @@ def prices() -> dict:
     return load_schema("prices.json")
 
 
+def entry(model: str | None) -> dict | None:
+    """The price entry of a model name: an alias (a -latest name) gives its dated model's entry, with
+    `resolves_to`; None for a model without a price."""
+    models = prices()["models"]
+    found = models.get(model or "")
+    if found is not None and "resolves_to" in found:
+        return {**models.get(found["resolves_to"], {}), "resolves_to": found["resolves_to"]}
+    return found
+
+
+def resolved(model: str) -> str | None:
+    """The dated model an alias pointed to when the prices were read (None when unknown)."""
+    found = entry(model)
+    return found.get("resolves_to") if found else None
+
+
 def known_models() -> list[str]:
-    return sorted(prices()["models"])
+    """The names a run would usually use: the aliases of models that are not retired (their dated names work
+    too)."""
+    return sorted(name for name, found in prices()["models"].items()
+                  if "resolves_to" in found and not (entry(name) or {}).get("retired"))
 
 
 def check_model(model: str, allow_unpriced: bool) -> None:
-    """A model without a price is refused before paying: a typo would otherwise be paid for unpriced."""
-    if model not in prices()["models"] and not allow_unpriced:
+    """Refused before paying: a retired model (naming its replacement), and a model without a price (a typo
+    would otherwise be paid for unpriced) unless allowed."""
+    found = entry(model)
+    retired = (found or {}).get("retired")
+    if retired and date.today().isoformat() >= retired["date"]:
+        raise Failure(f"model {model} was retired on {retired['date']}; use its replacement "
+                      f"{retired['replacement']} (MODEL={retired['replacement']}, --model {retired['replacement']})")
+    if retired:
+        log(f"objbatch: model {model} retires on {retired['date']}; its replacement is {retired['replacement']}")
+    if found is None and not allow_unpriced:
         raise Failure(f"model {model!r} has no price in schemas/prices.json (known: {', '.join(known_models())}); "
                       "fix the name, add its price there, or allow it explicitly (ALLOW_UNPRICED=1, "
                       "--allow-unpriced)")
 
 
-def cost(model: str | None, input_tokens: float, output_tokens: float, synchronous: bool = False) -> float | None:
-    """USD at the batch price (or the synchronous one); None for a model without a price."""
-    price = prices()["models"].get(model or "")
-    if price is None:
+def price_note(model: str | None = None) -> str:
+    """Where the figures come from: 'prices as of DATE (source)'."""
+    found = entry(model) or prices()
+    return f"prices as of {found.get('as_of', prices()['as_of'])} ({found.get('source', prices()['source'])})"
+
+
+def stale_note(today: date | None = None) -> str | None:
+    """One line when schemas/prices.json is older than its stale_after_days (prices change)."""
+    as_of = date.fromisoformat(prices()["as_of"])
+    age = ((today or date.today()) - as_of).days
+    if age <= prices().get("stale_after_days", 90):
         return None
-    factor = prices().get("synchronous_factor", 2.0) if synchronous else 1.0
-    return (input_tokens * price["input"] + output_tokens * price["output"]) * factor / 1_000_000
+    return (f"the prices in schemas/prices.json are {age} days old (as of {as_of}); check Mistral's current "
+            "prices and update the file (the figures here may be off)")
+
+
+def cost(model: str | None, input_tokens: float, output_tokens: float, synchronous: bool = False,
+         cached_tokens: float = 0) -> float | None:
+    """USD at the batch price (or the synchronous one); None for a model without a price. Cached prompt
+    tokens (part of input_tokens) cost their own fraction of the input price; reasoning tokens are output."""
+    price = entry(model)
+    if price is None or "input" not in price:
+        return None
+    factor = 1.0 if synchronous else price.get("batch_factor", 0.5)
+    cached = min(max(cached_tokens, 0), input_tokens)
+    paid_input = (input_tokens - cached) * price["input"] + cached * price["input"] * price.get("cached_input_factor", 1.0)
+    return (paid_input + output_tokens * price["output"]) * factor / 1_000_000
+
+
+def usage_tokens(usage: Any) -> tuple[int, int, int, int]:
+    """(prompt, cached prompt, output, reasoning) tokens from a result's usage, as the service reports them.
+    Output includes reasoning: the service counts thinking in completion_tokens (its docs' example); should
+    it ever report more reasoning than completion tokens, they are added."""
+    if not isinstance(usage, dict):
+        return 0, 0, 0, 0
+    details = [usage.get(k) for k in ("prompt_tokens_details", "prompt_token_details")]
+    cached = max([_int(d.get("cached_tokens")) for d in details if isinstance(d, dict)] +
+                 [_int(usage.get("num_cached_tokens")), _int(usage.get("cached_tokens"))])
+    out_details = usage.get("completion_tokens_details")
+    reasoning = max(_int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0,
+                    _int(usage.get("reasoning_tokens")))
+    completion = _int(usage.get("completion_tokens"))
+    output = completion if reasoning <= completion else completion + reasoning
+    return _int(usage.get("prompt_tokens")), cached, output, reasoning
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def reasons(model: str, effort: str | None = None) -> bool:
+    """Whether the model's answers carry reasoning (billed as output): a reasoning model, unless told not
+    to, or a model that takes reasoning_effort when given an effort other than none."""
+    found = entry(model) or {}
+    if effort:
+        return effort != "none" and bool(found.get("reasoning_effort") or found.get("reasoning"))
+    return bool(found.get("reasoning"))
+
+
+def check_effort(model: str, effort: str | None) -> None:
+    """REASONING_EFFORT is sent only to a model that accepts it, with a value the service knows."""
+    if not effort:
+        return
+    if effort not in REASONING_EFFORTS:
+        raise Failure(f"reasoning effort {effort!r} is not one of {', '.join(REASONING_EFFORTS)}; leave it unset "
+                      "for the model's default", EXIT_USAGE)
+    found = entry(model)
+    if found is not None and not found.get("reasoning_effort"):
+        raise Failure(f"model {model} does not take a reasoning effort (schemas/prices.json); leave "
+                      "REASONING_EFFORT unset, or use a model that does (e.g. mistral-medium-latest)", EXIT_USAGE)
 
 
 def request_tokens(body: dict) -> int:
@@ -67,13 +160,24 @@ def _text(content: Any) -> str:
     return content if isinstance(content, str) else ""
 
 
-def answer_tokens(conn: sqlite3.Connection | None) -> tuple[float, str]:
-    """(expected completion tokens per request, where the figure comes from)."""
+def answer_tokens(conn: sqlite3.Connection | None, model: str | None = None,
+                  effort: str | None = None) -> tuple[float, str]:
+    """(expected output tokens per request, reasoning included, and where the figure comes from): the
+    average of this database's past runs of the model (of any model, for one that does not reason), else
+    the default, plus the default reasoning for a model that reasons."""
+    thinking = bool(model) and reasons(model, effort)
     if conn is not None:
-        row = conn.execute("SELECT SUM(completion_tokens), SUM(succeeded_requests) FROM objbatch_jobs "
-                           "WHERE completion_tokens > 0 AND succeeded_requests > 0").fetchone()
+        same = " AND model = ?" if thinking else ""
+        row = conn.execute("SELECT SUM(completion_tokens), SUM(succeeded_requests) FROM objbatch_jobs WHERE "
+                           "completion_tokens > 0 AND succeeded_requests > 0" + same,
+                           (model,) if thinking else ()).fetchone()
         if row and row[0] and row[1]:
-            return row[0] / row[1], f"the average of this database's past runs: {row[1]:,} answers"
+            whose = f"this database's past runs of {model}" if thinking else "this database's past runs"
+            return row[0] / row[1], f"the average of {whose}: {row[1]:,} answers"
+    if thinking:
+        return float(DEFAULT_ANSWER_TOKENS + DEFAULT_REASONING_TOKENS), \
+            f"the default for a reasoning model: {DEFAULT_ANSWER_TOKENS} + {DEFAULT_REASONING_TOKENS:,} reasoning"
+    if conn is not None:
         return float(DEFAULT_ANSWER_TOKENS), "the default: no past runs in this database"
     return float(DEFAULT_ANSWER_TOKENS), "the default: no --db to learn from"
 
@@ -89,10 +193,17 @@ class Estimate:
     answer_basis: str = ""
     skipped: dict[str, int] = field(default_factory=dict)
     skips_known: bool = True  # False without build-jsonl's manifest: only the requests are known
+    effort: str | None = None  # the reasoning_effort the requests carry
 
     def add_request(self, body: dict) -> None:
         self.requests += 1
         self.input_tokens += request_tokens(body)
+        if isinstance(body.get("reasoning_effort"), str):
+            self.effort = body["reasoning_effort"]
+
+    def learn_answers(self, conn: sqlite3.Connection | None) -> None:
+        """The expected output per request (reasoning included), once the requests are counted."""
+        self.answer_tokens, self.answer_basis = answer_tokens(conn, self.model, self.effort)
 
     def add_skip(self, kind: str) -> None:
         self.skipped[kind] = self.skipped.get(kind, 0) + 1
@@ -114,12 +225,14 @@ class Estimate:
         return {"model": self.model, "files": files, "requests": self.requests,
                 "skipped": self.skipped, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
                 "answer_tokens_per_request": round(self.answer_tokens, 1), "answer_tokens_basis": self.answer_basis,
-                "batch_usd": _round(self.usd), "sync_usd": _round(self.sync_usd)}
+                "batch_usd": _round(self.usd), "sync_usd": _round(self.sync_usd),
+                "resolves_to": resolved(self.model), "prices": price_note(self.model)}
 
     def render(self) -> str:
         selected = f"{self.requests + sum(self.skipped.values()):,}" if self.skips_known else \
             "unknown (give --manifest to count the files build-jsonl skipped)"
-        lines = [f"Model:          {self.model}",
+        dated = resolved(self.model)
+        lines = [f"Model:          {self.model}" + (f" ({dated} when the prices were read)" if dated else ""),
                  f"Files selected: {selected}",
                  f"Requests:       {self.requests:,}"]
         if self.skipped:
@@ -128,7 +241,8 @@ class Estimate:
         lines += [f"Input tokens:   {self.input_tokens:,} (the request lines as they would be sent: prompt, "
                   "schema and text)",
                   f"Output tokens:  {self.output_tokens:,} ({self.answer_tokens:,.0f} a request, {self.answer_basis})",
-                  f"Cost:           {money(self.usd)} at the batch price ({money(self.sync_usd)} synchronous)"
+                  f"Cost:           {money(self.usd)} at the batch price ({money(self.sync_usd)} synchronous); "
+                  f"{price_note(self.model)}"
                   if self.usd is not None else
                   f"Cost:           unknown: {self.model} has no price in schemas/prices.json"]
         return "\n".join(lines)

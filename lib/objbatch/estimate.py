@@ -9,23 +9,26 @@ send.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from typing import IO, Iterable
 
 import click
 
 from . import costs, ledger
-from .common import EXIT_FAILED, Failure, Number, cli, read_jsonl
+from .common import EXIT_FAILED, Failure, Number, cli, log, read_jsonl
 
 
 def estimate_requests(requests: Iterable[dict], manifest: Iterable[dict], model: str,
-                      answer: tuple[float, str]) -> costs.Estimate:
-    figures = costs.Estimate(model=model, answer_tokens=answer[0], answer_basis=answer[1])
+                      conn: sqlite3.Connection | None) -> costs.Estimate:
+    figures = costs.Estimate(model=model)
     for request in requests:
         figures.add_request(request["body"])
     for entry in manifest:
         if entry.get("skip"):
             figures.add_skip(entry.get("skip_kind") or "other")
+    figures.learn_answers(conn)
     return figures
 
 
@@ -65,15 +68,15 @@ def main(requests: IO[str], manifest: IO[str] | None, db: str | None, model: str
          budget: float | None, as_json: bool) -> None:
     """Estimate tokens and cost of REQUESTS (build-jsonl's lines; - for stdin) before paying."""
     costs.check_model(model, allow_unpriced)
-    if db:
-        with ledger.opened(db, identity=False, read_only=True) as conn:
-            answer = costs.answer_tokens(conn)
-    else:
-        answer = costs.answer_tokens(None)
     entries = (entry for _, entry in read_jsonl(manifest, "manifest")) if manifest else ()
-    figures = estimate_requests(_requests(requests), entries, model, answer)
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(ledger.opened(db, identity=False, read_only=True)) if db else None
+        figures = estimate_requests(_requests(requests), entries, model, conn)
     figures.skips_known = manifest is not None
     click.echo(json.dumps(figures.as_dict()) if as_json else figures.render())
+    stale = costs.stale_note()
+    if stale:
+        log(f"estimate: {stale}")
     refusal = over_budget(figures, budget)
     if refusal:
         raise Failure(f"{refusal}; nothing was sent", EXIT_FAILED)

@@ -38,6 +38,7 @@ def flat(item: dict) -> dict:
             "summary": description.get("summary"), "key_arguments": description.get("key_arguments"),
             "philosophical_positions": description.get("philosophical_positions"),
             "confidence_score": meta.get("confidence_score"), "model": item["model"],
+            "resolved_model": item["resolved_model"],
             "prompt_version": item["prompt_version"], "extracted_at": item["extracted_at"]}
 
 

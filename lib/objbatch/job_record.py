@@ -54,7 +54,7 @@ def opened_record(path: str, db: str | None) -> Iterator[tuple[dict, Callable[[l
     record = _read(path)
     if not db:
         _require_jobs(record, path)
-        yield record, lambda jobs: None
+        yield record, lambda jobs, **_: None
         return
     with ledger.opened(db) as conn:
         runs.check_record(conn, record, f"job record {path}")
@@ -65,4 +65,4 @@ def opened_record(path: str, db: str | None) -> Iterator[tuple[dict, Callable[[l
                 log(f"{path} is out of date: using run {run.name}'s record in the database ledger")
             record = authority
         _require_jobs(record, path)
-        yield record, lambda jobs: runs.record_jobs(conn, jobs)
+        yield record, lambda jobs, **fetched: runs.record_jobs(conn, jobs, **fetched)

@@ -73,6 +73,10 @@ def usage(value: Any) -> dict[str, int]:
     value = value if isinstance(value, dict) else {}
     counts = {"prompt_tokens": 0, "completion_tokens": 0}
     counts.update((k, count(v)) for k, v in value.items() if isinstance(k, str) and k.endswith("_tokens"))
+    for details, name in (("prompt_tokens_details", "cached_tokens"), ("prompt_token_details", "cached_tokens"),
+                          ("completion_tokens_details", "reasoning_tokens")):  # what the service details
+        if isinstance(value.get(details), dict):
+            counts[name] = max(counts.get(name, 0), count(value[details].get(name)))
     return counts
 
 

@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS file_metadata_ai (
     prompt_version TEXT,
     extraction_config_hash TEXT,
     is_current INTEGER NOT NULL DEFAULT 1,
-    created_at TEXT
+    created_at TEXT,
+    resolved_model TEXT             -- the dated model that answered (model: the name asked for)
 );
 CREATE INDEX IF NOT EXISTS idx_file_metadata_ai_path ON file_metadata_ai(file_path, is_current);
 CREATE TABLE IF NOT EXISTS file_primary_topics (
@@ -55,7 +56,8 @@ CREATE TABLE IF NOT EXISTS objbatch_runs (
     run_id TEXT,                    -- tags its jobs at the service (set when submission starts)
     estimate_json TEXT,             -- what it was expected to cost, when submission started
     server_url TEXT,                -- the service its jobs were submitted to
-    end_reason TEXT                 -- why it ended: applied | cancelled | nothing_sent (runs.EndReason)
+    end_reason TEXT,                -- why it ended: applied | cancelled | nothing_sent (runs.EndReason)
+    remote_cleanup TEXT             -- after apply: its files at the service deleted, kept, or what failed
 );
 CREATE TABLE IF NOT EXISTS objbatch_leases (
     run_name TEXT PRIMARY KEY,      -- one process works on a run at a time: host:pid, until (unix time)
@@ -82,9 +84,16 @@ CREATE TABLE IF NOT EXISTS objbatch_jobs (
     succeeded_requests INTEGER,
     failed_requests INTEGER,
     prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,   -- reasoning included
     created_at INTEGER,
-    updated_at TEXT
+    updated_at TEXT,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,       -- of prompt_tokens, served from the service's cache
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0,    -- of completion_tokens, thinking before the answer
+    resolved_model TEXT,            -- the dated model(s) that answered, as the results say
+    completed_at INTEGER,           -- when the service finished the job (its results expire 24 h later)
+    output_file TEXT,
+    error_file TEXT,
+    fetched_at TEXT                 -- when its result files were downloaded
 );
 CREATE TABLE IF NOT EXISTS objbatch_claims (
     run_name TEXT NOT NULL,
@@ -108,7 +117,9 @@ CREATE TABLE IF NOT EXISTS objbatch_applied (
     run_name TEXT,
     confidence REAL,
     reasons_json TEXT,              -- why it went to review or failed
-    repairs_json TEXT               -- what validate repaired, each with its weight in soft-rules.json
+    repairs_json TEXT,              -- what validate repaired, each with its weight in soft-rules.json
+    model TEXT,                     -- the model asked for
+    resolved_model TEXT             -- the dated model that answered
 );
 CREATE INDEX IF NOT EXISTS idx_objbatch_applied_path ON objbatch_applied(file_path, applied_at);
 CREATE TABLE IF NOT EXISTS objbatch_files (
@@ -121,11 +132,16 @@ CREATE TABLE IF NOT EXISTS objbatch_files (
 # Columns later versions added to ledger tables an earlier version created.
 LEDGER_COLUMNS = {
     "objbatch_runs": {"library_id": "TEXT", "db_path": "TEXT", "run_id": "TEXT", "estimate_json": "TEXT",
-                      "server_url": "TEXT", "end_reason": "TEXT"},
+                      "server_url": "TEXT", "end_reason": "TEXT", "remote_cleanup": "TEXT"},
+    "objbatch_jobs": {"cached_tokens": "INTEGER NOT NULL DEFAULT 0", "reasoning_tokens": "INTEGER NOT NULL DEFAULT 0",
+                      "resolved_model": "TEXT", "completed_at": "INTEGER", "output_file": "TEXT", "error_file": "TEXT",
+                      "fetched_at": "TEXT"},
+    "file_metadata_ai": {"resolved_model": "TEXT"},
     "objbatch_claims": {"custom_id": "TEXT", "part": "INTEGER", "manifest_json": "TEXT", "content_hash": "TEXT",
                         "request_digest": "TEXT"},
     "objbatch_files": {"skip_kind": "TEXT"},
-    "objbatch_applied": {"run_name": "TEXT", "confidence": "REAL", "reasons_json": "TEXT", "repairs_json": "TEXT"},
+    "objbatch_applied": {"run_name": "TEXT", "confidence": "REAL", "reasons_json": "TEXT", "repairs_json": "TEXT",
+                         "model": "TEXT", "resolved_model": "TEXT"},
 }
 # What objbatch reads and writes in the library's own tables: checked before anything is claimed or paid.
 LIBRARY_COLUMNS = {
@@ -425,6 +441,10 @@ def opened(path: str | Path, identity: bool = True, read_only: bool = False) -> 
         yield conn
     finally:
         conn.close()
+
+
+def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return column in columns(conn, table)
 
 
 def load_json(text: Any, default: Any) -> Any:

@@ -12,14 +12,15 @@ import sqlite3
 from typing import IO, Iterable, Iterator
 
 from .common import Failure, log
-from .ledger import load_json
+from .ledger import has_column, load_json
 from .output import unquote
 from .states import FileStatus
 
 STORED = """
 SELECT f.file_path, f.filename, f.ai_metadata_status AS status, f.ai_confidence_score AS confidence,
        f.error_message, COALESCE(f.is_deleted, 0) AS is_deleted,
-       COALESCE(m.metadata_json, f.ai_metadata_json) AS metadata_json, m.model, m.prompt_version,
+       COALESCE(m.metadata_json, f.ai_metadata_json) AS metadata_json, m.model, {resolved} AS resolved_model,
+       m.prompt_version,
        m.created_at AS extracted_at, COALESCE(o.attempts, 0) AS attempts, o.reasons_json
 FROM files f
 LEFT JOIN file_metadata_ai m ON m.metadata_id = (SELECT MAX(metadata_id) FROM file_metadata_ai
@@ -32,8 +33,9 @@ WITH_METADATA = (FileStatus.EXTRACTED, FileStatus.NEEDS_REVIEW, FileStatus.APPRO
 def stored(conn: sqlite3.Connection, where: str = "", params: dict | tuple = (), order: str = "f.file_path",
            limit: int | None = None) -> Iterator[dict]:
     """Files (filtered by `where`, a condition on f, m and o) with their current metadata parsed."""
+    resolved = "m.resolved_model" if has_column(conn, "file_metadata_ai", "resolved_model") else "NULL"
     tail = f" ORDER BY {order}" + (f" LIMIT {int(limit)}" if limit is not None else "")
-    for row in conn.execute(STORED + (f" WHERE {where}" if where else "") + tail, params):
+    for row in conn.execute(STORED.format(resolved=resolved) + (f" WHERE {where}" if where else "") + tail, params):
         item = dict(row)
         item["metadata"] = load_json(item.pop("metadata_json"), None)
         item["status"] = item["status"] or FileStatus.PENDING

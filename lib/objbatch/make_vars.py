@@ -36,7 +36,7 @@ def resolve(assignments: list[str]) -> dict[str, str]:
 
 NUMBERS = {"MAX": (int, 0, None), "MAX_ATTEMPTS": (int, 1, None), "POLL": (float, 0, None),
            "TIMEOUT": (float, 0, None), "THRESHOLD": (float, 0, 1), "MAX_IN_FLIGHT": (int, 1, None),
-           "BUDGET": (float, 0, None), "N": (int, 0, None)}
+           "BUDGET": (float, 0, None), "N": (int, 0, None), "TIMEOUT_HOURS": (int, 1, 168)}
 
 
 def check_settings(settings: dict[str, str]) -> None:
@@ -44,10 +44,11 @@ def check_settings(settings: dict[str, str]) -> None:
     is touched."""
     if settings.get("NAME"):
         check_run_name(settings["NAME"])
-    for flag in ("RETRY_EXHAUSTED", "ALLOW_UNPRICED"):
+    for flag in ("RETRY_EXHAUSTED", "ALLOW_UNPRICED", "KEEP_REMOTE"):
         if settings.get(flag, "") not in ("", "0", "1"):
             raise Failure(f"{flag} is 1 (on) or empty or 0 (off), not {settings[flag]!r}", EXIT_USAGE)
     costs.check_model(settings["MODEL"], settings.get("ALLOW_UNPRICED") == "1")
+    costs.check_effort(settings["MODEL"], settings.get("REASONING_EFFORT") or None)
     for name, (kind, low, high) in NUMBERS.items():
         text = settings.get(name, "")
         if not text:

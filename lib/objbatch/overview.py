@@ -32,7 +32,32 @@ def gather(conn: sqlite3.Connection, recent: int | None, max_attempts: int) -> d
     every = all_runs(conn)
     return {"statuses": statuses, "deleted": deleted, "in_flight": flight, "exhausted": exhausted,
             "runs": every[:recent] if recent is not None else every, "totals": totals(every),
-            "metadata": spread(conn), "confidence": histogram(conn), "reasons": reasons(conn)}
+            "metadata": spread(conn), "confidence": histogram(conn), "reasons": reasons(conn),
+            "by_model": by_model(conn), "prices": costs.price_note(), "warnings": runs.unfetched_warnings(conn)}
+
+
+def job_cost(job: sqlite3.Row, model: str | None) -> float | None:
+    """What a job cost from the usage its results reported: at the price of the dated model that answered
+    when schemas/prices.json knows it, else of the name asked for; cached prompt tokens at their price."""
+    answered = job["resolved_model"] if job["resolved_model"] and costs.entry(job["resolved_model"]) else None
+    return costs.cost(answered or job["model"] or model, job["prompt_tokens"], job["completion_tokens"],
+                      cached_tokens=job["cached_tokens"])
+
+
+def by_model(conn: sqlite3.Connection) -> list[dict]:
+    """Tokens and cost per model that answered (the dated model the results name, else the name asked for)."""
+    out: dict[str, dict] = {}
+    for job in conn.execute("SELECT j.*, r.model AS run_model FROM objbatch_jobs j LEFT JOIN objbatch_runs r "
+                            "USING (run_name) WHERE j.prompt_tokens > 0 OR j.completion_tokens > 0"):
+        name = job["resolved_model"] or job["model"] or job["run_model"] or "?"
+        row = out.setdefault(name, {"model": name, "asked_as": set(), "prompt_tokens": 0, "cached_tokens": 0,
+                                    "completion_tokens": 0, "reasoning_tokens": 0, "cost_usd": 0.0})
+        row["asked_as"].add(job["model"] or job["run_model"] or "?")
+        for key in ("prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens"):
+            row[key] += job[key]
+        spent = job_cost(job, job["run_model"])
+        row["cost_usd"] = None if spent is None or row["cost_usd"] is None else round(row["cost_usd"] + spent, 6)
+    return [{**row, "asked_as": sorted(row["asked_as"])} for row in out.values()]
 
 
 def all_runs(conn: sqlite3.Connection) -> list[dict]:
@@ -43,13 +68,17 @@ def all_runs(conn: sqlite3.Connection) -> list[dict]:
     out = []
     for run in conn.execute("SELECT * FROM objbatch_runs ORDER BY created_at DESC, run_name DESC"):
         own = jobs.get(run["run_name"], [])
-        spent = [costs.cost(j["model"] or run["model"], j["prompt_tokens"], j["completion_tokens"]) for j in own]
+        spent = [job_cost(j, run["model"]) for j in own]
         estimate = ledger.load_json(run["estimate_json"], {})
         out.append({"run": run["run_name"], "state": run["state"], "created_at": run["created_at"],
                     "model": run["model"], "jobs": [{"id": j["job_id"], "status": j["status"]} for j in own],
                     "counts": ledger.load_json(run["counts_json"], {}),
                     "prompt_tokens": sum(j["prompt_tokens"] for j in own),
                     "completion_tokens": sum(j["completion_tokens"] for j in own),
+                    "cached_tokens": sum(j["cached_tokens"] for j in own),
+                    "reasoning_tokens": sum(j["reasoning_tokens"] for j in own),
+                    "resolved_models": sorted({m for j in own for m in (j["resolved_model"] or "").split(",") if m}),
+                    "remote_cleanup": run["remote_cleanup"],
                     "cost_usd": None if None in spent else round(sum(spent), 6),
                     "estimate_usd": estimate.get("batch_usd"), "estimate_input_tokens": estimate.get("input_tokens")})
     return out
@@ -128,11 +157,15 @@ def render(data: dict) -> str:
         lines.append(f"Out of attempts ({len(data['exhausted'])}; retry with make batch RETRY_EXHAUSTED=1):")
         lines += [f"  {e['file_path']} ({e['attempts']} attempts): {' | '.join(e['reasons'][-3:])}"
                   for e in data["exhausted"]]
+    lines += [f"Warning: {warning}" for warning in data["warnings"]]
     if data["runs"]:
         lines.append("Recent runs:")
         width = max(24, *(len(run["run"]) for run in data["runs"]))
         lines += [run_line(run, width) for run in data["runs"]]
-    lines += _totals_lines(data["totals"]) + _spread_lines(data["metadata"])
+    lines += _totals_lines(data["totals"]) + _model_lines(data["by_model"])
+    if data["runs"]:
+        lines.append(f"Costs at {data['prices']}")
+    lines += _spread_lines(data["metadata"])
     return "\n".join(lines)
 
 
@@ -143,6 +176,15 @@ def _totals_lines(total: dict) -> list[str]:
     return [f"All runs: {total['runs']:,} run(s), {total['jobs']:,} job(s), {total['tokens']:,} tokens "
             f"({total['prompt_tokens']:,} in, {total['completion_tokens']:,} out), "
             f"{costs.money(total['cost_usd'])}{unpriced} (estimate {costs.money(total['estimate_usd'])})"]
+
+
+def _model_lines(models: list[dict]) -> list[str]:
+    if not models:
+        return []
+    return ["Cost by the model that answered:"] + [
+        f"  {m['model']:<24} asked as {', '.join(m['asked_as']):<22} {m['prompt_tokens']:>10,} in "
+        f"({m['cached_tokens']:,} cached) {m['completion_tokens']:>9,} out ({m['reasoning_tokens']:,} reasoning)  "
+        f"{costs.money(m['cost_usd'])}" for m in models]
 
 
 def _spread_lines(spread_: dict) -> list[str]:

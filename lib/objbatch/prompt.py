@@ -7,13 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 
-from . import metadata
+from . import costs, metadata
 
 PROMPT_VERSION = "objbatch-3"
 CHARS_PER_TOKEN = 4          # measured on the library: 16-17K tokens for a 64 KB transcript
 DEFAULT_TEXT_TOKENS = 24_000  # text budget per request; longer texts are excerpted (see excerpt())
 TEMPERATURE = 0.1            # near-deterministic: metadata should not vary between runs
 MAX_TOKENS = 2_048           # a full answer is ~400 tokens; generous so answers are not cut off
+REASONING_MAX_TOKENS = 16_384  # a model that reasons thinks before it answers: room for both
 
 
 def system_prompt() -> str:
@@ -48,10 +49,15 @@ def _wire_schema() -> dict:
     return {k: v for k, v in metadata.schema().items() if k not in ("$schema", "$id")}
 
 
-def config_hash(model: str, text_tokens: int) -> str:
-    """Identifies everything that shapes an answer: model, prompt, schema, budget and sampling."""
+def max_tokens(model: str, effort: str | None = None) -> int:
+    """The answer's token limit, with room for reasoning where the model reasons (reasoning counts in it)."""
+    return REASONING_MAX_TOKENS if costs.reasons(model, effort) else MAX_TOKENS
+
+
+def config_hash(model: str, text_tokens: int, effort: str | None = None) -> str:
+    """Identifies everything that shapes an answer: model, prompt, schema, budget, sampling and reasoning."""
     material = json.dumps([model, PROMPT_VERSION, system_prompt(), _wire_schema(), text_tokens, TEMPERATURE,
-                           MAX_TOKENS], sort_keys=True)
+                           max_tokens(model, effort)] + ([effort] if effort else []), sort_keys=True)
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:16]
 
 
@@ -86,7 +92,8 @@ def user_message(record: dict, text: str, excerpted: bool, total_chars: int) -> 
     return "\n".join(lines) + "\n\n--- Transcript ---\n" + text
 
 
-def request_body(model: str, record: dict, text: str, text_tokens: int) -> tuple[dict, bool]:
+def request_body(model: str, record: dict, text: str, text_tokens: int,
+                 effort: str | None = None) -> tuple[dict, bool]:
     cut, excerpted = excerpt(text, text_tokens * CHARS_PER_TOKEN)
     body = {
         "model": model,
@@ -94,6 +101,8 @@ def request_body(model: str, record: dict, text: str, text_tokens: int) -> tuple
                      {"role": "user", "content": user_message(record, cut, excerpted, len(text))}],
         "response_format": response_format(),
         "temperature": TEMPERATURE,
-        "max_tokens": MAX_TOKENS,
+        "max_tokens": max_tokens(model, effort),
     }
+    if effort:  # unset by default: the model's own default
+        body["reasoning_effort"] = effort
     return body, excerpted

@@ -22,6 +22,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Callable, Iterable, Iterator
 
 from . import config, ledger
@@ -262,6 +263,25 @@ def adopt_unowned(conn: sqlite3.Connection, library_id: str, path: str) -> None:
     conn.execute("UPDATE objbatch_runs SET library_id = ?, db_path = ? WHERE library_id IS NULL", (library_id, path))
 
 
+UNFETCHED_WARN_HOURS = 12  # the service keeps results 24 hours after a job finished
+
+
+def unfetched_results(conn: sqlite3.Connection, hours: float = UNFETCHED_WARN_HOURS) -> list[sqlite3.Row]:
+    """Finished jobs of unfinished runs whose results were not downloaded and are older than `hours`."""
+    return conn.execute(
+        "SELECT j.job_id, j.run_name, j.completed_at, (strftime('%s', 'now') - j.completed_at) / 3600.0 AS hours "
+        "FROM objbatch_jobs j JOIN objbatch_runs r USING (run_name) WHERE j.completed_at IS NOT NULL AND "
+        "j.fetched_at IS NULL AND r.state NOT IN (?, ?) AND strftime('%s', 'now') - j.completed_at > ? "
+        "ORDER BY j.completed_at", (*FINISHED, hours * 3600)).fetchall()
+
+
+def unfetched_warnings(conn: sqlite3.Connection) -> list[str]:
+    """One line per finished job whose results are older than 12 hours and not downloaded yet."""
+    return [f"job {j['job_id']} of run {j['run_name']} finished {j['hours']:.0f} hours ago and its results are not "
+            f"fetched yet; the service keeps them 24 hours: run make batch NAME={j['run_name']} (or make cron) now"
+            for j in unfetched_results(conn)]
+
+
 def in_flight(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     """Runs with files still claimed, their state and their jobs."""
     return conn.execute(
@@ -441,31 +461,66 @@ def check_record(conn: ledger.Library, record: dict, where: str) -> None:
                       f"not {conn.path}; pass that database (DB={record.get('db_path')})")
 
 
-def record_jobs(conn: sqlite3.Connection, jobs: list[dict]) -> None:
-    """Record the service's view of jobs (status and counters)."""
+def remote_cleanup(conn: sqlite3.Connection, name: str) -> str | None:
+    """What became of a finished run's files at the service (None: not decided yet)."""
+    row = conn.execute("SELECT remote_cleanup FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def record_remote_cleanup(conn: sqlite3.Connection, name: str, outcome: str) -> None:
+    with ledger.transaction(conn):
+        conn.execute("UPDATE objbatch_runs SET remote_cleanup = ? WHERE run_name = ?", (outcome, name))
+
+
+def record_jobs(conn: sqlite3.Connection, jobs: list[dict], fetched: bool = False) -> None:
+    """Record the service's view of jobs (status, counters, when they finished and their result files);
+    with `fetched`, that their result files are downloaded."""
     with ledger.transaction(conn):
         for job in jobs:
             conn.execute(
                 "INSERT INTO objbatch_jobs (job_id, run_name, model, status, total_requests, completed_requests, "
-                "succeeded_requests, failed_requests, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "succeeded_requests, failed_requests, created_at, updated_at, completed_at, output_file, error_file, "
+                "fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(job_id) DO UPDATE SET status = excluded.status, "
                 "completed_requests = excluded.completed_requests, succeeded_requests = excluded.succeeded_requests, "
-                "failed_requests = excluded.failed_requests, updated_at = excluded.updated_at",
+                "failed_requests = excluded.failed_requests, updated_at = excluded.updated_at, "
+                "completed_at = COALESCE(excluded.completed_at, completed_at), "
+                "output_file = COALESCE(excluded.output_file, output_file), "
+                "error_file = COALESCE(excluded.error_file, error_file), "
+                "fetched_at = COALESCE(fetched_at, excluded.fetched_at)",
                 ((job["id"], (job.get("metadata") or {}).get("objbatch_run_name"), job.get("model"), job["status"],
                   job["total_requests"], job["completed_requests"], job["succeeded_requests"],
-                  job["failed_requests"], job["created_at"], now_iso())))
+                  job["failed_requests"], job["created_at"], now_iso(), _unix(job.get("completed_at")),
+                  job.get("output_file"), job.get("error_file"), now_iso() if fetched else None)))
+
+
+def _unix(value: object) -> int | None:
+    """A job's timestamp as unix seconds (the SDK gives ints; a date string is read too)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            return None
+    return None
 
 
 def add_usage(conn: sqlite3.Connection, run_name: str | None, usage: dict[str, list]) -> None:
-    """Add the tokens applied results carried to their jobs (job_id -> [model, prompt, completion])."""
+    """Add the tokens applied results carried to their jobs (job_id -> [model, resolved models, prompt,
+    cached, output, reasoning]), with the dated model(s) that answered."""
     conn.executemany(
-        "INSERT INTO objbatch_jobs (job_id, run_name, model, prompt_tokens, completion_tokens, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET "
+        "INSERT INTO objbatch_jobs (job_id, run_name, model, prompt_tokens, cached_tokens, completion_tokens, "
+        "reasoning_tokens, resolved_model, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(job_id) DO UPDATE SET "
         "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+        "cached_tokens = cached_tokens + excluded.cached_tokens, "
         "completion_tokens = completion_tokens + excluded.completion_tokens, "
+        "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, "
+        "resolved_model = COALESCE(excluded.resolved_model, resolved_model), "
         "run_name = COALESCE(run_name, excluded.run_name)",
-        [(job_id, run_name, model, tokens_in, tokens_out, now_iso())
-         for job_id, (model, tokens_in, tokens_out) in usage.items()])
+        [(job_id, run_name, model, prompt, cached, output, reasoning, ",".join(sorted(resolved)) or None, now_iso())
+         for job_id, (model, resolved, prompt, cached, output, reasoning) in usage.items()])
 
 
 def run_of_result(conn: sqlite3.Connection, job_id: str | None, file_path: str) -> str | None:

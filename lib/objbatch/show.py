@@ -13,9 +13,10 @@ from .common import Failure, cli, dumps, printable, printable_values
 
 def details(conn: sqlite3.Connection, path: str) -> dict:
     item = next(library.stored(conn, "f.file_path = ?", (path,)))
+    resolved = "resolved_model" if ledger.has_column(conn, "file_metadata_ai", "resolved_model") else "NULL"
     versions = [dict(r) for r in conn.execute(
-        "SELECT metadata_id, created_at, model, prompt_version, is_current FROM file_metadata_ai "
-        "WHERE file_path = ? ORDER BY metadata_id DESC", (path,))]
+        f"SELECT metadata_id, created_at, model, {resolved} AS resolved_model, prompt_version, is_current "
+        "FROM file_metadata_ai WHERE file_path = ? ORDER BY metadata_id DESC", (path,))]
     results = [{**dict(r), "reasons": ledger.load_json(r["reasons_json"], []),
                 "repairs": ledger.load_json(r["repairs_json"], [])} for r in conn.execute(
         "SELECT applied_at, run_name, result_key, decision, outcome, confidence, reasons_json, repairs_json "
@@ -26,7 +27,8 @@ def details(conn: sqlite3.Connection, path: str) -> dict:
     return {"file_path": path, "status": item["status"], "confidence": item["confidence"],
             "reasons": [r for r in (item["error_message"] or "").split("; ") if r],
             "repairs": latest.get("repairs", []), "attempts": item["attempts"], "attempt_reasons": item["reasons"],
-            "deleted": bool(item["is_deleted"]), "model": item["model"], "prompt_version": item["prompt_version"],
+            "deleted": bool(item["is_deleted"]), "model": item["model"], "resolved_model": item["resolved_model"],
+            "prompt_version": item["prompt_version"],
             "metadata": item["metadata"], "versions": versions, "results": results}
 
 
@@ -40,7 +42,7 @@ def render(info: dict) -> str:
     meta = info["metadata"]
     if meta:
         description = meta.get("semantic_description") or {}
-        lines += [f"  metadata    (current version: {info['model'] or '?'}, prompt {info['prompt_version'] or '?'})",
+        lines += [f"  metadata    (current version: {_model(info)}, prompt {info['prompt_version'] or '?'})",
                   f"    category      {meta.get('category')}", f"    difficulty    {meta.get('difficulty')}",
                   f"    topics        {', '.join(meta.get('primary_topics') or [])}",
                   f"    confidence    {meta.get('confidence_score')}",
@@ -52,13 +54,19 @@ def render(info: dict) -> str:
         lines.append("  metadata    none yet")
     if info["versions"]:
         lines.append(f"  versions    {len(info['versions'])} (newest first)")
-        lines += [f"    {v['created_at'] or '?'}  {'current ' if v['is_current'] else '        '} {v['model'] or '?'}  "
+        lines += [f"    {v['created_at'] or '?'}  {'current ' if v['is_current'] else '        '} {_model(v)}  "
                   f"{v['prompt_version'] or ''}" for v in info["versions"]]
     if info["results"]:
         lines.append(f"  results     {len(info['results'])} (newest first)")
         lines += [f"    {r['applied_at']}  run {r['run_name'] or '-'}  decided {r['decision']}, stored {r['outcome']}"
                   for r in info["results"]]
     return "\n".join(lines)
+
+
+def _model(row: dict) -> str:
+    """The model asked for, and the dated model that answered when the results named another."""
+    asked, answered = row.get("model") or "?", row.get("resolved_model")
+    return f"{asked} (answered by {answered})" if answered and answered != asked else asked
 
 
 def _listed(label: str, items: list, indent: str = "  ") -> list[str]:

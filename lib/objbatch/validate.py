@@ -8,6 +8,7 @@ weights, threshold). See README "Decisions and confidence".
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from contextlib import contextmanager
 from typing import IO, Iterator
@@ -68,6 +69,9 @@ def decide(result: dict, entry: dict | None, threshold: float) -> dict:
                                                    "model", "prompt_version", "config_hash")})
     decision["usage"] = kinds.usage(result.get("usage"))
     decision["counts_attempt"] = result.get("attempted") is not False
+    if kinds.text(result.get("model"), 200):  # the dated model that answered, beside the name asked for
+        decision["resolved_model"] = result["model"]
+        decision["model"] = decision.get("model") or result["model"]
     if result.get("ok") is not True:
         error = kinds.text(result.get("error"), 1000) or "no reason given"
         return {**decision, "decision": Decision.FAILED_VALIDATION, "metadata": None, "confidence": None,
@@ -75,8 +79,6 @@ def decide(result: dict, entry: dict | None, threshold: float) -> dict:
     verdict = metadata.judge(result.get("content"), kinds.text(result.get("finish_reason"), 100),
                              entry.get("filename") if entry else None, threshold,
                              (lambda: evidence(entry)) if entry else None)
-    if kinds.text(result.get("model"), 200):
-        decision["model"] = result["model"]
     return {**decision, "decision": verdict.decision, "metadata": verdict.metadata, "confidence": verdict.confidence,
             "reasons": verdict.reasons, "repairs": verdict.repairs}
 
@@ -85,7 +87,9 @@ def evidence(entry: dict) -> dict[str, int]:
     """How often the file's text names each vocabulary tag, to rank topics by when an answer has not
     exactly the stored count: read again only then (rarely), and only if it is still the text sent."""
     try:
-        text, digest, _, _ = read_text({"file_path": entry["file_path"]})
+        # confined to the file's own folder: only that file is read, and only the text that was sent counts
+        text, digest, _, _ = read_text({"file_path": entry["file_path"],
+                                        "library_root": os.path.dirname(str(entry["file_path"]))})
     except Skip:
         return {}
     return metadata.topic_evidence(text) if digest == entry.get("sent_hash") else {}
