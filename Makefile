@@ -51,6 +51,13 @@ $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(if $(filt
   $(error unknown variable '$(v)'; the variables are: $(VARS) (make help describes them)))\
   $(if $(findstring $$,$(value $(v))),$(error $(v) contains '$$', which make would expand; leave it out))))
 
+# Paths: a DB, RUNS or LIBRARY_ROOT given relative on the command line is relative to the folder make was typed
+# in, with make -C or make -f too (the shell's PWD names it); the defaults are in the clone.
+HERE := $(patsubst %/,%,$(dir $(realpath $(firstword $(MAKEFILE_LIST)))))
+TYPED_IN := $(if $(and $(filter /%,$(PWD)),$(wildcard $(PWD))),$(PWD),$(CURDIR))
+$(foreach v,DB RUNS LIBRARY_ROOT,$(if $(filter command line,$(origin $(v))),$(if $(filter /%,$($(v))),,\
+  $(if $($(v)),$(eval override $(v) := $(TYPED_IN)/$($(v)))))))
+
 # A reader whose stdout closed (make export | head) ends quietly, as other Unix tools do: it dies of SIGPIPE
 # (status 141), which is not a failure.
 reader_done = || [ $$? -eq 141 ]
@@ -71,8 +78,16 @@ endif
 
 R := $(RUNS)/$(NAME)
 # Command-line variables, passed on to batch-run (which hands them to the stages' make).
-given = $(foreach v,$(filter-out $(1),$(VARS)),$(if $(filter command line,$(origin $(v))),$(call shq,$(v)=$($(v)))))
+given = $(foreach v,$(filter-out $(1),$(VARS)),$(if $(filter command line override,$(origin $(v))),\
+  $(call shq,$(v)=$($(v)))))
 
+ifneq ($(HERE),$(CURDIR))
+# make -f path/Makefile from another folder runs as make -C path (relative paths given stay relative to here).
+$(firstword $(or $(MAKECMDGOALS),help)):
+	@$(MAKE) --no-print-directory -C $(call shq,$(HERE)) $(MAKECMDGOALS)
+$(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS)):
+	@:
+else
 TARGETS := help vars key estimate batch cancel cron stats review export report demo bench lint test test-slow test-all \
   simulate venv clean-venv
 .PHONY: $(TARGETS)
@@ -215,3 +230,4 @@ venv: $(STAMP) ## build the project's .venv
 
 clean-venv: ## delete .venv (the next command rebuilds it)
 	rm -rf $(VENV)
+endif

@@ -143,11 +143,14 @@ def test_review_and_requeue_work_on_a_row_objbatch_set_aside(library):
 # ---------------------------------------------------------------- issue 15 item 6, issue 17 item 10: odd result lines
 
 def killed_after_download(emulator, db, runs_dir, name: str) -> tuple[list[dict], object]:
-    """A run killed right after its results were downloaded: (the kept raw lines, the kept file)."""
+    """A run killed once its results were downloaded and before any was applied: (the kept raw lines, the
+    kept file). Its results and decisions are made again from the kept file by the next make batch."""
     killed = make("batch", f"DB={db}", f"RUNS={runs_dir}", "POLL=0.1", f"NAME={name}",
-                  env={**emulator.env, "OBJBATCH_KILL_AT": "after-download"})
+                  env={**emulator.env, "OBJBATCH_KILL_AT": "apply-midway:1"})
     assert killed.returncode != 0
     [kept] = (runs_dir / name / "raw").glob("*.jsonl")
+    for stage in ("results.jsonl", "decisions.jsonl"):
+        (runs_dir / name / stage).unlink()
     return jsonl(kept.read_text()), kept
 
 
@@ -361,3 +364,84 @@ def test_writers_refuse_a_read_only_database_in_one_line(emulator, library, runs
     assert made.returncode == 1 and f"database {db} is read-only" in made.stderr, made.stderr
     assert "Traceback" not in made.stderr and "OperationalError" not in made.stderr
     assert run("stats", "--db", db).returncode == 0
+
+
+# ---------------------------------------------------------------- issue 15 item 12: each stage checks its input's kind
+
+@pytest.fixture
+def stage_files(library, tmp_path):
+    """Each stage's output for two files of the library, by hand: selection, requests, manifest, results
+    (as batch-fetch writes them), decisions."""
+    _, db = library
+    files = {"selection": tmp_path / "select.jsonl", "requests": tmp_path / "requests.jsonl",
+             "manifest": tmp_path / "manifest.jsonl", "results": tmp_path / "results.jsonl",
+             "decisions": tmp_path / "decisions.jsonl"}
+    assert run("select-pending", "--db", db, "--max", "2", "-o", files["selection"]).returncode == 0
+    assert run("build-jsonl", files["selection"], "--manifest", files["manifest"], "-o",
+               files["requests"]).returncode == 0
+    results = [{"custom_id": r["custom_id"], "job_id": "job-1", "status_code": 200, "ok": True, "content": "{}",
+                "finish_reason": "stop", "usage": {}, "model": "m"} for r in jsonl(files["requests"].read_text())]
+    files["results"].write_text("".join(json.dumps(r) + "\n" for r in results))
+    decided = run("validate", files["results"], "--manifest", files["manifest"], "-o", files["decisions"])
+    assert decided.returncode == 0, decided.stderr
+    return db, files
+
+
+def test_validate_refuses_request_lines_and_apply_writes_nothing(stage_files):
+    """`validate --manifest manifest.jsonl requests.jsonl | apply-sql --db …` turned two extracted files into
+    failed_validation and exited 0."""
+    db, files = stage_files
+    paths = [r["file_path"] for r in jsonl(files["selection"].read_text())]
+    conn = sqlite3.connect(db)
+    conn.executemany("UPDATE files SET ai_metadata_status = 'extracted' WHERE file_path = ?", [(p,) for p in paths])
+    conn.commit()
+    conn.close()
+    before = query(db, "SELECT file_path, ai_metadata_status, error_message FROM files ORDER BY file_path")
+    validate = run("validate", "--manifest", files["manifest"], files["requests"])
+    assert validate.returncode == 1 and validate.stdout == ""
+    assert validate.stderr == ("validate: error: result line 1 is a request (build-jsonl's output), not a result; "
+                               "pipe batch-fetch's output\n")
+    applied = run("apply-sql", "--db", db, input=validate.stdout)
+    assert applied.returncode == 0
+    assert query(db, "SELECT file_path, ai_metadata_status, error_message FROM files ORDER BY file_path") == before
+
+
+@pytest.mark.parametrize("stage, wanted, given, says", [
+    ("validate", "result", "decisions", "a decision (validate's output)"),
+    ("validate", "result", "selection", "a selection (select-pending's output)"),
+    ("apply-sql", "decision", "results", "a result (batch-fetch's output)"),
+    ("apply-sql", "decision", "requests", "a request (build-jsonl's output)"),
+    ("apply-sql", "decision", "manifest", "a manifest line (build-jsonl --manifest's output)"),
+    ("build-jsonl", "selection", "decisions", "a decision (validate's output)"),
+    ("build-jsonl", "selection", "requests", "a request (build-jsonl's output)"),
+    ("estimate", "request", "results", "a result (batch-fetch's output)"),
+    ("batch-submit", "request", "decisions", "a decision (validate's output)"),
+    ("batch-fetch", "job record", "results", "a result (batch-fetch's output)"),
+    ("batch-wait", "job record", "requests", "a request (build-jsonl's output)"),
+])
+def test_every_stage_names_the_kind_it_was_given_and_the_stage_that_belongs_there(stage_files, tmp_path, stage,
+                                                                                  wanted, given, says):
+    from objbatch.kinds import KINDS
+
+    db, files = stage_files
+    args = {"apply-sql": ["--db", db], "build-jsonl": ["--manifest", tmp_path / "m2.jsonl"],
+            "batch-submit": ["--run-name", "k"]}.get(stage, [])
+    env = {**os.environ, "MISTRAL_API_KEY": "test-key-not-secret", "MISTRAL_SERVER_URL": "http://127.0.0.1:9"}
+    before = query(db, "SELECT * FROM files ORDER BY file_path")
+    done = run(stage, *args, files[given], env=env)
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    assert says in done.stderr and f"not {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}" in done.stderr, done.stderr
+    assert f"pipe {KINDS[wanted][0]}'s output" in done.stderr and done.stderr.count("\n") == 1
+    assert query(db, "SELECT * FROM files ORDER BY file_path") == before
+    assert not (tmp_path / "m2.jsonl").exists()
+
+
+def test_apply_refuses_a_decision_whose_fields_have_the_wrong_type_writing_nothing(stage_files):
+    db, files = stage_files
+    lines = jsonl(files["decisions"].read_text())
+    lines[-1]["model"] = ["not", "a", "string"]
+    before = query(db, "SELECT * FROM files ORDER BY file_path")
+    applied = run("apply-sql", "--db", db, input="".join(json.dumps(d) + "\n" for d in lines))
+    assert applied.returncode == 1
+    assert f"decision line {len(lines)}: model is an array, not a string; pipe validate's output" in applied.stderr
+    assert query(db, "SELECT * FROM files ORDER BY file_path") == before

@@ -288,3 +288,67 @@ def test_long_run_names_keep_the_stats_columns_in_line(emulator, library, runs_d
     lines = run("stats", "--db", db).stdout.splitlines()
     runs = lines[lines.index("Recent runs:") + 1:][:2]
     assert [line.index(" applied ") for line in runs][0] == [line.index(" applied ") for line in runs][1], runs
+
+
+# ---------------------------------------------------------------- 9: help and errors alike everywhere
+
+def test_the_offline_world_commands_have_verbose_and_one_line_errors_naming_the_port(emulator, tmp_path):
+    for cmd in ("make-sample-library", "mistral-emulator", "with-emulator"):
+        assert "--verbose" in run(cmd, "--help").stdout, cmd
+    taken = run("mistral-emulator", "--state-dir", tmp_path / "second", "--port", emulator.port, timeout=30)
+    assert taken.returncode == 1 and taken.stderr == (
+        f"mistral-emulator: error: cannot start: port {emulator.port} on 127.0.0.1 is in use (another emulator?); "
+        "choose another --port, or --port 0 for a free one\n")
+    missing = run("with-emulator", "--state-dir", tmp_path / "third", "--", "no-such-command-here")
+    assert missing.returncode == 1 and missing.stderr == "with-emulator: error: no-such-command-here: no such command\n"
+    (tmp_path / "lib.db").write_text("")
+    exists = run("make-sample-library", "--root", tmp_path / "lib", "--db", tmp_path / "lib.db", "--count", "3")
+    assert exists.returncode == 1 and exists.stderr.startswith("make-sample-library: error: database ")
+    assert "--count 3 makes 4 text files" in " ".join(run("make-sample-library", "--help").stdout.split())
+
+
+def test_help_says_what_stats_lines_are_and_batch_run_lists_its_variables():
+    stats = " ".join(run("stats", "--help").stdout.split())
+    assert "--nl Print the recent runs as JSON lines" in stats and "approve" not in stats
+    variables = run("batch-run", "--help").stdout
+    for name in ("DB=data/library.db", "MAX=", "BUDGET=", "MODEL=mistral-small-latest", "THRESHOLD="):
+        assert f"\n    {name}" in variables, name
+
+
+def test_readers_of_a_ledger_an_earlier_version_made_see_the_new_columns_defaults(library, tmp_path):
+    """A library whose ledger predates the token columns (an upgrade): stats and report read it as it is."""
+    import sqlite3
+
+    from objbatch.ledger import LEDGER_COLUMNS
+
+    _, db = library
+    assert run("select-pending", "--db", db, "--claim", "old", "--max", "1").returncode == 0
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT INTO objbatch_jobs (job_id, run_name, model, status, prompt_tokens, completion_tokens) "
+                     "VALUES ('j1', 'old', 'mistral-small-latest', 'SUCCESS', 1000000, 0)")
+        for name in LEDGER_COLUMNS["objbatch_jobs"]:
+            conn.execute(f"ALTER TABLE objbatch_jobs DROP COLUMN {name}")
+    conn.close()
+    stats = run("stats", "--db", db, "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["totals"]["cost_usd"] > 0
+    assert run("report", "--db", db, "-o", tmp_path / "r.html").returncode == 0
+
+
+# ---------------------------------------------------------------- 8: make from another folder
+
+@pytest.mark.parametrize("how", [["-f", str(ROOT / "Makefile")], ["-C", str(ROOT)]])
+def test_make_from_another_folder_reads_relative_paths_from_there(library, tmp_path, how):
+    _, db = library
+    env = {**os.environ, "PWD": str(tmp_path)}  # as the shell sets it in the folder where make is typed
+    done = subprocess.run(["make", "--no-print-directory", *how, "estimate", f"DB={db.name}", "RUNS=r"],
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("make batch would start a new run with 32 files")
+    listed = subprocess.run(["make", "-s", "--no-print-directory", *how, "vars", f"DB={db.name}", "RUNS=r"],
+                            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    assert f"DB={db}\n" in listed.stdout and f"RUNS={tmp_path / 'r'}\n" in listed.stdout
+    default = subprocess.run(["make", "-s", "--no-print-directory", *how, "vars"], cwd=tmp_path,
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert "DB=data/library.db\n" in default.stdout  # the defaults are the clone's

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .cli import one_line_errors
 from .model import VOCABULARY
 
 # The library's own schema, as its scanner creates it (version 12). objbatch must work with it as it is.
@@ -177,11 +178,13 @@ Environment: none read.
 Exit codes: 0 done, 1 --db or --root already exists (without --replace), 2 usage error.""")
 @click.option("--root", required=True, type=click.Path(file_okay=False), help="Folder for the sample transcripts.")
 @click.option("--db", required=True, type=click.Path(dir_okay=False), help="Database to create.")
-@click.option("--count", default=300, show_default=True, help="Number of text transcripts.")
+@click.option("--count", default=300, show_default=True,
+              help="Number of transcripts; one Windows-1252 book is added (--count 3 makes 4 text files).")
 @click.option("--seed", default=7, show_default=True, help="Seed: the same seed gives the same library.")
 @click.option("--small", is_flag=True, help="Small transcripts (about 1 KB) instead of realistic ones (about 14 KB).")
 @click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @click.option("--replace", is_flag=True, help="Overwrite an existing --db and the files in --root.")
+@one_line_errors
 def main(root: str, db: str, count: int, seed: int, small: bool, replace: bool) -> None:
     """Create a sample library of transcripts and its database in the library's existing schema."""
     for path, what in ((Path(db), "database"), (Path(root), "folder")):

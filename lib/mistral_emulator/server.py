@@ -7,6 +7,7 @@ emulator's own endpoints); state.py keeps files and jobs across restarts; faults
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import re
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import click
 
 from . import __version__, control, faults, files, jobs
+from .cli import one_line_errors
 from .errors import ApiError
 from .state import State, pace_problem
 
@@ -166,6 +168,7 @@ Exit codes: 0 stopped (Ctrl-C or SIGTERM), 1 could not start (port in use, state
 @click.option("--pace", default=None, help="JSON overriding queue_seconds, seconds_per_request, min_run_seconds, "
                                            "max_run_seconds, cancel_seconds, seconds_per_hour.")
 @click.version_option(__version__, "--version", message="%(prog)s %(version)s")
+@one_line_errors
 def main(host: str, port: int, state_dir: str, api_key: str | None, fault_option: str | None, seed: int | None,
          pace: str | None) -> None:
     """Serve the Mistral Files and Batch API locally. Prints, first, the lines that point objbatch at it."""
@@ -177,7 +180,13 @@ def main(host: str, port: int, state_dir: str, api_key: str | None, fault_option
         state = State(Path(state_dir), fault_config, pace_config)
         api = Api(state, api_key)
         server = ThreadingHTTPServer((host, port), make_handler(api))
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise click.ClickException(f"cannot start: port {port} on {host} is in use (another emulator?); choose "
+                                       "another --port, or --port 0 for a free one") from None
+        raise click.ClickException(f"cannot start on {host}:{port} with state folder {state_dir}: "
+                                   f"{exc.strerror or exc}") from None
+    except ValueError as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
     server.daemon_threads = True
     api.base_url = f"http://{host}:{server.server_address[1]}"

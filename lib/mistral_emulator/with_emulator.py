@@ -15,6 +15,7 @@ from typing import Iterator
 import click
 
 from . import __version__
+from .cli import one_line_errors
 
 LOCAL_KEY = "emulator-local-key"
 
@@ -56,6 +57,7 @@ Exit codes: the command's own; 1 if the emulator did not start or the command do
 @click.option("--pace", default=None, help="Job pace as JSON (see mistral-emulator --help).")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.version_option(__version__, "--version", message="%(prog)s %(version)s")
+@one_line_errors
 def main(state_dir: str, faults: str | None, seed: int | None, pace: str | None, cmd: tuple[str, ...]) -> None:
     """Run CMD with MISTRAL_SERVER_URL pointing at a local emulator started for it."""
     extra = [*(["--faults", faults] if faults else []), *(["--seed", str(seed)] if seed is not None else []),

@@ -19,7 +19,7 @@ from typing import IO, Iterator
 import click
 
 from . import costs, kinds, ledger, runs, sources
-from .common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso, read_jsonl
+from .common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso
 from .states import Decision, FileStatus
 
 PROTECTED = (FileStatus.APPROVED,)
@@ -220,12 +220,23 @@ class Applier:
 
 def read_decisions(stream: IO[str]) -> Iterator[dict]:
     """Decisions one at a time (a bad line stops the apply, whose transaction then rolls back)."""
-    for lineno, decision in read_jsonl(stream, "decision"):
-        if not isinstance(decision, dict) or decision.get("decision") not in tuple(Decision):
+    for lineno, decision in kinds.read(stream, "decision"):
+        if decision.get("decision") not in tuple(Decision):
             raise Failure(f"decision line {lineno} has no valid 'decision'; pipe validate's output")
-        if not decision.get("file_path"):
+        if not isinstance(decision.get("file_path"), str) or not decision["file_path"]:
             raise Failure(f"decision line {lineno} has no file_path; run validate with --manifest from build-jsonl")
+        kinds.fields(decision, DECISION_FIELDS, f"decision line {lineno}", "pipe validate's output")
+        if decision["decision"] in STORED and not isinstance(decision.get("metadata"), dict):
+            raise Failure(f"decision line {lineno} is {decision['decision']} without its metadata object; pipe "
+                          "validate's output")
         yield decision
+
+
+# The type of each field apply-sql reads from a decision (None is always allowed).
+DECISION_FIELDS = {"custom_id": (str,), "job_id": (str,), "filename": (str,), "db_hash": (str,), "sent_hash": (str,),
+                   "sent_stat": (dict,), "model": (str,), "prompt_version": (str,), "config_hash": (str,),
+                   "metadata": (dict,), "confidence": (int, float), "reasons": (list,), "repairs": (list,),
+                   "skip_kind": (str,), "usage": (dict,), "counts_attempt": (bool,)}
 
 
 @cli("apply-sql --db data/library.db decisions.jsonl -o applied.json",

@@ -396,5 +396,20 @@ def main(assignments: tuple[str, ...], no_wait: bool, only_estimate: bool, keep_
     sys.exit(batch(list(assignments), wait_for_lock=not no_wait))
 
 
+def variables_help() -> str:
+    """The VAR=VALUE variables, as the Makefile declares them (its ## comments): batch-run --help lists them."""
+    try:
+        text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    found = re.findall(r"^([A-Z_]+) = ?([^#\n]*)## (.*)$", text, re.M)
+    width = max((len(name) + len(default.strip()) + 1 for name, default, _ in found), default=0)
+    return "\n\n\b\nVariables (VAR=VALUE, as for make batch; make help lists them too):\n" + "\n".join(
+        f"  {name + '=' + default.strip():<{width}}  {meaning}" for name, default, meaning in found)
+
+
+main.help = (main.help or "") + variables_help()
+
+
 if __name__ == "__main__":
     main()

@@ -18,7 +18,7 @@ from typing import IO, Callable, Iterator
 
 import click
 
-from . import client, config, costs, ledger, runs
+from . import client, config, costs, kinds, ledger, runs
 from .common import (
     EXIT_USAGE,
     SERVICE_ENV,
@@ -80,6 +80,8 @@ def check_request(lineno: int, request: object, seen: dict[str, int]) -> str:
     where = f"request line {lineno}"
     if not isinstance(request, dict):
         raise Failure(f"{where} is not a JSON object; each line must be {{\"custom_id\": ..., \"body\": ...}}")
+    if kinds.kind_of(request) not in ("request", None):
+        kinds.expect(request, "request", where)  # a result, a decision, a manifest line: says which
     custom_id = request.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id.strip():
         raise Failure(f"{where} has no custom_id; give every request a unique non-empty string custom_id")

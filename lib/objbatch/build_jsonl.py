@@ -13,8 +13,8 @@ from typing import IO
 
 import click
 
-from . import costs, ledger, prompt, runs, sources
-from .common import Failure, atomic_output, check_run_name, cli, count, dumps, kill_point, log, read_jsonl, write_jsonl
+from . import costs, kinds, ledger, prompt, runs, sources
+from .common import Failure, atomic_output, check_run_name, cli, count, dumps, kill_point, log, write_jsonl
 
 TEXT_SUFFIXES = {".txt", ".md"}
 MAX_BYTES = sources.MAX_BYTES
@@ -103,8 +103,8 @@ def main(selection: IO[str], output: str, manifest: str, model: str, text_tokens
     sent = skipped = 0
     seen: set[str] = set()
     with atomic_output(output) as out, atomic_output(manifest) as man:
-        for lineno, record in read_jsonl(selection, "selection"):
-            if not isinstance(record, dict) or not record.get("file_path") or "filename" not in record:
+        for lineno, record in kinds.read(selection, "selection"):
+            if not isinstance(record["file_path"], str) or not record["file_path"]:
                 raise Failure(f"selection line {lineno} has no file_path and filename; pipe select-pending's output")
             if library_root:
                 record["library_root"] = os.path.realpath(library_root)

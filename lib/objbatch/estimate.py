@@ -16,8 +16,8 @@ from typing import IO, Iterable
 
 import click
 
-from . import costs, ledger
-from .common import EXIT_FAILED, Failure, Number, cli, log, read_jsonl
+from . import costs, kinds, ledger
+from .common import EXIT_FAILED, Failure, Number, cli, log
 
 
 def estimate_requests(requests: Iterable[dict], manifest: Iterable[dict], model: str,
@@ -44,8 +44,8 @@ def over_budget(figures: costs.Estimate, budget: float | None) -> str | None:
 
 
 def _requests(stream: IO[str]) -> Iterable[dict]:
-    for lineno, request in read_jsonl(stream, "request"):
-        if not isinstance(request, dict) or not isinstance(request.get("body"), dict):
+    for lineno, request in kinds.read(stream, "request"):
+        if not isinstance(request.get("body"), dict):
             raise Failure(f"request line {lineno} has no body; pipe build-jsonl's output")
         yield request
 
@@ -68,7 +68,7 @@ def main(requests: IO[str], manifest: IO[str] | None, db: str | None, model: str
          budget: float | None, as_json: bool) -> None:
     """Estimate tokens and cost of REQUESTS (build-jsonl's lines; - for stdin) before paying."""
     costs.check_model(model, allow_unpriced)
-    entries = (entry for _, entry in read_jsonl(manifest, "manifest")) if manifest else ()
+    entries = (entry for _, entry in kinds.read(manifest, "manifest line")) if manifest else ()
     with contextlib.ExitStack() as stack:
         conn = stack.enter_context(ledger.opened(db, identity=False, read_only=True)) if db else None
         figures = estimate_requests(_requests(requests), entries, model, conn)

@@ -7,7 +7,7 @@ import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from . import ledger, runs
+from . import kinds, ledger, runs
 from .common import EXIT_USAGE, Failure, load_json_file, log
 
 
@@ -30,13 +30,31 @@ def _read(path: str) -> dict:
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
+            _name_first_line(text, "stdin")
             raise Failure(f"the job record on stdin is not valid JSON ({exc.msg}); pipe batch-submit's output") from None
     else:
-        record = load_json_file(path, "job record")
+        try:
+            record = load_json_file(path, "job record")
+        except Failure:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                _name_first_line(handle.readline(1 << 20), path)
+            raise
+    if kinds.kind_of(record) not in ("job record", None):
+        kinds.expect(record, "job record", path)
     if not isinstance(record, dict) or not isinstance(record.get("jobs"), list):
         raise Failure(f"{path} is not a job record from batch-submit (no 'jobs' list)")
     runs.check_service(str(record.get("run_name")), record.get("server"))
     return record
+
+
+def _name_first_line(text: str, where: str) -> None:
+    """JSON lines where a job record belongs (results, requests, decisions): a Failure saying which."""
+    try:
+        first = json.loads(text.lstrip().split("\n", 1)[0])
+    except (json.JSONDecodeError, RecursionError):
+        return
+    if kinds.kind_of(first):
+        kinds.expect(first, "job record", f"{where} (its first line)")
 
 
 def _require_jobs(record: dict, path: str) -> None:

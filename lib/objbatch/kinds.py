@@ -10,9 +10,9 @@ record and never stops the stream.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import IO, Any, Iterator
 
-from .common import Failure
+from .common import Failure, read_jsonl
 
 # kind -> (the stage whose output it is, the fields that tell it from the others); checked in this order
 KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -23,7 +23,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "service result line": ("the service's output file (batch-fetch reads it)", ("custom_id", "response")),
     "manifest line": ("build-jsonl --manifest", ("file_path", "config_hash")),
     "skipped manifest line": ("build-jsonl --manifest", ("file_path", "skip")),
-    "selection": ("select-pending", ("file_path", "filename", "content_hash")),
+    "selection": ("select-pending", ("file_path", "filename")),
     "review line": ("review --nl", ("file_path", "group")),
     "metadata line": ("export-metadata", ("file_path", "metadata")),
 }
@@ -48,6 +48,32 @@ def expect(line: Any, wanted: str, where: str) -> dict:
     if found:
         raise Failure(f"{where} is {_a(found)} ({KINDS[found][0]}'s output), not {_a(wanted)}; {fix}")
     raise Failure(f"{where} is not {_a(wanted)} (it has no {' or '.join(KINDS[wanted][1])}); {fix}")
+
+
+def read(stream: IO[str], wanted: str) -> Iterator[tuple[int, dict]]:
+    """(line number, line) for each line of a stage's input, each checked to be of the kind wanted."""
+    what = wanted.removesuffix(" line")
+    for lineno, line in read_jsonl(stream, what):
+        yield lineno, expect(line, wanted, f"{what} line {lineno}")
+
+
+def fields(line: dict, types: dict[str, tuple[type, ...]], where: str, fix: str) -> dict:
+    """The line, if each field named in `types` is absent, null or of one of its types; else a Failure
+    naming the field (a hand-edited line must not stop a write halfway, or store a value of another type)."""
+    for name, allowed in types.items():
+        value = line.get(name)
+        if value is not None and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
+            raise Failure(f"{where}: {name} is {json_kind(value)}, not {' or '.join(KIND_NAMES[t] for t in allowed)}; "
+                          f"{fix}")
+    return line
+
+
+KIND_NAMES = {str: "a string", dict: "an object", list: "an array", int: "a number", float: "a number",
+              bool: "a boolean"}
+
+
+def json_kind(value: Any) -> str:
+    return "null" if value is None else KIND_NAMES.get(type(value), type(value).__name__)
 
 
 def _a(kind: str) -> str:

@@ -338,8 +338,14 @@ def _stand_in(conn: sqlite3.Connection, tables: set[str]) -> None:
     for table, wanted in LEDGER_COLUMNS.items():  # a ledger an earlier version made: its later columns
         missing = [name for name in wanted if table in tables and name not in columns(conn, table)]
         if missing:
-            conn.execute(f"CREATE TEMP VIEW {table} AS SELECT *, " + ", ".join(f"NULL AS {n}" for n in missing)
-                         + f" FROM main.{table}")
+            conn.execute(f"CREATE TEMP VIEW {table} AS SELECT *, " + ", ".join(
+                f"{_default(wanted[n])} AS {n}" for n in missing) + f" FROM main.{table}")
+
+
+def _default(declared: str) -> str:
+    """What a column added by ALTER TABLE would hold in the existing rows: its DEFAULT, else NULL."""
+    found = re.search(r"\bDEFAULT\s+(\S+)", declared)
+    return found.group(1) if found else "NULL"
 
 
 # Version 2 stores a kind where earlier versions left only a message: a file skipped as missing or

@@ -18,7 +18,7 @@ ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 def make_env(**extra: str) -> dict:
     """The environment for a make of our own: without the outer make's flags and variables."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
-    return {**env, **extra}
+    return {**env, "PWD": os.getcwd(), **extra}  # relative paths are relative to here (the Makefile reads PWD)
 
 
 def resolve(assignments: list[str]) -> dict[str, str]:

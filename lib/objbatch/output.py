@@ -17,10 +17,11 @@ FORMATS = ("table", "json", "nl", "csv")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def options(default: str = "table", formats: tuple[str, ...] = FORMATS, json_help: str | None = None) -> Callable:
+def options(default: str = "table", formats: tuple[str, ...] = FORMATS, json_help: str | None = None,
+            nl_help: str | None = None) -> Callable:
     """The bundle as click options (or the subset a command can honour), passed to the command as `fmt`."""
     helps = {"table": "Print for people.", "json": json_help or "Print a JSON array, one object a line.",
-             "nl": "Print JSON lines (one object a line), to pipe into approve, requeue or jq.",
+             "nl": nl_help or "Print JSON lines (one object a line), to pipe into approve, requeue or jq.",
              "csv": "Print CSV (lists as JSON in their cell; a cell starting with =, +, -, @, a tab or a CR gets a "
                     "leading ' so a spreadsheet shows it instead of running it).",
              "csv-raw": "Print CSV with every cell exactly as stored (for programs, not spreadsheets: a cell can "

@@ -23,7 +23,8 @@ from .select_pending import DEFAULT_MAX_ATTEMPTS
               help="How many recent runs to show.")
 @click.option("--max-attempts", default=DEFAULT_MAX_ATTEMPTS, show_default=True,
               help="Attempt cap used to list files that ran out of attempts.")
-@output.options(json_help="Print everything as one JSON object, for scripts (--nl and --csv: the runs).")
+@output.options(json_help="Print everything as one JSON object, for scripts (--nl and --csv: the runs).",
+                nl_help="Print the recent runs as JSON lines (one run a line), for jq.")
 def main(db: str, limit: int, max_attempts: int, fmt: str) -> None:
     """Where the library stands: statuses, work in flight, exhausted files, recent runs and their cost."""
     with ledger.opened(db, identity=False, read_only=True) as conn:

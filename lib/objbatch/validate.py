@@ -17,7 +17,7 @@ import click
 
 from . import kinds, ledger, metadata, runs
 from .build_jsonl import Skip, read_text
-from .common import EXIT_USAGE, Failure, Number, atomic_output, check_run_name, cli, log, read_jsonl, write_jsonl
+from .common import EXIT_USAGE, Failure, Number, atomic_output, check_run_name, cli, log, write_jsonl
 from .states import Decision
 
 
@@ -47,7 +47,8 @@ class Manifest:
             entry = json.loads(line)
         except json.JSONDecodeError as exc:
             raise Failure(f"manifest line {lineno} is not valid JSON ({exc.msg}); rebuild it with build-jsonl") from None
-        if not isinstance(entry, dict) or not entry.get("file_path"):
+        kinds.expect(entry, "manifest line", f"manifest line {lineno}")
+        if not isinstance(entry.get("file_path"), str) or not entry["file_path"]:
             raise Failure(f"manifest line {lineno} has no file_path; rebuild it with build-jsonl")
         return entry
 
@@ -103,8 +104,8 @@ def skipped(entry: dict) -> dict:
 
 def decisions(results: IO[str], manifest: Manifest, threshold: float, counts: dict) -> Iterator[dict]:
     seen: set[str] = set()
-    for lineno, result in read_jsonl(results, "result"):
-        if not isinstance(result, dict) or not result.get("custom_id"):
+    for lineno, result in kinds.read(results, "result"):
+        if not isinstance(result["custom_id"], str) or not result["custom_id"]:
             raise Failure(f"result line {lineno} has no custom_id; pipe batch-fetch's output")
         entry = manifest.get(result["custom_id"])
         if manifest and entry is None:
