@@ -90,12 +90,12 @@ class Violation(Exception):
 class Emulator:
     """One mistral-emulator per worker process, served from a thread; reset() gives it a fresh state."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Path | None = None) -> None:
         from http.server import ThreadingHTTPServer
 
         from mistral_emulator import server
 
-        self.base = Path(tempfile.mkdtemp(prefix="objbatch-sim-emu-"))
+        self.base = Path(tempfile.mkdtemp(prefix="objbatch-sim-emu-", dir=parent))  # gone with its parent
         self.root = self.base / "0"
         self.api = server.Api(self._state(self.root), KEY)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), server.make_handler(self.api))
@@ -1082,7 +1082,7 @@ _worker: dict = {}
 
 
 def _init_worker(workdir: str) -> None:
-    _worker["emu"] = Emulator()
+    _worker["emu"] = Emulator(Path(workdir))
     _worker["dir"] = Path(workdir)
 
 
@@ -1140,6 +1140,10 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
                 if result["violation"]:
                     print(report(result, args.events), flush=True)
+                if len(results) % 50 == 0:
+                    print(f"simulate: {len(results)} of {len(seeds)} sequences, "
+                          f"{sum(1 for r in results if r['violation'])} with a violation, "
+                          f"{time.time() - started:.0f}s", file=sys.stderr, flush=True)
         elapsed = time.time() - started
         bad = sorted(r["seed"] for r in results if r["violation"])
         events = sum(r["count"] for r in results)
