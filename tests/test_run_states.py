@@ -14,10 +14,10 @@ from objbatch.ledger import opened, transaction
 OWNED = ("objbatch_runs", "objbatch_claims", "objbatch_parts", "objbatch_jobs", "objbatch_leases")
 
 
-def design_table() -> dict[str, tuple[set[str], str]]:
-    """The transition table of docs/design.md: name -> (from states, to state)."""
+def design_table(title: str = "### Run states") -> dict[str, tuple[set[str], str]]:
+    """A transition table of docs/design.md: name -> (from states, to state)."""
     text = (ROOT / "docs" / "design.md").read_text()
-    section = text.split("### Run states", 1)[1].split("\n## ", 1)[0]
+    section = text.split(title, 1)[1].split("\n#", 1)[0]
     table = {}
     for match in re.finditer(r"^\| `(\w+)` \| ([^|]+) \| ([^|]+) \|", section, re.M):
         table[match.group(1)] = ({s.strip() for s in match.group(2).split(",")}, match.group(3).strip())
@@ -29,6 +29,16 @@ def test_every_transition_the_code_can_make_is_in_the_design_table_and_back():
     assert declared and declared == design_table()
     states = {str(s) for s in runs.RunState} | {"(none)", runs.GONE}
     assert all(sources | {target} <= states for sources, target in declared.values())
+
+
+def test_a_claim_changes_state_only_as_the_design_claim_table_says():
+    declared = {name: (set(sources), target) for name, (sources, target) in runs.CLAIM_TRANSITIONS.items()}
+    assert declared == design_table("### Claim states")
+    assert all(sources | {target} <= {str(s) for s in runs.ClaimState} | {"(none)", runs.GONE}
+               for sources, target in declared.values())
+    text = (ROOT / "lib" / "objbatch" / "runs.py").read_text()
+    release = text.split("def _release", 1)[1].split("\ndef ", 1)[0]
+    assert len(re.findall(r"UPDATE objbatch_claims SET state", text)) == 1 and "SET state" in release
 
 
 def test_no_module_but_runs_writes_the_run_ledger():
@@ -108,3 +118,16 @@ def test_a_file_an_older_version_skipped_as_missing_is_retried_by_its_migrated_k
     assert path in selected.stdout
     assert query(db, "SELECT skip_kind FROM objbatch_files WHERE file_path = ?", path) == [("missing",)]
     assert query(db, "SELECT value FROM objbatch_meta WHERE key = 'schema_version'") == [("2",)]
+
+
+def test_a_state_this_version_does_not_know_is_one_line_not_a_traceback(ledger_db):
+    from conftest import run
+
+    conn = sqlite3.connect(ledger_db)
+    with conn:
+        conn.execute("UPDATE objbatch_runs SET state = 'paused'")
+    conn.close()
+    refused = run("batch-cancel", "--db", ledger_db, "--run", "r")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "state 'paused', which this version of objbatch does not know" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from . import client, runs
-from .common import Failure, NotFinished, log, make_folders, scrub
+from .common import Failure, NotFinished, kill_point, log, make_folders, scrub
 
 SAFE_FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
@@ -33,6 +33,8 @@ def keep_results(service: client.Service, job: dict, raw_dir: Path) -> bool:
             service.download_to(file_id, path)
         except client.ResultsGone:
             kept = False
+        else:
+            kill_point("after-download")  # the crash tests: a download kept, nothing after it done
     if kept:
         log(f"batch-wait: job {job['id']} {job['status']}: its results are downloaded")
     return kept

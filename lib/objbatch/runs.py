@@ -39,6 +39,15 @@ GONE = "(forgotten)"  # the target of forget: the run leaves the ledger
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {}
 
 
+# A claim's life (the file of a run): taken when the run is created, released when it ends, deleted when a
+# run that sent nothing is forgotten. Claims change state only in _release.
+CLAIM_TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "create": (("(none)",), ClaimState.CLAIMED.value),
+    "_release": ((ClaimState.CLAIMED.value,), ClaimState.DONE.value),
+    "forget": ((ClaimState.CLAIMED.value,), GONE),
+}
+
+
 class IllegalTransition(Failure):
     """A run asked to change state from a state that change does not start from."""
 
@@ -63,8 +72,9 @@ def _move(conn: sqlite3.Connection, name: str, how: str, extra: str = "", params
     if not changed:
         row = conn.execute("SELECT state FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()
         now = row[0] if row else "not in the ledger"
+        fix = "it is finished" if now in FINISHED else f"make cancel NAME={name} ends it"
         raise IllegalTransition(f"run {name} is {now}: {how.replace('_', ' ')} only starts from "
-                                f"{' or '.join(sources)}; see make stats, and make cancel NAME={name} to end it")
+                                f"{' or '.join(sources)}; {fix} (make stats shows it)")
 
 
 @dataclass
@@ -98,7 +108,12 @@ def check_service(name: str, server_url: str | None) -> None:
 def get(conn: sqlite3.Connection, name: str) -> Run | None:
     row = conn.execute("SELECT run_name, state, model, library_id, db_path, run_id, created_at, finished_at, "
                        "server_url FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()
-    return Run(row[0], RunState(row[1]), *row[2:]) if row else None
+    if row is None:
+        return None
+    if row[1] not in tuple(RunState):
+        raise Failure(f"run {name} is in state {row[1]!r}, which this version of objbatch does not know (a newer "
+                      "version's?); use that version, or fix the row in objbatch_runs")
+    return Run(row[0], RunState(row[1]), *row[2:])
 
 
 def belonging(conn: ledger.Library, name: str) -> Run | None:
