@@ -100,6 +100,7 @@ class Emulator:
         self.api = server.Api(self._state(self.root), KEY)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), server.make_handler(self.api))
         self.httpd.daemon_threads = True
+        self.httpd.handle_error = lambda request, address: None  # a client killed mid-call is part of the day
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.api.base_url = self.url
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -233,7 +234,14 @@ def in_process(module: str, args: list[str], stdin: str | None = None) -> Output
                 code = 1
     finally:
         sys.stdin = old_in
+        calm()
     return Output([module.replace("_", "-"), *args], code, *texts)
+
+
+def calm() -> None:
+    """The commands set SIGPIPE to its default (die quietly under a closed pipe); the simulator's own
+    emulator thread must not die when a killed client leaves its socket."""
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
 
 def subprocess_command(argv: list[str], env: dict, timeout: float = 120,
@@ -483,6 +491,7 @@ class Sequence:
                     except Exception:
                         sys.stderr.write(traceback.format_exc())
                         code = 1
+                calm()
                 if self.note(Output(argv, code, *texts)).code:
                     break
         return f"make RUNS/{folder.name}/{target} (stages by hand)"
@@ -1115,6 +1124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="replay this one sequence, printing every event")
     parser.add_argument("--events", type=int, default=24, help="random events per sequence (default 24)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes, each with its own emulator")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="stop after this long and report the sequences that finished")
     parser.add_argument("--tolerate", action="append", default=[], choices=CHECKS,
                         help="count this invariant's violations instead of stopping (to hunt past a known bug)")
     args = parser.parse_args(argv)
@@ -1134,9 +1145,27 @@ def main(argv: list[str] | None = None) -> int:
         seeds = seeds_of(args.seeds)
         started = time.time()
         results = []
-        with multiprocessing.get_context("fork").Pool(args.workers, _init_worker, (str(workdir),),
-                                                      maxtasksperchild=200) as pool:
-            for result in pool.imap_unordered(_work, [(s, args.events, tolerate) for s in seeds]):
+        deadline = started + args.minutes * 60 if args.minutes else float("inf")
+        pool = multiprocessing.get_context("fork").Pool(args.workers, _init_worker, (str(workdir),),
+                                                        maxtasksperchild=200)
+        stopped = ""
+        try:
+            pending = pool.imap_unordered(_work, [(s, args.events, tolerate) for s in seeds])
+            while len(results) < len(seeds):
+                wait = min(600.0, deadline - time.time())
+                if wait <= 0:
+                    stopped = f" (stopped after {args.minutes:g} minutes)"
+                    break
+                try:
+                    result = pending.next(timeout=wait)
+                except multiprocessing.TimeoutError:
+                    if time.time() < deadline:
+                        done = {r["seed"] for r in results}
+                        stopped = f" (no sequence ended for 10 minutes: a worker died or hung; unfinished seeds " \
+                                  f"{sorted(set(seeds) - done)[:10]})"
+                    else:
+                        stopped = f" (stopped after {args.minutes:g} minutes)"
+                    break
                 results.append(result)
                 if result["violation"]:
                     print(report(result, args.events), flush=True)
@@ -1144,6 +1173,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"simulate: {len(results)} of {len(seeds)} sequences, "
                           f"{sum(1 for r in results if r['violation'])} with a violation, "
                           f"{time.time() - started:.0f}s", file=sys.stderr, flush=True)
+        finally:
+            pool.terminate()
         elapsed = time.time() - started
         bad = sorted(r["seed"] for r in results if r["violation"])
         events = sum(r["count"] for r in results)
@@ -1156,12 +1187,12 @@ def main(argv: list[str] | None = None) -> int:
                 texts.setdefault(text, []).append(r["seed"])
         for text, where in sorted(texts.items()):
             print(f"tolerated: {text} (seeds {', '.join(map(str, sorted(set(where))[:8]))})")
-        print(f"simulate: {len(results)} sequences, {events} events, {len(bad)} with a violation"
+        print(f"simulate: {len(results)} sequences{stopped}, {events} events, {len(bad)} with a violation"
               + (f" (seeds {', '.join(map(str, bad))})" if bad else "")
               + (f", tolerated {tolerated}" if tolerated else "")
               + f"; {elapsed:.0f}s on {args.workers} workers: {events / elapsed:.1f} events/s, "
               f"{len(results) / elapsed * 60:.1f} sequences/min")
-        return 1 if bad else 0
+        return 1 if bad or len(results) < len(seeds) and not args.minutes else 0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
