@@ -277,6 +277,26 @@ def test_writes_never_follow_a_planted_symlink(emulator, library, tmp_path):
     assert (victim / "bashrc").read_text() == "victim's own\n"
 
 
+def test_a_planted_raw_folder_symlink_is_refused_never_written_through(emulator, library, tmp_path):
+    _, db = library
+    victim, runs = tmp_path / "victim", tmp_path / "runs"
+    victim.mkdir()
+    emulator.pace(queue_seconds=600)
+    assert batch_run(emulator, db, runs, "NAME=s1", "MAX=3", "TIMEOUT=0").returncode == 75
+    raw = runs / "s1" / "raw"
+    if raw.exists():
+        raw.rmdir()
+    raw.symlink_to(victim)
+    emulator.release()
+    refused = batch_run(emulator, db, runs, "NAME=s1")
+    assert refused.returncode == 1 and "is a symbolic link" in refused.stderr, refused.stderr
+    assert list(victim.iterdir()) == []
+    raw.unlink()
+    done = batch_run(emulator, db, runs, "NAME=s1")
+    assert done.returncode == 0, done.stderr
+    assert list(victim.iterdir()) == [] and raw.is_dir() and not raw.is_symlink()
+
+
 def test_what_objbatch_writes_only_its_user_can_read(emulator, library, tmp_path):
     _, db = library
     runs = tmp_path / "runs"

@@ -310,6 +310,8 @@ def _locked(plan: Plan, assignments: list[str]) -> int:
     created = not os.path.lexists(plan.folder)
     private_folder(plan.runs_dir, "RUNS folder", link_ok=True)
     private_folder(plan.folder, "run folder")
+    if os.path.lexists(plan.folder / "raw"):  # the downloads go there: a planted symlink is refused, not followed
+        private_folder(plan.folder / "raw", "run's raw folder")
     if run is not None:  # applied.json is made once the ledger finished the run; this ledger has not (a
         (plan.folder / "applied.json").unlink(missing_ok=True)  # restored backup): make must apply again
     atomic_write_json(plan.folder / "run.json", {"run_name": plan.name, "library_id": plan.conn.library_id,

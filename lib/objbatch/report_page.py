@@ -27,7 +27,7 @@ box-shadow:0 1px 2px rgba(0,0,0,.08)}section.wide{grid-column:1/-1}h2{font-size:
 table{border-collapse:collapse;width:100%}td,th{padding:3px 8px;text-align:left;border-bottom:1px solid #eceff1;
 vertical-align:top}th{font-weight:600;color:#55606b}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .big{display:flex;gap:28px;flex-wrap:wrap}.big div{min-width:110px}.big b{display:block;font-size:24px}
-.big span{color:#66717c}.note{color:#66717c;font-size:13px}.empty{background:#fff8e1;border-left:4px solid #f0a500}
+.big div>span{color:#66717c}.note{color:#66717c;font-size:13px}.empty{background:#fff8e1;border-left:4px solid #f0a500}
 svg{display:block;max-width:100%}svg text{font:11px system-ui,sans-serif;fill:#33404d}
 .swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px}
 .item{border-top:1px solid #eceff1;padding:10px 0}.item:first-of-type{border-top:0}
