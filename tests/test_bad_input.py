@@ -445,3 +445,20 @@ def test_apply_refuses_a_decision_whose_fields_have_the_wrong_type_writing_nothi
     assert applied.returncode == 1
     assert f"decision line {len(lines)}: model is an array, not a string; pipe validate's output" in applied.stderr
     assert query(db, "SELECT * FROM files ORDER BY file_path") == before
+
+
+def test_a_run_folder_of_the_database_that_was_at_the_same_path_before_is_named_as_such(emulator, tmp_path):
+    """The library database was rebuilt at the same path: the old run folder is not the new database's, and
+    the refusal says so (it said "belongs to database P, not P; resume it with DB=P", a contradiction)."""
+    from mistral_emulator.sample_library import build
+
+    root, db, runs = tmp_path / "library", tmp_path / "library.db", tmp_path / "runs"
+    build(root, db, count=3, seed=3)
+    assert batch(emulator, db, runs, "NAME=n1").returncode == 0
+    db.unlink()
+    build(tmp_path / "library2", db, count=3, seed=4)
+    refused = run("batch-run", f"DB={db}", f"RUNS={runs}", "NAME=n1", env=emulator.env)
+    assert refused.returncode == 1
+    assert f"holds run n1 of another database that was at {db} before" in refused.stderr, refused.stderr
+    assert "move the folder away or choose another NAME" in refused.stderr
+    assert query(db, "SELECT COUNT(*) FROM objbatch_runs") == [(0,)]

@@ -92,6 +92,10 @@ class Plan:
         info = self.folder / "run.json"
         if info.exists():
             owner = ledger.load_json(info.read_text(), {})
+            if owner.get("library_id") and owner["library_id"] != self.conn.library_id and \
+                    owner.get("db_path") == self.conn.path:  # the same path, another database: replaced, rebuilt
+                raise Failure(f"{self.folder} holds run {self.name} of another database that was at {self.conn.path} "
+                              "before (it was replaced or rebuilt since); move the folder away or choose another NAME")
             if owner.get("library_id") and owner["library_id"] != self.conn.library_id:
                 raise Failure(f"run {self.name} belongs to database {owner.get('db_path')}, not {self.conn.path}; "
                               f"resume it with DB={owner.get('db_path')}, or choose another NAME")
