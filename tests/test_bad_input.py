@@ -462,3 +462,15 @@ def test_a_run_folder_of_the_database_that_was_at_the_same_path_before_is_named_
     assert f"holds run n1 of another database that was at {db} before" in refused.stderr, refused.stderr
     assert "move the folder away or choose another NAME" in refused.stderr
     assert query(db, "SELECT COUNT(*) FROM objbatch_runs") == [(0,)]
+
+
+def test_a_key_with_a_character_that_is_not_ascii_is_refused_in_one_line_without_showing_it(emulator):
+    """A key pasted with an accent or a typographic quote failed as "UnicodeEncodeError: 'ascii' codec can't
+    encode character '\\xe9' in position 8", a bare exception that showed a character of the key."""
+    secret = "sk-s3cr\u00e9t-\u201ckey\u201d"
+    submit = run("batch-submit", "--run-name", "x", input='{"custom_id":"a","body":{"messages":[{"role":"user",'
+                 '"content":"x"}]}}\n', env={**emulator.env, "MISTRAL_API_KEY": secret})
+    assert submit.returncode == 1, submit.stderr
+    assert "MISTRAL_API_KEY contains a character that is not plain ASCII" in submit.stderr, submit.stderr
+    assert "UnicodeEncodeError" not in submit.stderr and "\\xe9" not in submit.stderr and "s3cr" not in submit.stderr
+    assert len(submit.stderr.strip().splitlines()) == 1 and emulator.record()["jobs_created"] == []
