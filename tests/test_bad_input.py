@@ -474,3 +474,43 @@ def test_a_key_with_a_character_that_is_not_ascii_is_refused_in_one_line_without
     assert "MISTRAL_API_KEY contains a character that is not plain ASCII" in submit.stderr, submit.stderr
     assert "UnicodeEncodeError" not in submit.stderr and "\\xe9" not in submit.stderr and "s3cr" not in submit.stderr
     assert len(submit.stderr.strip().splitlines()) == 1 and emulator.record()["jobs_created"] == []
+
+
+# ---------------------------------------------------------------- issue 15 item 8: approve what was reviewed
+
+def extracted(db, path: str, topics: list[str], job: str) -> None:
+    """The file's metadata as a run's apply-sql stores it (its last stage, by hand)."""
+    import hashlib
+
+    content_hash = rows(db)[path]["content_hash"]
+    with open(path, "rb") as handle:
+        sent_hash = hashlib.sha256(handle.read()).hexdigest()
+    decision = {"custom_id": f"c-{os.path.basename(path)}", "job_id": job, "file_path": path, "db_hash": content_hash,
+                "sent_hash": sent_hash, "decision": "extracted", "confidence": 0.9, "reasons": [], "repairs": [], "usage": {},
+                "metadata": {"category": "ethics", "difficulty": "intermediate", "primary_topics": topics,
+                             "semantic_description": {"summary": "A lecture."}, "confidence_score": 0.9}}
+    applied = run("apply-sql", "--db", db, input=json.dumps(decision) + "\n")
+    assert applied.returncode == 0, applied.stderr
+
+
+@pytest.mark.parametrize("fmt", ["--json", "--nl", "--csv"])
+def test_approve_refuses_metadata_that_changed_after_it_was_reviewed(library, fmt):
+    """A review line, then the file requeued and extracted again with other topics: `approve - < that line`
+    said '1 file approved'. Review output now carries a digest of the metadata shown, and approve refuses
+    the file, naming it, when its metadata no longer has that digest."""
+    _, db = library
+    path, other = [p for p in texts(db) if os.path.getsize(p) < 800_000][:2]
+    extracted(db, path, ["ethics", "reason"], "job-1")
+    extracted(db, other, ["ethics", "values"], "job-1")
+    review = run("review", "--db", db, "--threshold", "1", fmt)
+    assert review.returncode == 0, review.stderr
+    assert run("requeue", "--db", db, path).returncode == 0
+    extracted(db, path, ["ethics", "honesty"], "job-2")
+    approve = run("approve", "--db", db, "-", input=review.stdout)
+    assert approve.returncode == 1
+    assert f"1 refused (its metadata changed since it was reviewed; review it again: {os.path.basename(path)})" \
+        in approve.stderr, approve.stderr
+    assert status(db, path)[0] == "extracted" and status(db, other)[0] == "approved"
+    again = run("review", "--db", db, "--threshold", "1", fmt)
+    assert run("approve", "--db", db, "-", input=again.stdout).returncode == 0
+    assert status(db, path)[0] == "approved" and "metadata_digest" in again.stdout

@@ -16,11 +16,15 @@ from . import ledger, library
 from .common import EXIT_FAILED, EXIT_USAGE, Failure, Number, cli, count, log, now_iso
 from .states import FileStatus
 
+CHANGED = "its metadata changed since it was reviewed; review it again"
 
-def chosen(conn: ledger.Library, names: list[str],
-           min_confidence: float | None) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """({path: current status} to approve, refusals (path, why))."""
+
+def chosen(conn: ledger.Library, names: list[str], min_confidence: float | None,
+           reviewed: dict[str, str] | None = None) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """({path: current status} to approve, refusals (path, why)). A file piped from review with the digest
+    of the metadata it showed is approved only if its metadata is still that."""
     found, unknown = library.resolve(conn, names)
+    shown = {found[name]: value for name, value in (reviewed or {}).items() if name in found}
     refused = list(unknown.items())
     items = {path: next(library.stored(conn, "f.file_path = ?", (path,))) for path in found.values()}
     if min_confidence is not None:
@@ -31,6 +35,8 @@ def chosen(conn: ledger.Library, names: list[str],
     approve = {}
     for path, item in items.items():
         why = _unfit(item)
+        if not why and path in shown and shown[path] != library.digest(item["metadata"]):
+            why = CHANGED
         if why:
             refused.append((path, why))
         else:
@@ -60,12 +66,16 @@ def _unfit(item: dict) -> str | None:
 @click.option("--json", "as_json", is_flag=True,
               help="Also print what was done as one JSON object: approved, already approved, refused (each with why).")
 def main(paths: tuple[str, ...], db: str, min_confidence: float | None, as_json: bool) -> None:
-    """Approve the files named by PATHS ('-' reads paths, or review --nl/--json/--csv output, from stdin)."""
+    """Approve the files named by PATHS ('-' reads paths, or review --nl/--json/--csv output, from stdin).
+
+    A review line carries the digest of the metadata it showed (metadata_digest): a file whose metadata
+    changed since it was reviewed is refused."""
     if not paths and min_confidence is None:
         raise Failure("name the files to approve (paths, '-' for stdin) or give --min-confidence", EXIT_USAGE)
-    names = library.names_from(paths, sys.stdin)
+    reviewed: dict[str, str] = {}
+    names = library.names_from(paths, sys.stdin, reviewed)
     with ledger.opened(db, identity=False) as conn, ledger.transaction(conn):
-        approve, refused = chosen(conn, names, min_confidence)
+        approve, refused = chosen(conn, names, min_confidence, reviewed)
         already = [path for path, status in approve.items() if status == FileStatus.APPROVED]
         conn.executemany("UPDATE files SET ai_metadata_status = 'approved', updated_at = ? WHERE file_path = ?",
                          [(now_iso(), path) for path, status in approve.items() if status != FileStatus.APPROVED])

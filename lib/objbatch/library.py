@@ -5,6 +5,7 @@ own review edits it); files.ai_metadata_json is a mirror. And the paths a person
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -73,7 +74,16 @@ def review_row(item: dict, group: str) -> dict:
     return {"file_path": item["file_path"], "group": group, "status": item["status"],
             "confidence": item["confidence"], "attempts": item["attempts"], "reasons": reasons,
             "category": meta.get("category"), "difficulty": meta.get("difficulty"),
-            "topics": meta.get("primary_topics", [])}
+            "topics": meta.get("primary_topics", []), "metadata_digest": digest(item["metadata"])}
+
+
+def digest(metadata: object) -> str | None:
+    """What a person reviewed of a file's metadata (all of it, not only what the table shows), as 16 hex
+    digits: review prints it, and approve refuses a file whose metadata no longer has it."""
+    if metadata is None:
+        return None
+    text = json.dumps(metadata, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def refused_line(refused: list[tuple[str, str]], shown: int = 3) -> str:
@@ -87,31 +97,34 @@ def refused_line(refused: list[tuple[str, str]], shown: int = 3) -> str:
     return f"{len(refused)} refused ({'; '.join(parts)})"
 
 
-def names_from(arguments: Iterable[str], stdin: IO[str]) -> list[str]:
+def names_from(arguments: Iterable[str], stdin: IO[str], reviewed: dict[str, str] | None = None) -> list[str]:
     """Paths given as arguments; '-' reads more from stdin: plain paths, JSON lines with a file_path (as
-    review --nl writes), a JSON array of such objects (review --json), or CSV with a file_path column."""
+    review --nl writes), a JSON array of such objects (review --json), or CSV with a file_path column.
+    `reviewed` gets each piped path's metadata_digest (what review showed), when its line has one."""
     names: list[str] = []
+    reviewed = {} if reviewed is None else reviewed
     for argument in arguments:
-        names.extend(_read(stdin) if argument == "-" else [argument])
+        names.extend(_read(stdin, reviewed) if argument == "-" else [argument])
     return names
 
 
 TABLE_LINE = re.compile(r"^(needs_review|failed_validation|skipped|extracted|approved|pending)\s{2,}\S")
 
 
-def _read(stream: IO[str]) -> list[str]:
+def _read(stream: IO[str], reviewed: dict[str, str]) -> list[str]:
     if stream.isatty():  # a bare '-' at a prompt would otherwise wait without a word
         log("reading paths (or review --nl/--json/--csv output) from the terminal; end with Ctrl-D")
     raw = getattr(stream, "buffer", None)  # as sent: a CR inside a quoted CSV cell is part of the path
     text = raw.read().decode("utf-8", "surrogateescape") if raw is not None else stream.read()
     if text.lstrip().startswith("file_path,"):  # review --csv, export-metadata --csv
-        return [unquote(row["file_path"]) for row in csv.DictReader(io.StringIO(text.lstrip())) if row.get("file_path")]
+        return [_path({**row, "file_path": unquote(row["file_path"])}, "", reviewed)
+                for row in csv.DictReader(io.StringIO(text.lstrip())) if row.get("file_path")]
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)
         except json.JSONDecodeError as exc:
             raise Failure(f"stdin looks like a JSON array but is not valid JSON ({exc.msg}); pipe review --json") from None
-        return [_path(item, f"item {i + 1}") for i, item in enumerate(items)]
+        return [_path(item, f"item {i + 1}", reviewed) for i, item in enumerate(items)]
     names = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if TABLE_LINE.match(line):
@@ -122,7 +135,7 @@ def _read(stream: IO[str]) -> list[str]:
             continue
         if line.startswith("{"):
             try:
-                names.append(_path(json.loads(line), f"line {lineno}"))
+                names.append(_path(json.loads(line), f"line {lineno}", reviewed))
             except json.JSONDecodeError:
                 raise Failure(f"stdin line {lineno} starts like JSON but is not valid JSON; give one path or "
                               "one JSON object a line") from None
@@ -131,9 +144,11 @@ def _read(stream: IO[str]) -> list[str]:
     return names
 
 
-def _path(item: object, where: str) -> str:
+def _path(item: object, where: str, reviewed: dict[str, str]) -> str:
     if not isinstance(item, dict) or not isinstance(item.get("file_path"), str):
         raise Failure(f"stdin {where} has no file_path; pipe review --json or --nl, or give plain paths")
+    if isinstance(item.get("metadata_digest"), str) and item["metadata_digest"]:
+        reviewed[item["file_path"]] = item["metadata_digest"]
     return item["file_path"]
 
 
