@@ -53,10 +53,15 @@ $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(if $(filt
 
 # Paths: a DB, RUNS or LIBRARY_ROOT given relative on the command line is relative to the folder make was typed
 # in, with make -C or make -f too (the shell's PWD names it); the defaults are in the clone.
-HERE := $(patsubst %/,%,$(dir $(realpath $(firstword $(MAKEFILE_LIST)))))
+# Typed in the clone itself (the common case, and the only one a clone whose path has a space supports, since
+# make splits such paths), nothing is rewritten.
+HERE := $(if $(filter Makefile,$(firstword $(MAKEFILE_LIST))),$(CURDIR),$(strip \
+  $(patsubst %/,%,$(dir $(realpath $(firstword $(MAKEFILE_LIST)))))))
 TYPED_IN := $(if $(and $(filter /%,$(PWD)),$(wildcard $(PWD))),$(PWD),$(CURDIR))
+ifneq ($(TYPED_IN),$(CURDIR))
 $(foreach v,DB RUNS LIBRARY_ROOT,$(if $(filter command line,$(origin $(v))),$(if $(filter /%,$($(v))),,\
   $(if $($(v)),$(eval override $(v) := $(TYPED_IN)/$($(v)))))))
+endif
 
 # A reader whose stdout closed (make export | head) ends quietly, as other Unix tools do: it dies of SIGPIPE
 # (status 141), which is not a failure.

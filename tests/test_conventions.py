@@ -222,3 +222,15 @@ def test_the_readme_session_works_typed_as_shown_in_a_fresh_clone(tmp_path):
             continue
         assert session_normalized(line) in got, f"the README shows {line!r}; typed, the session printed:\n{output}"
     assert (clone / "runs" / "report.html").exists() and (clone / "approved.csv").exists()
+
+
+def test_make_works_in_a_clone_whose_path_has_a_space(tmp_path):
+    # make splits paths at spaces: typed in the clone, nothing may need the clone's own path as a word
+    clone = tmp_path / "my projects" / "objbatch"
+    clone.mkdir(parents=True)
+    for name in ("Makefile", "pyproject.toml", "bin", "lib", "schemas", ".venv"):
+        (clone / name).symlink_to(ROOT / name)
+    done = subprocess.run(["make", "-s", "vars", "RUNS=r"], cwd=clone, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PWD": str(clone)})
+    assert done.returncode == 0, done.stderr
+    assert "RUNS=r\n" in done.stdout and "DB=data/library.db\n" in done.stdout

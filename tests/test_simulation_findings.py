@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
 import threading
 
 import pytest
 
-from conftest import query, run
+from conftest import BIN, query, run
 
 
 def batch_run(emu, db, runs, *extra):
@@ -85,3 +86,26 @@ def test_a_ctrl_c_wrapped_in_another_exception_is_an_interruption(capsys):
         wrapped.main(args=[], prog_name="wrapped", standalone_mode=False)
     assert done.value.code == 130
     assert capsys.readouterr().err == "wrapped: error: interrupted; rerun the same command to resume\n"
+
+
+def test_requeue_given_a_name_that_is_not_utf8_refuses_it_in_one_line(library, tmp_path):
+    """make simulate SEED=18: a shell passes a file name's bytes as they are; requeue given one that is not
+    UTF-8 (a file of the library whose row holds such a path) failed with "UnicodeEncodeError ... (rerun
+    with --verbose)". It is refused by name, in one line, and the other files are requeued."""
+    _, db = library
+    bad = str(tmp_path / "library" / "Bad ").encode() + b"\xff.txt"
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT INTO files (file_path, content_hash, filename, file_size, ai_metadata_status) "
+                     "VALUES (CAST(? AS TEXT), 'h', 'Bad.txt', 1, 'skipped')", (bad,))
+        good = conn.execute("SELECT file_path FROM files WHERE file_path LIKE '%.txt' AND file_path NOT LIKE "
+                            "'%Bad%' LIMIT 1").fetchone()[0]
+        conn.execute("UPDATE files SET ai_metadata_status = 'failed_validation' WHERE file_path = ?", (good,))
+    conn.close()
+    proc = subprocess.run([str(BIN / "requeue"), "--db", str(db), bad, good], capture_output=True,
+                          env=dict(os.environ))
+    err = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 1, err
+    assert "rerun with --verbose" not in err and "Error" not in err
+    assert "not valid UTF-8" in err and len(err.strip().splitlines()) == 1
+    assert query(db, "SELECT ai_metadata_status FROM files WHERE file_path = ?", good) == [("pending",)]

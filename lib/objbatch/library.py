@@ -159,6 +159,11 @@ def resolve(conn: sqlite3.Connection, names: list[str],
     none; several matches are listed)."""
     found, unknown = {}, {}
     for name in dict.fromkeys(names):
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 (a shell passes them): no statement can name it
+            unknown[name] = "not valid UTF-8: no file of the database can be named so; rescan it with objlib"
+            continue
         if conn.execute("SELECT 1 FROM files WHERE file_path = ?", (name,)).fetchone():
             found[name] = name
             continue
