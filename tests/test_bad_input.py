@@ -447,6 +447,35 @@ def test_apply_refuses_a_decision_whose_fields_have_the_wrong_type_writing_nothi
     assert query(db, "SELECT * FROM files ORDER BY file_path") == before
 
 
+def test_a_run_folder_of_the_database_that_was_at_the_same_path_before_is_named_as_such(emulator, tmp_path):
+    """The library database was rebuilt at the same path: the old run folder is not the new database's, and
+    the refusal says so (it said "belongs to database P, not P; resume it with DB=P", a contradiction)."""
+    from mistral_emulator.sample_library import build
+
+    root, db, runs = tmp_path / "library", tmp_path / "library.db", tmp_path / "runs"
+    build(root, db, count=3, seed=3)
+    assert batch(emulator, db, runs, "NAME=n1").returncode == 0
+    db.unlink()
+    build(tmp_path / "library2", db, count=3, seed=4)
+    refused = run("batch-run", f"DB={db}", f"RUNS={runs}", "NAME=n1", env=emulator.env)
+    assert refused.returncode == 1
+    assert f"holds run n1 of another database that was at {db} before" in refused.stderr, refused.stderr
+    assert "move the folder away or choose another NAME" in refused.stderr
+    assert query(db, "SELECT COUNT(*) FROM objbatch_runs") == [(0,)]
+
+
+def test_a_key_with_a_character_that_is_not_ascii_is_refused_in_one_line_without_showing_it(emulator):
+    """A key pasted with an accent or a typographic quote failed as "UnicodeEncodeError: 'ascii' codec can't
+    encode character '\\xe9' in position 8", a bare exception that showed a character of the key."""
+    secret = "sk-s3cr\u00e9t-\u201ckey\u201d"
+    submit = run("batch-submit", "--run-name", "x", input='{"custom_id":"a","body":{"messages":[{"role":"user",'
+                 '"content":"x"}]}}\n', env={**emulator.env, "MISTRAL_API_KEY": secret})
+    assert submit.returncode == 1, submit.stderr
+    assert "MISTRAL_API_KEY contains a character that is not plain ASCII" in submit.stderr, submit.stderr
+    assert "UnicodeEncodeError" not in submit.stderr and "\\xe9" not in submit.stderr and "s3cr" not in submit.stderr
+    assert len(submit.stderr.strip().splitlines()) == 1 and emulator.record()["jobs_created"] == []
+
+
 # ---------------------------------------------------------------- issue 15 item 8: approve what was reviewed
 
 def extracted(db, path: str, topics: list[str], job: str) -> None:

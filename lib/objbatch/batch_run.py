@@ -92,6 +92,10 @@ class Plan:
         info = self.folder / "run.json"
         if info.exists():
             owner = ledger.load_json(info.read_text(), {})
+            if owner.get("library_id") and owner["library_id"] != self.conn.library_id and \
+                    owner.get("db_path") == self.conn.path:  # the same path, another database: replaced, rebuilt
+                raise Failure(f"{self.folder} holds run {self.name} of another database that was at {self.conn.path} "
+                              "before (it was replaced or rebuilt since); move the folder away or choose another NAME")
             if owner.get("library_id") and owner["library_id"] != self.conn.library_id:
                 raise Failure(f"run {self.name} belongs to database {owner.get('db_path')}, not {self.conn.path}; "
                               f"resume it with DB={owner.get('db_path')}, or choose another NAME")
@@ -393,9 +397,11 @@ def main(assignments: tuple[str, ...], no_wait: bool, only_estimate: bool, keep_
     """Run the pipeline once, as make batch does, and exit 0 (done), 75 (still running), 1 or 2."""
     if keep_remote:
         assignments = (*assignments, "KEEP_REMOTE=1")
-    if only_estimate:
-        sys.exit(estimate(list(assignments)))
-    sys.exit(batch(list(assignments), wait_for_lock=not no_wait))
+    code = estimate(list(assignments)) if only_estimate else batch(list(assignments), wait_for_lock=not no_wait)
+    # The run is over and said so: a Ctrl-C now could only break Python's own exit (a traceback from an
+    # atexit callback after the summary; make simulate SEED=105).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 def variables_help() -> str:

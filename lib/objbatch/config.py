@@ -30,6 +30,9 @@ def api_key() -> str:
         what = "a line break" if re.search(r"[\r\n]", key) else "a space or control character"
         raise Failure(f"{source} contains {what} (a multi-line secret, or a stray newline?); set it to the key "
                       "alone, e.g. MISTRAL_API_KEY=\"$(pass show mistral | head -n 1)\"")
+    if not key.isascii():  # HTTP headers are ASCII: it failed as a bare UnicodeEncodeError showing a character
+        raise Failure(f"{source} contains a character that is not plain ASCII (a typographic quote or an accent "
+                      "pasted with it?); set it to the key alone, as the console shows it")
     return key
 
 

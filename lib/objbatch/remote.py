@@ -9,9 +9,10 @@ import re
 import sqlite3
 from pathlib import Path
 
-from . import client, runs
+from . import client, config, runs
 from .common import Failure, NotFinished, kill_point, log, make_folders, scrub
 
+CLEANUP_RETRY_SECONDS = 10.0  # per delete: cleanup never holds a finished run (or cron's lock) for long
 SAFE_FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
@@ -67,15 +68,24 @@ def clean_up(conn: sqlite3.Connection, run_name: str, keep: bool) -> tuple[str |
     elif not file_ids:
         outcome = "none to delete at the service"
     else:
-        deleted = 0
-        with client.Service() as service:
-            for file_id in file_ids:
-                try:
-                    service.delete_file(file_id)
-                    deleted += 1
-                except (Failure, NotFinished) as exc:
-                    warnings.append(f"could not delete file {file_id} at the service ({scrub(str(exc))}); the "
-                                    "service deletes it after 30 days")
-        outcome = f"{deleted} deleted at the service" + (f", {len(warnings)} not deleted" if warnings else "")
+        deleted, warnings = _delete(file_ids)
+        outcome = f"{deleted} deleted at the service" + (f", {len(file_ids) - deleted} not deleted" if warnings else "")
     runs.record_remote_cleanup(conn, run_name, outcome)
     return outcome, warnings
+
+
+def _delete(file_ids: list[str]) -> tuple[int, list[str]]:
+    """(how many were deleted, warnings). The run's results are already in the database, so a service that
+    will not delete is not waited out for the retry window (up to 15 minutes): each delete gets a short
+    bound, and after one fails the rest are left to the service's own 30-day expiry."""
+    policy = client.RetryPolicy(max_elapsed=min(config.retry_seconds(), CLEANUP_RETRY_SECONDS))
+    with client.Service(policy=policy) as service:
+        for done, file_id in enumerate(file_ids):
+            try:
+                service.delete_file(file_id)
+            except (Failure, NotFinished) as exc:
+                left = len(file_ids) - done - 1
+                return done, [f"could not delete file {file_id} at the service ({scrub(str(exc))})"
+                              + (f"; {left} more not tried" if left else "")
+                              + "; the service deletes them after 30 days"]
+    return len(file_ids), []
