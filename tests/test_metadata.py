@@ -135,3 +135,11 @@ def test_the_quick_schema_check_agrees_with_jsonschema():
     disagreements = [o for o in objects if quick(o) != full.is_valid(o)]
     assert disagreements == []
     assert sum(quick(o) for o in objects) > 50 and sum(not quick(o) for o in objects) > 1000
+
+
+@pytest.mark.parametrize("usd, shown", [(0.16, "$0.1600"), (0.0081, "$0.0081"), (0.009967, "$0.0100"),
+                                        (0.00001, "$0.00001"), (0.000012345, "$0.000012"), (0, "$0.0000")])
+def test_money_keeps_four_decimals_from_a_cent_and_two_significant_digits_below(usd, shown):
+    from objbatch.costs import money
+
+    assert money(usd) == shown  # $0.009967 once printed as "$0.01" beside "$0.0081"

@@ -252,9 +252,10 @@ def money(usd: float | None) -> str:
     """Dollars with four decimals, or two significant digits below a cent ($0.00001, not $0.0000)."""
     if usd is None:
         return "unknown"
-    if usd == 0 or abs(usd) >= 0.01:
+    small = _significant(usd, round) if 0 < abs(usd) < 0.01 else ""
+    if not small or float(small) >= 0.01:  # $0.009967 rounds to a cent: shown as $0.0100, like other cents
         return f"${usd:,.4f}"
-    return "$" + _significant(usd, round)
+    return "$" + small
 
 
 def budget_above(usd: float | None) -> str:
