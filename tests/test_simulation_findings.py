@@ -88,6 +88,33 @@ def test_a_ctrl_c_wrapped_in_another_exception_is_an_interruption(capsys):
     assert capsys.readouterr().err == "wrapped: error: interrupted; rerun the same command to resume\n"
 
 
+def test_a_ctrl_c_a_library_turned_into_its_own_error_is_an_interruption(capsys):
+    """make simulate SEED=211: a SIGINT that landed while pydantic-core built a schema came out as
+    "SchemaError: ... KeyboardInterrupt:" with no exception chained, exit 1. A Ctrl-C seen by the command's
+    handler is an interruption whatever the error it became; a later error of the same process is not."""
+    from objbatch.common import cli
+
+    @cli("swallowed")
+    def swallowed() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+        raise ValueError("Error building validator: KeyboardInterrupt:")
+
+    @cli("plain")
+    def plain() -> None:
+        raise ValueError("a plain bug")
+
+    with pytest.raises(SystemExit) as done:
+        swallowed.main(args=[], prog_name="swallowed", standalone_mode=False)
+    assert done.value.code == 130
+    assert capsys.readouterr().err == "swallowed: error: interrupted; rerun the same command to resume\n"
+    with pytest.raises(SystemExit) as done:
+        plain.main(args=[], prog_name="plain", standalone_mode=False)
+    assert done.value.code == 1 and "ValueError: a plain bug" in capsys.readouterr().err
+
+
 def test_requeue_given_a_name_that_is_not_utf8_refuses_it_in_one_line(library, tmp_path):
     """make simulate SEED=18: a shell passes a file name's bytes as they are; requeue given one that is not
     UTF-8 (a file of the library whose row holds such a path) failed with "UnicodeEncodeError ... (rerun

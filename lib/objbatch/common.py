@@ -112,7 +112,9 @@ def command(fn: Callable) -> Callable:
     def wrapper(*args: Any, verbose: bool = False, **kwargs: Any) -> Any:
         if hasattr(signal, "SIGPIPE"):
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, KeyboardInterrupt: one line
+        global _ctrl_c_seen
+        _ctrl_c_seen = False
+        signal.signal(signal.SIGINT, _on_ctrl_c)  # from here on, KeyboardInterrupt: one line
         name = click.get_current_context().info_name
         try:
             return fn(*args, **kwargs)
@@ -192,9 +194,22 @@ def cli(*examples: str, env: Iterable[str] = (), exits: dict[int, str] | None = 
     return decorate
 
 
+_ctrl_c_seen = False
+
+
+def _on_ctrl_c(*_: object) -> None:
+    """Python's own handler, remembering that it ran: a library may turn the KeyboardInterrupt into an error
+    of its own that does not chain it (pydantic-core building a schema; make simulate SEED=211)."""
+    global _ctrl_c_seen
+    _ctrl_c_seen = True
+    raise KeyboardInterrupt
+
+
 def _interrupted(exc: BaseException) -> bool:
     """A Ctrl-C that another exception wrapped (Python 3.11 wraps one that lands while a class is being made,
-    as when the SDK is first imported, in a RuntimeError)."""
+    as when the SDK is first imported, in a RuntimeError), or that a library swallowed into its own error."""
+    if _ctrl_c_seen:
+        return True
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, KeyboardInterrupt):
