@@ -136,3 +136,14 @@ def test_requeue_given_a_name_that_is_not_utf8_refuses_it_in_one_line(library, t
     assert "rerun with --verbose" not in err and "Error" not in err
     assert "not valid UTF-8" in err and len(err.strip().splitlines()) == 1
     assert query(db, "SELECT ai_metadata_status FROM files WHERE file_path = ?", good) == [("pending",)]
+
+
+def test_a_name_that_is_not_utf8_is_shown_as_its_bytes_on_any_stream():
+    """make simulate SEED=507: requeue's refusal line named a path from argv holding \\udcff (a byte that is
+    not UTF-8, as surrogateescape gives it); a stream that writes strict UTF-8 (a pipe under some locales,
+    the simulator's capture) failed with UnicodeEncodeError. Every text output shows such a byte as \\xff."""
+    from objbatch.common import printable
+
+    shown = printable("Bad 3 \udcff.txt, a lone \ud800")
+    assert shown == "Bad 3 \\xff.txt, a lone \\ud800"
+    shown.encode("utf-8")  # strict: writable anywhere

@@ -78,12 +78,16 @@ def scrub(text: str) -> str:
 # What a terminal would act on instead of showing: C0 controls (ESC starts CSI/OSC sequences: clear the
 # screen, set the window title, plant a hyperlink), DEL, C1 controls (0x9b is a one-byte CSI) and the
 # bidirectional overrides that reorder what is shown. Every text output escapes them (see printable).
-CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-CONTROLS_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Lone surrogates too: a name whose bytes are not UTF-8 reaches Python from argv as \udc80-\udcff
+# (surrogateescape), and no UTF-8 stream can write it; it is shown as the byte it stands for (\xff).
+CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+CONTROLS_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def _escaped(match: re.Match) -> str:
     code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:
+        code -= 0xDC00
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
