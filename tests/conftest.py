@@ -155,3 +155,21 @@ def runs_dir(tmp_path):
     path = tmp_path / "runs"
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- run helpers the run-state suites share
+
+def batch(emu, db, runs, *extra, env=None):
+    return make("batch", f"DB={db}", f"RUNS={runs}", "POLL=0.1", *extra, env={**emu.env, **(env or {})})
+
+
+def batch_run(emu, db, runs, *extra, env=None):
+    return run("batch-run", f"DB={db}", f"RUNS={runs}", "POLL=0.1", *extra, env={**emu.env, **(env or {})})
+
+
+def jobs(emu) -> list[dict]:
+    return emu.record()["jobs_created"]
+
+
+def claimed(db) -> int:
+    return query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE state = 'claimed'")[0][0]

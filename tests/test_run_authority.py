@@ -17,27 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TEST_KEY, make, query, rows, run
+from conftest import ROOT, TEST_KEY, batch, batch_run, claimed, jobs, make, query, rows, run
 from objbatch import runs as run_ledger
 from objbatch.ledger import connect, opened
 
 pytestmark = pytest.mark.slow
-
-
-def batch(emu, db, runs, *extra, env=None):
-    return make("batch", f"DB={db}", f"RUNS={runs}", "POLL=0.1", *extra, env={**emu.env, **(env or {})})
-
-
-def batch_run(emu, db, runs, *extra, env=None):
-    return run("batch-run", f"DB={db}", f"RUNS={runs}", "POLL=0.1", *extra, env={**emu.env, **(env or {})})
-
-
-def jobs(emu) -> list[dict]:
-    return emu.record()["jobs_created"]
-
-
-def claimed(db) -> int:
-    return query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE state = 'claimed'")[0][0]
 
 
 def stored(db) -> dict[str, str]:

@@ -10,26 +10,10 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, make, query, rows, run
+from conftest import ROOT, batch, batch_run, claimed, jobs, make, query, rows, run
 
 pytestmark = pytest.mark.slow
 QUICK_GIVE_UP = {"OBJBATCH_RETRY_SECONDS": "0.3"}  # a 503 storm ends the command (exit 75) within a second
-
-
-def batch(emu, db, runs, *extra, env=None):
-    return make("batch", f"DB={db}", f"RUNS={runs}", "POLL=0.1", *extra, env={**emu.env, **(env or {})})
-
-
-def batch_run(emu, db, runs, *extra, env=None):
-    return run("batch-run", f"DB={db}", f"RUNS={runs}", "POLL=0.1", *extra, env={**emu.env, **(env or {})})
-
-
-def jobs(emu) -> list[dict]:
-    return emu.record()["jobs_created"]
-
-
-def claimed(db) -> int:
-    return query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE state = 'claimed'")[0][0]
 
 
 def attempts(db) -> int:
