@@ -44,7 +44,8 @@ def _cancel_locked(conn: ledger.Library, run: runs.Run, poll: float, timeout: fl
         log(f"batch-cancel: run {run.name} is already finished ({run.state}); nothing to cancel")
         return None
     if not run.frozen:
-        return _cancel_unsent(conn, run, "before anything was submitted")
+        _cancel_unsent(conn, run, "before anything was submitted")
+        return None
     runs.check_service(run.name, run.server_url)
     record = runs.record(conn, run, all_parts=True)
     with client.Service() as service:
@@ -52,7 +53,8 @@ def _cancel_locked(conn: ledger.Library, run: runs.Run, poll: float, timeout: fl
             find_unrecorded(service, conn, record)
         job_ids = [entry["job_id"] for entry in record["jobs"] if entry["job_id"]]
         if not job_ids:  # every creation failed: the service never saw the run
-            return _cancel_unsent(conn, run, "before any of its jobs was created")
+            _cancel_unsent(conn, run, "before any of its jobs was created")
+            return None
         if stop(service, job_ids) or len(job_ids) < len(record["jobs"]):
             with ledger.transaction(conn):
                 runs.begin_cancel(conn, run.name)
@@ -70,7 +72,6 @@ def _cancel_unsent(conn: ledger.Library, run: runs.Run, when: str) -> None:
     with ledger.transaction(conn):
         released = runs.cancel_unsent(conn, run.name, {"cancelled " + when: 1})
     log(f"batch-cancel: run {run.name} cancelled {when}; its {released} files are back in the queue")
-    return None
 
 
 def find_unrecorded(service: client.Service, conn: ledger.Library, record: dict) -> None:

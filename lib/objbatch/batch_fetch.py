@@ -37,24 +37,29 @@ from .job_record import opened_record
 def classify(line: dict, job: dict) -> dict:
     """One raw result line as a normalized result. The line is the service's: any field may have any
     type, and whatever does not have the shape of an answer fails this request alone, with the reason."""
-    response = line.get("response") if isinstance(line.get("response"), dict) else {}
+    response = _object(line.get("response"))
     status = response.get("status_code")
     status = status if isinstance(status, int) and not isinstance(status, bool) else None
     base = {"custom_id": str(line.get("custom_id")), "job_id": job["id"], "status_code": status}
     error = line.get("error")
     if error is not None or (status is not None and status >= 400):
         return {**base, "ok": False, "error": kinds.text(error_text(error, status), 1000)}
-    body = response.get("body") if isinstance(response.get("body"), dict) else {}
+    body = _object(response.get("body"))
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices:
         return {**base, "ok": False, "error": "response had no choices (empty answer)"}
-    choice = choices[0] if isinstance(choices[0], dict) else {}
+    choice = _object(choices[0])
     message = choice.get("message")
     if not isinstance(message, dict):
         return {**base, "ok": False, "error": f"response's message was {_json_kind(message)}, not an object"}
     return {**base, "ok": True, "content": message.get("content"), "finish_reason": kinds.text(choice.get(
         "finish_reason"), 100), "usage": kinds.usage(body.get("usage")),
         "model": kinds.text(body.get("model"), 200) or job.get("model")}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """The value if it is a JSON object, else an empty one (a line's field may have any type)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _json_kind(value: Any) -> str:

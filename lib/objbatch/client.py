@@ -9,7 +9,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
@@ -199,8 +199,8 @@ class Service:
         since = datetime.now(timezone.utc) - timedelta(days=LOOKBACK_DAYS)
         page = 0
         while True:
-            listing = self.call("job list", lambda p=page: self._sdk.batch.jobs.list(
-                page=p, page_size=100, created_after=since))
+            listing = self.call("job list", partial(self._sdk.batch.jobs.list, page=page, page_size=100,
+                                                    created_after=since))
             data = listing.data or []
             yield from (job_dict(job) for job in data)
             if len(data) < 100:
@@ -265,9 +265,10 @@ def terminal(status: str) -> bool:
 def describe(exc: BaseException) -> str:
     """Words for an SDK or transport error, without bodies that could be long, and never the key (a
     transport error's text can quote the request's headers)."""
-    if getattr(exc, "status_code", None) is not None and hasattr(exc, "body"):
-        body = (exc.body or "").strip().replace("\n", " ")
-        return f"HTTP {exc.status_code}" + (f" ({scrub(body[:200])})" if body else "")
+    status = getattr(exc, "status_code", None)
+    if status is not None and hasattr(exc, "body"):
+        body = (getattr(exc, "body", None) or "").strip().replace("\n", " ")
+        return f"HTTP {status}" + (f" ({scrub(body[:200])})" if body else "")
     if isinstance(exc, httpx2.ConnectError):
         return "cannot connect to the service"
     if isinstance(exc, httpx2.TimeoutException):

@@ -119,7 +119,7 @@ def command(fn: Callable) -> Callable:
         global _ctrl_c_seen
         _ctrl_c_seen = False
         signal.signal(signal.SIGINT, _on_ctrl_c)  # from here on, KeyboardInterrupt: one line
-        name = click.get_current_context().info_name
+        name = click.get_current_context().info_name or "objbatch"
         try:
             return fn(*args, **kwargs)
         except Failure as exc:
@@ -138,7 +138,7 @@ def command(fn: Callable) -> Callable:
             _exit(name, message, EXIT_FAILED, "error", verbose)
 
     click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug detail on errors.")(wrapper)
-    wrapper.__click_params__.insert(0, wrapper.__click_params__.pop())
+    wrapper.__click_params__.insert(0, wrapper.__click_params__.pop())  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -191,7 +191,7 @@ def cli(*examples: str, env: Iterable[str] = (), exits: dict[int, str] | None = 
     def decorate(fn: Callable) -> click.Command:
         body = command(fn)
         click.version_option(__version__, "--version", message="%(prog)s (objbatch) %(version)s")(body)
-        body.__click_params__.insert(0, body.__click_params__.pop())  # listed after the command's own options
+        body.__click_params__.insert(0, body.__click_params__.pop())  # type: ignore[attr-defined]  # listed after the command's own options
         return click.command(context_settings={"help_option_names": ["-h", "--help"], **context_settings},
                              epilog=epilog)(body)
 
@@ -215,11 +215,12 @@ def _interrupted(exc: BaseException) -> bool:
     if _ctrl_c_seen:
         return True
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt):
             return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
     return False
 
 
@@ -336,7 +337,7 @@ def atomic_output(path: str | None) -> Iterator[IO[str]]:
     A file the user names keeps the usual rule: through the user's own symlink, the existing file's mode,
     else the umask's. In a private folder (a run's), it is 0600 and a symlink there is replaced, never
     followed."""
-    if path in (None, "-"):
+    if path is None or path == "-":
         yield sys.stdout
         return
     if not path.strip():

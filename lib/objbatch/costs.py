@@ -165,7 +165,7 @@ def answer_tokens(conn: sqlite3.Connection | None, model: str | None = None,
     """(expected output tokens per request, reasoning included, and where the figure comes from): the
     average of this database's past runs of the model (of any model, for one that does not reason), else
     the default, plus the default reasoning for a model that reasons."""
-    thinking = bool(model) and reasons(model, effort)
+    thinking = reasons(model, effort) if model else False
     if conn is not None:
         same = " AND model = ?" if thinking else ""
         row = conn.execute("SELECT SUM(completion_tokens), SUM(succeeded_requests) FROM objbatch_jobs WHERE "

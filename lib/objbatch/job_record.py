@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from functools import partial
+from typing import Iterator, Protocol
 
 from . import kinds, ledger, runs
 from .common import EXIT_USAGE, Failure, load_json_file, log
@@ -64,15 +65,25 @@ def _require_jobs(record: dict, path: str) -> None:
                       "rerun batch-submit with the same requests to finish submitting")
 
 
+class RecordJobs(Protocol):
+    """Records the service's view of a run's jobs (with `fetched`: their result files are downloaded)."""
+
+    def __call__(self, jobs: list[dict], fetched: bool = False) -> None: ...
+
+
+def _record_nothing(jobs: list[dict], fetched: bool = False) -> None:
+    """Without a database there is no ledger to record the jobs in."""
+
+
 @contextmanager
-def opened_record(path: str, db: str | None) -> Iterator[tuple[dict, Callable[[list[dict]], None]]]:
+def opened_record(path: str, db: str | None) -> Iterator[tuple[dict, RecordJobs]]:
     """(the record, a function recording the service's view of its jobs). With --db the record must be
     of that database, and for a run in its ledger the ledger's record wins (the file is only a cache:
     a cancel may have changed the run since it was written)."""
     record = _read(path)
     if not db:
         _require_jobs(record, path)
-        yield record, lambda jobs, **_: None
+        yield record, _record_nothing
         return
     with ledger.opened(db) as conn:
         runs.check_record(conn, record, f"job record {path}")
@@ -83,4 +94,4 @@ def opened_record(path: str, db: str | None) -> Iterator[tuple[dict, Callable[[l
                 log(f"{path} is out of date: using run {run.name}'s record in the database ledger")
             record = authority
         _require_jobs(record, path)
-        yield record, lambda jobs, **fetched: runs.record_jobs(conn, jobs, **fetched)
+        yield record, partial(runs.record_jobs, conn)

@@ -10,7 +10,7 @@ record and never stops the stream.
 from __future__ import annotations
 
 import math
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Mapping
 
 from .common import Failure, read_jsonl
 
@@ -57,7 +57,7 @@ def read(stream: IO[str], wanted: str) -> Iterator[tuple[int, dict]]:
         yield lineno, expect(line, wanted, f"{what} line {lineno}")
 
 
-def fields(line: dict, types: dict[str, tuple[type, ...]], where: str, fix: str) -> dict:
+def fields(line: dict, types: Mapping[str, tuple[type, ...]], where: str, fix: str) -> dict:
     """The line, if each field named in `types` is absent, null or of one of its types; else a Failure
     naming the field (a hand-edited line must not stop a write halfway, or store a value of another type)."""
     for name, allowed in types.items():

@@ -4,6 +4,7 @@ and the confidence score. Everything the rules say lives in the schema files, no
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -303,6 +304,11 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
 }
 
 
+def _within(holds: Callable[[Any, Any], bool], limit: Any) -> Callable[[Any], bool]:
+    """A bound's check: a number must hold against the limit; anything else is the type check's to refuse."""
+    return lambda v: not _TYPES["number"](v) or holds(v, limit)
+
+
 def _compile(node: dict) -> Callable[[Any], bool] | None:
     """A fast yes/no for one schema node (the same answer as jsonschema for these keywords), or None if
     the node uses a keyword it does not understand."""
@@ -321,9 +327,9 @@ def _compile(node: dict) -> Callable[[Any], bool] | None:
         checks.append(lambda v: isinstance(v, str) and v in allowed)
     if "minLength" in node:
         checks.append(lambda v: not isinstance(v, str) or len(v) >= node["minLength"])
-    for bound, holds in (("minimum", lambda v, b: v >= b), ("maximum", lambda v, b: v <= b)):
+    for bound, holds in (("minimum", operator.ge), ("maximum", operator.le)):
         if bound in node:
-            checks.append(lambda v, b=node[bound], h=holds: not _TYPES["number"](v) or h(v, b))
+            checks.append(_within(holds, node[bound]))
     checks.append(lambda v: not isinstance(v, dict) or _object_fits(v, node, parts))
     checks.append(lambda v: not isinstance(v, list) or _array_fits(v, node, items))
 

@@ -30,7 +30,7 @@ def options(default: str = "table", formats: tuple[str, ...] = FORMATS, json_hel
 
     def apply(fn: Callable) -> Callable:
         for name in reversed(listed):
-            extra = {"default": True} if name == default else {}
+            extra: dict[str, Any] = {"default": True} if name == default else {}
             fn = click.option(f"--{name}", "fmt", flag_value=name,
                               help=helps[name] + (" (the default)" if name == default else ""), **extra)(fn)
         return fn

@@ -79,7 +79,7 @@ def all_runs(conn: sqlite3.Connection) -> list[dict]:
                     "reasoning_tokens": sum(j["reasoning_tokens"] for j in own),
                     "resolved_models": sorted({m for j in own for m in (j["resolved_model"] or "").split(",") if m}),
                     "remote_cleanup": run["remote_cleanup"],
-                    "cost_usd": None if None in spent else round(sum(spent), 6),
+                    "cost_usd": None if None in spent else round(sum(s for s in spent if s is not None), 6),
                     "estimate_usd": estimate.get("batch_usd"), "estimate_input_tokens": estimate.get("input_tokens")})
     return out
 
@@ -127,7 +127,7 @@ def histogram(conn: sqlite3.Connection) -> dict:
 def reasons(conn: sqlite3.Connection) -> dict:
     """Why files failed validation or were skipped: each reason once with how many files give it, most
     common first (a failure's reasons are stored joined by '; '; a skip's message is one reason)."""
-    grouped = {}
+    grouped: dict[str, list[list[object]] | int] = {}
     for status in (FileStatus.FAILED_VALIDATION, FileStatus.SKIPPED):
         counted: dict[str, int] = {}
         for message, n in conn.execute(
@@ -160,8 +160,7 @@ def render(data: dict) -> str:
     lines += [f"Warning: {warning}" for warning in data["warnings"]]
     if data["runs"]:
         lines.append("Recent runs:")
-        width = max(24, *(len(run["run"]) for run in data["runs"]))
-        lines += [run_line(run, width) for run in data["runs"]]
+        lines.append(runs_table(data["runs"]))
     lines += _totals_lines(data["totals"]) + _model_lines(data["by_model"])
     if data["runs"]:
         lines.append(f"Costs at {data['prices']}")
@@ -196,6 +195,12 @@ def _spread_lines(spread_: dict) -> list[str]:
             f"  categories   {listed(list(spread_['categories'].items()))}",
             f"  difficulty   {listed(list(spread_['difficulty'].items()))}",
             f"  top topics   {listed(spread_['top_topics'][:10])}"]
+
+
+def runs_table(runs: list[dict]) -> str:
+    """The recent runs, one line each, names in one column."""
+    width = max(24, *(len(run["run"]) for run in runs))
+    return "\n".join(run_line(run, width) for run in runs)
 
 
 def run_line(run: dict, width: int = 24) -> str:

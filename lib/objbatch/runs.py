@@ -378,10 +378,15 @@ def freeze(conn: sqlite3.Connection, name: str, run_id: str, manifest: Iterable[
     part_of = {cid: index for index, ids in enumerate(parts, 1) for cid in ids}
     _move(conn, name, "freeze", ", run_id = ?, estimate_json = ?, server_url = ?",
           (run_id, json.dumps(estimate), server_url))
+
+    def claim_row(entry: dict, text: str) -> tuple[object, ...]:
+        cid = entry.get("custom_id")
+        key = cid if isinstance(cid, str) else ""  # in neither map: no part, no digest
+        return (cid, part_of.get(key), text, entry.get("sent_hash"), digests.get(key), name, entry["file_path"])
+
     conn.executemany("UPDATE objbatch_claims SET custom_id = ?, part = ?, manifest_json = ?, content_hash = ?, "
                      "request_digest = ? WHERE run_name = ? AND file_path = ?",
-                     ((entry.get("custom_id"), part_of.get(entry.get("custom_id")), text, entry.get("sent_hash"),
-                       digests.get(entry.get("custom_id")), name, entry["file_path"]) for entry, text in manifest))
+                     (claim_row(entry, text) for entry, text in manifest))
     conn.executemany("INSERT INTO objbatch_parts (run_name, part, parts, request_count) VALUES (?, ?, ?, ?) "
                      "ON CONFLICT(run_name, part) DO NOTHING",
                      [(name, index, len(parts), len(ids)) for index, ids in enumerate(parts, 1)])
