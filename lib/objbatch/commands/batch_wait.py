@@ -109,7 +109,8 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def wait(service, job_ids: list[str], poll: float, timeout: float, on_poll: Callable = lambda jobs: None,
+def wait(service: client.Service, job_ids: list[str], poll: float, timeout: float,
+         on_poll: Callable[[list[dict]], None] = lambda jobs: None,
          clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
          on_finished: Callable[[dict], None] = lambda job: None) -> list[dict]:
     """Poll until all jobs are terminal (on the adaptive schedule); NotFinished after `timeout` seconds.
