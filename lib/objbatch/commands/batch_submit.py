@@ -37,6 +37,7 @@ from ..common import (
     state_dir,
     write_jsonl,
 )
+from ..states import RunState
 
 MAX_JOB_REQUESTS = client.MAX_JOB_REQUESTS  # the service's limits (docs/mistral-batch-api.md, "Limits")
 MAX_JOB_BYTES = client.MAX_FILE_BYTES
@@ -405,7 +406,7 @@ def check_budget(store: FileStore | LedgerStore, plan: Plan) -> None:
 
 
 def cancelling(store: FileStore | LedgerStore) -> bool:
-    return isinstance(store, LedgerStore) and store.run.state == runs.RunState.CANCELLING
+    return isinstance(store, LedgerStore) and store.run.state == RunState.CANCELLING
 
 
 def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -> dict:
