@@ -32,21 +32,8 @@ from pathlib import Path
 
 import click
 
-from . import (
-    build_jsonl,
-    client,
-    config,
-    costs,
-    ledger,
-    overview,
-    pipeline,
-    prompt,
-    remote,
-    runs,
-    select_pending,
-    sources,
-)
-from .common import (
+from .. import client, config, costs, ledger, overview, pipeline, prompt, remote, runs, sources
+from ..common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_TEMPFAIL,
@@ -63,8 +50,9 @@ from .common import (
     printable_values,
     private_folder,
 )
+from ..make_vars import check_settings, resolve
+from . import build_jsonl, select_pending
 from .estimate import over_budget
-from .make_vars import check_settings, resolve
 
 STAGE_FILES = ("select.jsonl", "requests.jsonl", "manifest.jsonl", "job.json", "wait.jsonl", "results.jsonl",
                "decisions.jsonl", "applied.json")
