@@ -105,6 +105,11 @@ def check_service(name: str, server_url: str | None) -> None:
                       f"MISTRAL_SERVER_URL={server_url} to follow it")
 
 
+def new_name(prefix: str) -> str:
+    """A name for a new run (make batch's "run", make cron's "cron"): the UTC time it started, then four hex
+    digits so two started in the same second differ; it sorts by time and passes check_run_name."""
+    return time.strftime(f"{prefix}-%Y%m%d-%H%M%S-", time.gmtime()) + os.urandom(2).hex()
+
 def get(conn: sqlite3.Connection, name: str) -> Run | None:
     row = conn.execute("SELECT run_name, state, model, library_id, db_path, run_id, created_at, finished_at, "
                        "server_url FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()

@@ -27,12 +27,11 @@ import re
 import shutil
 import signal
 import sys
-import time
 from pathlib import Path
 
 import click
 
-from .. import client, config, costs, ledger, overview, pipeline, prompt, remote, runs, sources
+from .. import client, config, costs, ledger, overview, pipeline, remote, requests, runs, selection, sources
 from ..common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -51,8 +50,6 @@ from ..common import (
     private_folder,
 )
 from ..make_vars import check_settings, resolve
-from . import build_jsonl, select_pending
-from .estimate import over_budget
 
 STAGE_FILES = ("select.jsonl", "requests.jsonl", "manifest.jsonl", "job.json", "wait.jsonl", "results.jsonl",
                "decisions.jsonl", "applied.json")
@@ -79,7 +76,7 @@ class Plan:
                     "drops it).")
             self.resumed = True
             return open_runs[0].name
-        return time.strftime("run-%Y%m%d-%H%M%S-", time.gmtime()) + os.urandom(2).hex()
+        return runs.new_name("run")
 
     @property
     def run(self) -> runs.Run | None:
@@ -107,7 +104,7 @@ class Plan:
         if self.run is not None:
             return True
         s = self.settings
-        first = select_pending.preview(self.conn, 1, int(s["MAX_ATTEMPTS"]), s["RETRY_EXHAUSTED"] == "1")
+        first = selection.preview(self.conn, 1, int(s["MAX_ATTEMPTS"]), s["RETRY_EXHAUSTED"] == "1")
         return next(first, None) is not None and s.get("MAX") != "0"
 
 
@@ -190,7 +187,7 @@ def estimate(assignments: list[str]) -> int:
     stale = costs.stale_note()
     if stale:
         log(f"make estimate: {stale}")
-    refusal = over_budget(figures, float(settings["BUDGET"]) if settings.get("BUDGET") else None)
+    refusal = costs.over_budget(figures, float(settings["BUDGET"]) if settings.get("BUDGET") else None)
     if refusal:
         log(f"make batch would refuse: {refusal}")
         return EXIT_FAILED
@@ -204,7 +201,7 @@ def resumed_over_budget(conn: ledger.Library, run: runs.Run, known: dict | None,
     figures = costs.Estimate(model=known.get("model") or run.model or settings["MODEL"])
     figures.input_tokens, figures.requests = known.get("input_tokens", 0), known.get("requests", 0)
     figures.answer_tokens = known.get("answer_tokens_per_request", costs.DEFAULT_ANSWER_TOKENS)
-    refusal = over_budget(figures, float(settings["BUDGET"]))
+    refusal = costs.over_budget(figures, float(settings["BUDGET"]))
     if refusal:
         log(f"make batch would refuse: {refusal}")
         return EXIT_FAILED
@@ -213,20 +210,10 @@ def resumed_over_budget(conn: ledger.Library, run: runs.Run, known: dict | None,
 
 def new_run_estimate(conn: ledger.Library, settings: dict[str, str], root: str) -> costs.Estimate:
     """Build, in memory, every request a new run would send (reading files under `root` only)."""
-    figures = costs.Estimate(model=settings["MODEL"])
-    effort = settings.get("REASONING_EFFORT") or None
     limit = int(settings["MAX"]) if settings.get("MAX") else None
-    selected = select_pending.preview(conn, limit, int(settings["MAX_ATTEMPTS"]), settings["RETRY_EXHAUSTED"] == "1")
-    config = prompt.config_hash(settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS, effort)
-    for record in selected:
-        record["library_root"] = root
-        request, entry = build_jsonl.build(record, settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS, config, effort)
-        if request:
-            figures.add_request(request["body"])
-        else:
-            figures.add_skip(entry.get("skip_kind") or "other")
-    figures.learn_answers(conn)
-    return figures
+    selected = selection.preview(conn, limit, int(settings["MAX_ATTEMPTS"]), settings["RETRY_EXHAUSTED"] == "1")
+    sent = requests.would_send(selected, settings["MODEL"], root, settings.get("REASONING_EFFORT") or None)
+    return costs.estimate(settings["MODEL"], sent, conn)
 
 
 def absolute(settings: dict[str, str], assignments: list[str]) -> list[str]:
