@@ -9,6 +9,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -23,12 +25,19 @@ TEST_KEY = "test-key-not-secret"
 def isolated(tmp_path, monkeypatch):
     """No test sees the user's key, keyring, state or service."""
     for name in ("MISTRAL_API_KEY", "MISTRAL_SA_TOKEN_PATH", "MISTRAL_SERVER_URL", "OBJBATCH_KILL_AT",
-                 "OBJBATCH_MODEL"):
+                 "OBJBATCH_STOP_AT", "OBJBATCH_MODEL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
     monkeypatch.setenv("OBJBATCH_RETRY_SECONDS", "20")
     monkeypatch.setenv("OBJBATCH_MIN_POLL", "0.05")  # the emulator does not rate-limit reads: tests poll fast
+    # The product's fixed waits (config.WAITS), short: each still decides, only sooner.
+    for name, seconds in FAST_WAITS.items():
+        monkeypatch.setenv(name, seconds)
+
+
+FAST_WAITS = {"OBJBATCH_FIRST_CONTACT_SECONDS": "1", "OBJBATCH_CLEANUP_SECONDS": "1",
+              "OBJBATCH_WAIT_RETRY_FLOOR": "1", "OBJBATCH_LEASE_POLL": "0.05"}
 
 
 class Emulator:
@@ -173,3 +182,47 @@ def jobs(emu) -> list[dict]:
 
 def claimed(db) -> int:
     return query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE state = 'claimed'")[0][0]
+
+
+# ---------------------------------------------------------------- waiting on visible state, never on a sleep
+
+def wait_until(check, what: str, limit: float = 60):
+    """Look at visible state (a file, the emulator's record, a process) until `check()` is true."""
+    deadline = time.monotonic() + limit
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"{what}: not seen within {limit:.0f} s"
+        time.sleep(0.02)
+    return result
+
+
+def stopped(proc: subprocess.Popen) -> bool:
+    """Whether the process stopped itself at its OBJBATCH_STOP_AT point (state T); it must not have ended."""
+    assert proc.poll() is None, f"the process ended ({proc.returncode}) instead of stopping"
+    return Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+class Started:
+    """A command running in the background whose stderr is read as it comes: a test waits for a line it
+    prints (`saw`), then acts, then collects it (`finish`)."""
+
+    def __init__(self, argv: list, env: dict, **popen):
+        self.proc = subprocess.Popen([str(a) for a in argv], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, **popen)
+        self.err: list[str] = []
+        self.out = ""
+        self._reader = threading.Thread(target=lambda: self.err.extend(iter(self.proc.stderr.readline, "")),
+                                        daemon=True)
+        self._reader.start()
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in list(self.err))
+
+    def wait_for(self, text: str, limit: float = 60) -> None:
+        wait_until(lambda: self.saw(text) or self.proc.poll() is not None, f"{text!r} on stderr", limit)
+        assert self.saw(text), f"ended ({self.proc.returncode}) without printing {text!r}: {''.join(self.err)}"
+
+    def finish(self, timeout: float = 120) -> tuple[int, str, str]:
+        self.out = self.proc.stdout.read()
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout)
+        return self.proc.returncode, self.out, "".join(self.err)

@@ -124,6 +124,7 @@ def test_a_bad_make_value_is_one_line_before_anything_runs(args, message):
     (("--pace", '{"queue_seconds": -1}'), "queue_seconds must be a number of at least 0 (got -1)"),
     (("--pace", "[1]"), "give a JSON object"),
 ])
+@pytest.mark.emulator
 def test_the_emulator_refuses_bad_options_before_serving(tmp_path, args, message):
     done = subprocess.run([BIN / "mistral-emulator", "--state-dir", tmp_path / "state", *args], capture_output=True,
                           text=True, timeout=60)

@@ -341,7 +341,7 @@ def lease(conn: ledger.Library, name: str, wait: bool = True, who: str = "objbat
     if holder:
         log(f"{who}: run {name} is being worked on by another process ({holder}); waiting for it")
         while _take(conn, name):
-            time.sleep(1.0)
+            time.sleep(config.wait_seconds("OBJBATCH_LEASE_POLL"))
     _held.add(key)
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(conn.path, name, stop), daemon=True)
