@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -34,6 +36,14 @@ def isolated(tmp_path, monkeypatch):
     # The product's fixed waits (config.WAITS), short: each still decides, only sooner.
     for name, seconds in FAST_WAITS.items():
         monkeypatch.setenv(name, seconds)
+    # Python's own Ctrl-C and SIGPIPE handling for every test, whatever an earlier one ran in this process (a
+    # command run in process sets its own; batch-run ignores Ctrl-C once its run is over): no test depends on
+    # which tests its pytest-xdist worker ran before it.
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGPIPE: signal.SIG_IGN}
+    saved = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 FAST_WAITS = {"OBJBATCH_FIRST_CONTACT_SECONDS": "1", "OBJBATCH_CLEANUP_SECONDS": "1",
@@ -103,11 +113,31 @@ def emulator(tmp_path):
     emu.stop()
 
 
+# Commands run() calls in this process (click's CliRunner): their start (Python, the SDK's import) is most of
+# what a short command costs. The others start a process of their own: batch-run and batch-cron run make and
+# hold the process's signals, the emulator and with-emulator serve, set-key reads a terminal.
+IN_PROCESS = {"select-pending", "build-jsonl", "batch-submit", "batch-wait", "batch-fetch", "batch-cancel", "validate",
+              "apply-sql", "stats", "review", "show", "approve", "requeue", "export-metadata", "estimate", "report",
+              "make-sample-library"}
+OWN_PROCESS_ENV = ("OBJBATCH_KILL_AT", "OBJBATCH_STOP_AT")  # a kill point would kill the test itself
+# Read once when a process starts (a module path, the keyring backend, the streams' encoding): a change needs one.
+AT_START_ENV = ("PYTHONPATH", "PYTHON_KEYRING_BACKEND", "PYTHONIOENCODING", "PYTHONUTF8", "LANG", "LC_ALL",
+                "LC_CTYPE")
+
+
 def run(cmd: str, *args: str, input: str | None = None, env: dict | None = None, cwd: Path | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run one of the project's commands as a user would."""
-    return subprocess.run([str(BIN / cmd), *map(str, args)], input=input, capture_output=True, text=True,
-                          env=env or dict(os.environ), cwd=cwd, timeout=timeout)
+        timeout: float = 120, process: bool = False) -> subprocess.CompletedProcess:
+    """Run one of the project's commands as a user would: its exit code, stdout and stderr. In this process
+    where that is the same (IN_PROCESS, no kill point, no other folder); `process=True` asks for its own."""
+    env = dict(os.environ) if env is None else env
+    if process or cmd not in IN_PROCESS or cwd is not None or any(env.get(k) for k in OWN_PROCESS_ENV) \
+            or any(env.get(k) != os.environ.get(k) for k in AT_START_ENV):
+        return subprocess.run([str(BIN / cmd), *map(str, args)], input=input, capture_output=True, text=True,
+                              env=env, cwd=cwd, timeout=timeout)
+    changes = {k: v for k, v in env.items() if os.environ.get(k) != v}
+    changes.update({k: None for k in os.environ if k not in env})  # the environment given, exactly
+    result = invoke(cmd, *args, input=input, env=changes)
+    return subprocess.CompletedProcess([cmd, *map(str, args)], result.exit_code, result.stdout, result.stderr)
 
 
 def make(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -226,3 +256,29 @@ class Started:
         self.proc.wait(timeout=timeout)
         self._reader.join(timeout)
         return self.proc.returncode, self.out, "".join(self.err)
+
+
+# ---------------------------------------------------------------- a command in process (click's CliRunner)
+
+SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def command(name: str):
+    """The click command behind a console script, as pyproject.toml names it."""
+    module, attribute = SCRIPTS[name].split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def invoke(name: str, *args, input: str | None = None, env: dict | None = None):
+    """Run a command in this process, as its console script would (name, exit code, stdout, stderr), for the
+    argument and error paths: no process to start. A command that may be killed, or that needs its own
+    process (signals, a kill point), runs through run() instead. Signal handlers a command sets are undone."""
+    from click.testing import CliRunner
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGPIPE)}
+    try:
+        return CliRunner().invoke(command(name), [str(a) for a in args], input=input, env=env, prog_name=name,
+                                  catch_exceptions=False)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)

@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, TEST_KEY, request_lines, run
+from conftest import BIN, TEST_KEY, invoke, request_lines, run
 
 ESC_SEQUENCES = ["\x1b]0;pwned\x07", "\x1b[2J", "\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\", "\x9b2J"]
 
@@ -80,7 +80,7 @@ def test_the_emulator_keeps_what_it_is_sent_to_its_user_only(emulator, tmp_path)
 
 @pytest.mark.emulator
 def test_the_emulators_help_says_it_accepts_any_key_without_api_key():
-    shown = " ".join(run("mistral-emulator", "--help").stdout.split())
+    shown = " ".join(invoke("mistral-emulator", "--help").stdout.split())
     assert "Without it the emulator accepts ANY non-empty key" in shown
 
 
