@@ -50,6 +50,12 @@ FAST_WAITS = {"OBJBATCH_FIRST_CONTACT_SECONDS": "1", "OBJBATCH_CLEANUP_SECONDS":
               "OBJBATCH_WAIT_RETRY_FLOOR": "1", "OBJBATCH_LEASE_POLL": "0.05"}
 
 
+def environment() -> dict[str, str]:
+    """This process's environment for a command a test starts, less a run's lease the test may hold: a command
+    started by a test is another process, never one the test handed its lease to (runs.LEASE_ENV)."""
+    return {k: v for k, v in os.environ.items() if k != "OBJBATCH_LEASE"}
+
+
 class Emulator:
     """A mistral-emulator process on 127.0.0.1 with its own state dir; restartable on the same port."""
 
@@ -78,7 +84,7 @@ class Emulator:
 
     @property
     def env(self) -> dict:
-        return {**os.environ, "MISTRAL_SERVER_URL": self.url, "MISTRAL_API_KEY": TEST_KEY}
+        return {**environment(), "MISTRAL_SERVER_URL": self.url, "MISTRAL_API_KEY": TEST_KEY}
 
     def _control(self, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
@@ -129,7 +135,7 @@ def run(cmd: str, *args: str, input: str | None = None, env: dict | None = None,
         timeout: float = 120, process: bool = False) -> subprocess.CompletedProcess:
     """Run one of the project's commands as a user would: its exit code, stdout and stderr. In this process
     where that is the same (IN_PROCESS, no kill point, no other folder); `process=True` asks for its own."""
-    env = dict(os.environ) if env is None else env
+    env = environment() if env is None else env
     if process or cmd not in IN_PROCESS or cwd is not None or any(env.get(k) for k in OWN_PROCESS_ENV) \
             or any(env.get(k) != os.environ.get(k) for k in AT_START_ENV):
         return subprocess.run([str(BIN / cmd), *map(str, args)], input=input, capture_output=True, text=True,
@@ -142,7 +148,7 @@ def run(cmd: str, *args: str, input: str | None = None, env: dict | None = None,
 
 def make(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args], capture_output=True, text=True,
-                          env=env or dict(os.environ), timeout=timeout)
+                          env=env or environment(), timeout=timeout)
 
 
 def jsonl(text: str) -> list[dict]:
