@@ -50,12 +50,6 @@ FAST_WAITS = {"OBJBATCH_FIRST_CONTACT_SECONDS": "1", "OBJBATCH_CLEANUP_SECONDS":
               "OBJBATCH_WAIT_RETRY_FLOOR": "1", "OBJBATCH_LEASE_POLL": "0.05"}
 
 
-def environment() -> dict[str, str]:
-    """This process's environment for a command a test starts, less a run's lease the test may hold: a command
-    started by a test is another process, never one the test handed its lease to (runs.LEASE_ENV)."""
-    return {k: v for k, v in os.environ.items() if k != "OBJBATCH_LEASE"}
-
-
 class Emulator:
     """A mistral-emulator process on 127.0.0.1 with its own state dir; restartable on the same port."""
 
@@ -84,7 +78,7 @@ class Emulator:
 
     @property
     def env(self) -> dict:
-        return {**environment(), "MISTRAL_SERVER_URL": self.url, "MISTRAL_API_KEY": TEST_KEY}
+        return {**os.environ, "MISTRAL_SERVER_URL": self.url, "MISTRAL_API_KEY": TEST_KEY}
 
     def _control(self, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
@@ -126,6 +120,7 @@ IN_PROCESS = {"select-pending", "build-jsonl", "batch-submit", "batch-wait", "ba
               "apply-sql", "stats", "review", "show", "approve", "requeue", "export-metadata", "estimate", "report",
               "make-sample-library"}
 OWN_PROCESS_ENV = ("OBJBATCH_KILL_AT", "OBJBATCH_STOP_AT")  # a kill point would kill the test itself
+LEASE_ENV = "OBJBATCH_LEASE"  # the test holds a run's lease: a command must be another process to be refused it
 # Read once when a process starts (a module path, the keyring backend, the streams' encoding): a change needs one.
 AT_START_ENV = ("PYTHONPATH", "PYTHON_KEYRING_BACKEND", "PYTHONIOENCODING", "PYTHONUTF8", "LANG", "LC_ALL",
                 "LC_CTYPE")
@@ -135,9 +130,9 @@ def run(cmd: str, *args: str, input: str | None = None, env: dict | None = None,
         timeout: float = 120, process: bool = False) -> subprocess.CompletedProcess:
     """Run one of the project's commands as a user would: its exit code, stdout and stderr. In this process
     where that is the same (IN_PROCESS, no kill point, no other folder); `process=True` asks for its own."""
-    env = environment() if env is None else env
+    env = dict(os.environ) if env is None else env
     if process or cmd not in IN_PROCESS or cwd is not None or any(env.get(k) for k in OWN_PROCESS_ENV) \
-            or any(env.get(k) != os.environ.get(k) for k in AT_START_ENV):
+            or any(env.get(k) != os.environ.get(k) for k in AT_START_ENV) or LEASE_ENV in os.environ:
         return subprocess.run([str(BIN / cmd), *map(str, args)], input=input, capture_output=True, text=True,
                               env=env, cwd=cwd, timeout=timeout)
     changes = {k: v for k, v in env.items() if os.environ.get(k) != v}
@@ -148,7 +143,7 @@ def run(cmd: str, *args: str, input: str | None = None, env: dict | None = None,
 
 def make(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args], capture_output=True, text=True,
-                          env=env or environment(), timeout=timeout)
+                          env=env or dict(os.environ), timeout=timeout)
 
 
 def jsonl(text: str) -> list[dict]:

@@ -344,12 +344,14 @@ def test_cron_and_cancel_take_the_run_lease(emulator, library, runs_dir):
     assert batch(emulator, db, runs_dir, "NAME=l", "TIMEOUT=0.2").returncode != 0
     emulator.release()
     with opened(db) as conn, run_ledger.lease(conn, "l"):
-        cron = run("batch-cron", "--db", db, "--runs", runs_dir, env=emulator.env)
+        stranger = {k: v for k, v in emulator.env.items() if k != run_ledger.LEASE_ENV}  # not handed the lease
+        cron = run("batch-cron", "--db", db, "--runs", runs_dir, env=stranger)
         assert cron.returncode == 75  # left to the process working on it
         assert claimed(db) > 0 and len(jobs(emulator)) == 1
     with opened(db) as conn, run_ledger.lease(conn, "l"):
+        stranger = {k: v for k, v in emulator.env.items() if k != run_ledger.LEASE_ENV}
         cancel = Started(["make", "--no-print-directory", "-C", ROOT, "cancel", f"DB={db}", f"RUNS={runs_dir}",
-                          "NAME=l"], env=emulator.env)
+                          "NAME=l"], env=stranger)
         cancel.wait_for("run l is being worked on by another process")  # it waits: the lease is held here
         assert cancel.proc.poll() is None
     returncode, _, err = cancel.finish()  # the lease given back, it goes on
