@@ -142,8 +142,9 @@ class Service:
             try:
                 response = self._sdk.files.download(file_id=file_id)
             except Exception as exc:
-                if getattr(exc, "status_code", None) in GONE and _from_service(exc):
-                    raise ResultsGone(file_id, exc.status_code) from None  # type: ignore[attr-defined]
+                status = getattr(exc, "status_code", None)
+                if status in GONE and _from_service(exc):
+                    raise ResultsGone(file_id, status) from None
                 raise
             try:
                 with atomic_writer(path) as out:
