@@ -130,7 +130,7 @@ def m005_server_url(conn: sqlite3.Connection) -> None:
 
 @migration
 def m006_what_was_sent(conn: sqlite3.Connection) -> None:
-    """Run life (76a9105): why a run ended (applied | cancelled | nothing_sent), and for each file the
+    """Run life (76a9105): why a run ended (states.EndReason), and for each file the
     content sent and the blake2b digest of its request line, recorded before the upload."""
     add_columns(conn, "objbatch_runs", {"end_reason": "TEXT"})
     add_columns(conn, "objbatch_claims", {"content_hash": "TEXT", "request_digest": "TEXT"})
