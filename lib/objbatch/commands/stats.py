@@ -10,9 +10,9 @@ import sys
 
 import click
 
-from . import ledger, output
-from .common import cli, printable, printable_values
-from .overview import gather, render
+from .. import ledger, output
+from ..common import cli, printable, printable_values
+from ..overview import gather, render
 from .select_pending import DEFAULT_MAX_ATTEMPTS
 
 

@@ -15,9 +15,9 @@ from typing import Iterator
 
 import click
 
-from . import ledger, runs, sources
-from .common import Failure, atomic_output, check_run_name, cli, count, kill_point, log, now_iso, write_jsonl
-from .states import FileStatus
+from .. import ledger, runs, sources
+from ..common import Failure, atomic_output, check_run_name, cli, count, kill_point, log, now_iso, write_jsonl
+from ..states import FileStatus
 
 DEFAULT_MAX_ATTEMPTS = 3
 

@@ -16,8 +16,8 @@ from typing import IO, Iterable
 
 import click
 
-from . import costs, kinds, ledger
-from .common import EXIT_FAILED, Failure, Number, cli, log
+from .. import costs, kinds, ledger
+from ..common import EXIT_FAILED, Failure, Number, cli, log
 
 
 def estimate_requests(requests: Iterable[dict], manifest: Iterable[dict], model: str,

@@ -14,8 +14,8 @@ from typing import Iterator
 
 import click
 
-from . import ledger, library, metadata, output
-from .common import Number, cli, log
+from .. import ledger, library, metadata, output
+from ..common import Number, cli, log
 
 
 def rows(conn: sqlite3.Connection, groups: list[str], threshold: float, limit: int | None) -> Iterator[dict]:

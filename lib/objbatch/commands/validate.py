@@ -15,10 +15,10 @@ from typing import IO, Iterator
 
 import click
 
-from . import kinds, ledger, metadata, runs
+from .. import kinds, ledger, metadata, runs
+from ..common import EXIT_USAGE, Failure, Number, atomic_output, check_run_name, cli, log, write_jsonl
+from ..states import Decision
 from .build_jsonl import Skip, read_text
-from .common import EXIT_USAGE, Failure, Number, atomic_output, check_run_name, cli, log, write_jsonl
-from .states import Decision
 
 
 class Manifest:

@@ -18,8 +18,8 @@ from typing import Any, Iterator
 
 import click
 
-from . import client, kinds
-from .common import (
+from .. import client, kinds
+from ..common import (
     NOT_FINISHED,
     SERVICE_ENV,
     Failure,
@@ -31,7 +31,7 @@ from .common import (
     log,
     write_jsonl,
 )
-from .job_record import opened_record
+from ..job_record import opened_record
 
 
 def classify(line: dict, job: dict) -> dict:

@@ -7,8 +7,8 @@ import sqlite3
 
 import click
 
-from . import ledger, library, output
-from .common import Failure, cli, dumps, printable, printable_values
+from .. import ledger, library, output
+from ..common import Failure, cli, dumps, printable, printable_values
 
 
 def details(conn: sqlite3.Connection, path: str) -> dict:

@@ -18,9 +18,9 @@ from typing import IO, Iterator
 
 import click
 
-from . import costs, kinds, ledger, runs, sources
-from .common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso
-from .states import Decision, FileStatus
+from .. import costs, kinds, ledger, runs, sources
+from ..common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso
+from ..states import Decision, FileStatus
 
 PROTECTED = (FileStatus.APPROVED,)
 STORED = (Decision.EXTRACTED, Decision.NEEDS_REVIEW)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import click
 
-from . import ledger, runs
-from .common import (
+from .. import ledger, runs
+from ..common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_TEMPFAIL,
@@ -38,7 +38,7 @@ from .common import (
     private_folder,
     scrub,
 )
-from .make_vars import check_settings, resolve
+from ..make_vars import check_settings, resolve
 
 OWN = {"DB": "it conflicts with --db; give the database with --db only",
        "RUNS": "it conflicts with --runs; give the runs folder with --runs only",
@@ -58,7 +58,7 @@ def check(settings: tuple[str, ...], base: list[str]) -> None:
 
 def batch_run(settings: list[str]) -> tuple[int, str]:
     """One batch-run (exit status, everything it printed)."""
-    proc = subprocess.run([sys.executable, "-c", "from objbatch.batch_run import main; main(prog_name='batch-run')",
+    proc = subprocess.run([sys.executable, "-c", "from objbatch.commands.batch_run import main; main(prog_name='batch-run')",
                            "--no-wait", *settings], capture_output=True, text=True)
     return proc.returncode, proc.stdout + proc.stderr
 

@@ -11,9 +11,9 @@ from typing import Iterator
 
 import click
 
-from . import ledger, library, output
-from .common import atomic_output, cli, count, log
-from .states import FileStatus
+from .. import ledger, library, output
+from ..common import atomic_output, cli, count, log
+from ..states import FileStatus
 
 STATUSES = (FileStatus.EXTRACTED, FileStatus.NEEDS_REVIEW, FileStatus.APPROVED, FileStatus.FAILED_VALIDATION,
             FileStatus.SKIPPED, FileStatus.PENDING)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import click
 
-from . import client, ledger, runs
+from .. import client, ledger, runs
+from ..common import NOT_FINISHED, SERVICE_ENV, Failure, check_run_name, cli, log
+from ..job_record import load_record
 from .batch_wait import wait
-from .common import NOT_FINISHED, SERVICE_ENV, Failure, check_run_name, cli, log
-from .job_record import load_record
 
 
 def pick_run(conn: ledger.Library, name: str | None) -> runs.Run:

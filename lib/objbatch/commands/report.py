@@ -16,8 +16,8 @@ from pathlib import Path
 
 import click
 
-from . import ledger, library, metadata, overview, report_page
-from .common import Number, atomic_output, cli, log
+from .. import ledger, library, metadata, overview, report_page
+from ..common import Number, atomic_output, cli, log
 from .select_pending import DEFAULT_MAX_ATTEMPTS
 
 OPENING_BYTES = 700  # the opening lines of a transcript in the review queue

@@ -12,9 +12,9 @@ import sys
 
 import click
 
-from . import ledger, library
-from .common import EXIT_FAILED, EXIT_USAGE, Failure, Number, cli, count, log, now_iso
-from .states import FileStatus
+from .. import ledger, library
+from ..common import EXIT_FAILED, EXIT_USAGE, Failure, Number, cli, count, log, now_iso
+from ..states import FileStatus
 
 CHANGED = "its metadata changed since it was reviewed; review it again"
 

@@ -13,8 +13,8 @@ from typing import IO
 
 import click
 
-from . import costs, kinds, ledger, prompt, runs, sources
-from .common import Failure, atomic_output, check_run_name, cli, count, dumps, kill_point, log, write_jsonl
+from .. import costs, kinds, ledger, prompt, runs, sources
+from ..common import Failure, atomic_output, check_run_name, cli, count, dumps, kill_point, log, write_jsonl
 
 TEXT_SUFFIXES = {".txt", ".md"}
 MAX_BYTES = sources.MAX_BYTES
