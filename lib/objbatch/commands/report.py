@@ -18,7 +18,7 @@ import click
 
 from .. import ledger, library, metadata, overview, report_page
 from ..common import Number, atomic_output, cli, log
-from .select_pending import DEFAULT_MAX_ATTEMPTS
+from ..selection import DEFAULT_MAX_ATTEMPTS
 
 OPENING_BYTES = 700  # the opening lines of a transcript in the review queue
 

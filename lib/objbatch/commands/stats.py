@@ -13,7 +13,7 @@ import click
 from .. import ledger, output
 from ..common import cli, printable, printable_values
 from ..overview import gather, render
-from .select_pending import DEFAULT_MAX_ATTEMPTS
+from ..selection import DEFAULT_MAX_ATTEMPTS
 
 
 @cli("stats --db data/library.db", "stats --json | jq .statuses")
