@@ -232,3 +232,30 @@ def test_a_process_killed_in_the_middle_of_a_migration_leaves_the_database_as_it
     assert dump(db) == before  # the next connection rolls the journal back
     assert run("select-pending", "--db", db, "--max", "0").returncode == 0
     assert applied(db) == sorted(s.__name__ for s in MIGRATIONS)
+
+
+def test_an_estimate_on_an_old_database_counts_a_file_it_skipped_as_missing_that_is_back(
+        emulator, library, runs_dir, tmp_path):
+    """A reader cannot apply m008 (the skip kind from an older version's message): it sees that fill as a
+    view, so the estimate selects what a writer's selection would, even on read-only media."""
+    from test_bad_input import fingerprint, on_read_only_media
+
+    _, original = library
+    at_step(original, 7)
+    path = query(original, "SELECT file_path FROM files WHERE file_path LIKE '%.txt' ORDER BY file_path")[0][0]
+    with sqlite3.connect(original) as conn:
+        conn.execute("UPDATE files SET ai_metadata_status = 'skipped', error_message = 'file not found on disk "
+                     "(deleted, moved or on an unmounted disk)' WHERE file_path = ?", (path,))
+    conn.close()
+    db = tmp_path / "old" / "library.db"
+    db.parent.mkdir()
+    db.write_bytes(original.read_bytes())
+    before = fingerprint(db)
+    estimate = on_read_only_media(db.parent, "batch-run", "--estimate", f"DB={db}", f"RUNS={runs_dir}",
+                                  env=emulator.env)
+    assert estimate.returncode == 0, estimate.stderr
+    assert fingerprint(db) == before
+    assert run("select-pending", "--db", original, "--max", "0").returncode == 0
+    assert applied(original) == sorted(s.__name__ for s in MIGRATIONS)
+    migrated = run("batch-run", "--estimate", f"DB={original}", f"RUNS={runs_dir}", env=emulator.env)
+    assert estimate.stdout.replace(str(db), str(original)) == migrated.stdout

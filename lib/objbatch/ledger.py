@@ -82,9 +82,10 @@ def connect(path: str | Path, identity: bool = True, read_only: bool = False) ->
     if "files" not in tables:
         raise Failure(f"{path} has no 'files' table; --db must be the library database")
     check_library_tables(conn, path, tables)
-    if migrations.pending(conn, tables):  # the one query every open makes for them
+    todo = migrations.pending(conn, tables)  # the one query every open makes for them
+    if todo:
         if read_only:
-            _stand_in(conn, tables)
+            _stand_in(conn, tables, todo)
         else:
             upgrade(conn)
     if read_only:
@@ -196,23 +197,34 @@ def upgrade(conn: sqlite3.Connection, steps: list[migrations.Migration] | None =
         migrations.apply(conn, migrations.pending(conn, migrations.table_names(conn), steps))
 
 
-def _stand_in(conn: sqlite3.Connection, tables: set[str]) -> None:
+def _stand_in(conn: sqlite3.Connection, tables: set[str], todo: list[migrations.Migration]) -> None:
     """For a reader on a database objbatch has not migrated (never touched, or an earlier version's): what
-    the migrations would add, as empty TEMP tables and TEMP views adding the missing columns (with the value
-    an added column holds in existing rows), for this connection only (temp objects come first in name
-    lookup). The database itself is not written, so the migrations' fills are not done (a reader of an old
-    database sees skip_kind only where that version stored it)."""
+    the pending migrations would make, for this connection only (temp objects come first in name lookup):
+    an absent table as an empty TEMP table, a table missing columns as a TEMP view adding them (with the
+    value an added column holds in existing rows), and objbatch_files with m008's skip kinds when that
+    fill is pending. The database itself is not written."""
     if "ai_metadata_json" not in columns(conn, "files"):
         conn.execute("CREATE TEMP VIEW files AS SELECT *, NULL AS ai_metadata_json FROM main.files")
+    fill = migrations.m008_skip_kind_from_messages in todo and not migrations.filled_before(conn)
     for table, (create, defaults) in migrations.current_schema().items():
-        if table not in tables:
+        source = _as_it_would_be(conn, table, defaults, tables)
+        if table == "objbatch_files" and fill:
+            filled = migrations.skip_kinds_filled(source or f"SELECT * FROM main.{table}", defaults)
+            conn.execute(f"CREATE TEMP VIEW {table} AS {filled}")
+        elif table not in tables:
             conn.execute(create.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
-            continue
-        have = columns(conn, table)
-        missing = [name for name in defaults if name not in have]
-        if missing:
-            conn.execute(f"CREATE TEMP VIEW {table} AS SELECT *, " + ", ".join(
-                f"{defaults[name]} AS {name}" for name in missing) + f" FROM main.{table}")
+        elif source:
+            conn.execute(f"CREATE TEMP VIEW {table} AS {source}")
+
+
+def _as_it_would_be(conn: sqlite3.Connection, table: str, defaults: dict[str, str], tables: set[str]) -> str | None:
+    """A SELECT of `table` with the columns the migrations would give it, or None when it has them all."""
+    if table not in tables:
+        return "SELECT " + ", ".join(f"{value} AS {name}" for name, value in defaults.items()) + " WHERE 0"
+    missing = [name for name in defaults if name not in columns(conn, table)]
+    if not missing:
+        return None
+    return "SELECT *, " + ", ".join(f"{defaults[name]} AS {name}" for name in missing) + f" FROM main.{table}"
 
 
 # ------------------------------------------------------------------ identity

@@ -152,12 +152,10 @@ def m007_usage_and_models(conn: sqlite3.Connection) -> None:
 
 # Earlier versions left only a message for a file skipped as missing or unreadable; its kind is taken from
 # that message once, so no query decides by message text.
-SKIP_KIND_FROM_MESSAGE = """
-INSERT INTO objbatch_files (file_path, skip_kind)
-SELECT file_path, CASE WHEN error_message LIKE 'file cannot be read%' THEN 'unreadable' ELSE 'missing' END
-FROM files WHERE ai_metadata_status = 'skipped' AND (error_message LIKE 'file not found on disk%'
+SKIPPED_BY_MESSAGE = """
+SELECT file_path, CASE WHEN error_message LIKE 'file cannot be read%' THEN 'unreadable' ELSE 'missing' END AS skip_kind
+FROM main.files WHERE ai_metadata_status = 'skipped' AND (error_message LIKE 'file not found on disk%'
      OR error_message LIKE 'file cannot be read%' OR error_message LIKE 'file no longer on disk%')
-ON CONFLICT(file_path) DO UPDATE SET skip_kind = excluded.skip_kind WHERE objbatch_files.skip_kind IS NULL
 """
 
 
@@ -166,12 +164,31 @@ def m008_skip_kind_from_messages(conn: sqlite3.Connection) -> None:
     """States as a vocabulary (5ca1bf4). The versions from then until numbered migrations marked this fill
     as objbatch_meta schema_version 2: a database they opened had it already. The mark is still written,
     so such a version, run again on this database, does not fill twice."""
-    row = conn.execute("SELECT value FROM objbatch_meta WHERE key = 'schema_version'").fetchone()
-    if row and str(row[0]).isdigit() and int(row[0]) >= 2:
+    if filled_before(conn):
         return
-    conn.execute(SKIP_KIND_FROM_MESSAGE)
+    conn.execute(f"INSERT INTO objbatch_files (file_path, skip_kind) {SKIPPED_BY_MESSAGE} ON CONFLICT(file_path) "
+                 "DO UPDATE SET skip_kind = excluded.skip_kind WHERE objbatch_files.skip_kind IS NULL")
     conn.execute("INSERT INTO objbatch_meta (key, value) VALUES ('schema_version', '2') ON CONFLICT(key) DO UPDATE "
                  "SET value = excluded.value")
+
+
+def filled_before(conn: sqlite3.Connection) -> bool:
+    if "objbatch_meta" not in table_names(conn):
+        return False
+    row = conn.execute("SELECT value FROM main.objbatch_meta WHERE key = 'schema_version'").fetchone()
+    return bool(row) and str(row[0]).isdigit() and int(row[0]) >= 2
+
+
+def skip_kinds_filled(table: str, defaults: dict[str, str]) -> str:
+    """objbatch_files as m008 would leave it, for a reader that cannot apply it: `table` is a SELECT of
+    objbatch_files as it is, with each of its current columns (`defaults`)."""
+    kept = ", ".join("COALESCE(o.skip_kind, fill.skip_kind) AS skip_kind" if name == "skip_kind" else f"o.{name}"
+                     for name in defaults)
+    added = ", ".join(f"fill.{name}" if name in ("file_path", "skip_kind") else value
+                      for name, value in defaults.items())
+    return (f"WITH o AS ({table}), fill AS ({SKIPPED_BY_MESSAGE}) SELECT {kept} FROM o LEFT JOIN fill "
+            f"ON fill.file_path = o.file_path UNION ALL SELECT {added} FROM fill "
+            "WHERE fill.file_path NOT IN (SELECT file_path FROM o)")
 
 
 # ------------------------------------------------------------------ the schema the steps reach
