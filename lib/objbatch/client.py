@@ -220,6 +220,15 @@ class Service:
             page += 1
 
 
+def unrecorded(record: dict, by_part: dict[str, dict]) -> Iterator[tuple[dict, dict]]:
+    """(entry, job) for each part of a job record that has no job id yet but a job at the service (created,
+    then the answer or the record was lost): what batch-submit and batch-cancel record before going on."""
+    for entry in record["jobs"]:
+        job = by_part.get(entry["part"])
+        if not entry.get("job_id") and job:
+            yield entry, job
+
+
 def check_job(model: str, metadata: dict[str, str], timeout_hours: int) -> None:
     """What the service would refuse in a job creation, refused here before anything is uploaded."""
     if not MIN_TIMEOUT_HOURS <= timeout_hours <= MAX_TIMEOUT_HOURS:
