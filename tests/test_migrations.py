@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, batch, query, run
-from objbatch import ledger
+from objbatch import ledger, migrations
 from objbatch.migrations import MIGRATIONS
 
 FIXTURE = ROOT / "tests" / "fixtures" / "ledger-6ab6fb2.sql"
@@ -259,3 +259,18 @@ def test_an_estimate_on_an_old_database_counts_a_file_it_skipped_as_missing_that
     assert applied(original) == sorted(s.__name__ for s in MIGRATIONS)
     migrated = run("batch-run", "--estimate", f"DB={original}", f"RUNS={runs_dir}", env=emulator.env)
     assert estimate.stdout.replace(str(db), str(original)) == migrated.stdout
+
+
+def test_two_writers_that_both_found_migrations_pending_apply_each_once(tmp_path):
+    """Both opened the old database before either upgraded it: the second finds the list done under the lock."""
+    _, db = old_library(tmp_path)
+    first, second = (sqlite3.connect(db, isolation_level=None) for _ in range(2))
+    try:
+        for conn in (first, second):
+            assert migrations.pending(conn, migrations.table_names(conn)) == MIGRATIONS
+        ledger.upgrade(first)
+        ledger.upgrade(second)
+    finally:
+        first.close()
+        second.close()
+    assert query(db, "SELECT COUNT(*) FROM objbatch_migrations") == [(len(MIGRATIONS),)]

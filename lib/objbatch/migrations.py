@@ -201,7 +201,7 @@ def current_schema() -> dict[str, tuple[str, dict[str, str]]]:
     try:
         memory.execute("CREATE TABLE files (file_path TEXT PRIMARY KEY, ai_metadata_status TEXT, error_message TEXT)")
         apply(memory, MIGRATIONS)
-        schema = {}
+        schema: dict[str, tuple[str, dict[str, str]]] = {}
         for name, sql in memory.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT IN "
                                         "('files', 'sqlite_sequence', ?)", (TABLE,)):
             defaults = {row[1]: row[4] if row[4] is not None else "NULL"
