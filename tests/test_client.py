@@ -169,3 +169,9 @@ def test_a_fixed_wait_is_settable_and_a_bad_value_is_one_line(monkeypatch, name)
         monkeypatch.setenv(name, bad)
         with pytest.raises(Failure, match=f"^{name} must be a number of seconds"):
             client.config.wait_seconds(name)
+
+
+def test_a_part_without_a_job_id_is_matched_to_the_job_the_service_has_for_it():
+    record = {"jobs": [{"part": "1/3", "job_id": "a"}, {"part": "2/3", "job_id": None}, {"part": "3/3"}]}
+    by_part = {"1/3": {"id": "a"}, "2/3": {"id": "b"}}
+    assert list(client.unrecorded(record, by_part)) == [(record["jobs"][1], {"id": "b"})]  # 3/3: never created

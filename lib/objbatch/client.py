@@ -230,12 +230,12 @@ class Service:
             page += 1
 
 
-def unrecorded(record: dict[str, Any], found: dict[str, dict[str, Any]]
+def unrecorded(record: dict[str, Any], by_part: dict[str, dict[str, Any]]
                ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """(entry, job) for each part of a job record that has no job recorded but has one at the service (`found`,
-    from Service.jobs_by_part): a creation whose answer never reached the record (a crash in between)."""
+    """(entry, job) for each part of a job record that has no job id yet but a job at the service (created,
+    then the answer or the record was lost): what batch-submit and batch-cancel record before going on."""
     for entry in record["jobs"]:
-        job = found.get(entry["part"])
+        job = by_part.get(entry["part"])
         if not entry.get("job_id") and job:
             yield entry, job
 
