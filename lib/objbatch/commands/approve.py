@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -44,7 +45,7 @@ def chosen(conn: ledger.Library, names: list[str], min_confidence: float | None,
     return approve, refused
 
 
-def _unfit(item: dict) -> str | None:
+def _unfit(item: dict[str, Any]) -> str | None:
     if isinstance(item["file_path"], ledger.NotUtf8):
         return ledger.NOT_UTF8_PATH
     if item["is_deleted"]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import click
 
@@ -58,7 +58,7 @@ def _raw_dir(raw_dir: str | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _counted(results: Iterator[dict], counts: dict) -> Iterator[dict]:
+def _counted(results: Iterator[dict[str, Any]], counts: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for result in results:
         key = "ok" if result["ok"] else ("missing" if result.get("missing") else "failed")
         counts[key] += 1

@@ -6,6 +6,7 @@ service rate-limits reads), which OBJBATCH_MIN_POLL lowers for the local emulato
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -39,13 +40,13 @@ def main(job_record: str, poll: float, timeout: float, output: str, db: str | No
         job_ids = [entry["job_id"] for entry in record["jobs"]]
         if not job_ids:
             log("batch-wait: the record holds no job; nothing to wait for")
-            jobs: list[dict] = []
+            jobs: list[dict[str, Any]] = []
         else:
             # --timeout also bounds how long a failing service is retried (at least a few seconds for a blip)
             floor = config.wait_seconds("OBJBATCH_WAIT_RETRY_FLOOR")
             policy = client.RetryPolicy(max_elapsed=min(config.retry_seconds(), max(timeout, floor)))
             with client.Service(policy=policy) as service:
-                def downloaded(job: dict) -> None:
+                def downloaded(job: dict[str, Any]) -> None:
                     if raw_dir and remote.keep_results(service, job, Path(raw_dir)):
                         on_poll([job], fetched=True)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-from typing import IO, Iterable
+from typing import IO, Any, Iterable
 
 import click
 
@@ -20,7 +20,7 @@ from .. import costs, kinds, ledger
 from ..common import EXIT_FAILED, Failure, Number, cli, log
 
 
-def _requests(stream: IO[str]) -> Iterable[dict]:
+def _requests(stream: IO[str]) -> Iterable[dict[str, Any]]:
     for lineno, request in kinds.read(stream, "request"):
         if not isinstance(request.get("body"), dict):
             raise Failure(f"request line {lineno} has no body; pipe build-jsonl's output")

@@ -7,7 +7,7 @@ mirror. Lists (topics, aspects, arguments, positions) are JSON in their CSV cell
 from __future__ import annotations
 
 import sqlite3
-from typing import Iterator
+from typing import Any, Iterator
 
 import click
 
@@ -19,7 +19,7 @@ STATUSES = (FileStatus.EXTRACTED, FileStatus.NEEDS_REVIEW, FileStatus.APPROVED, 
             FileStatus.SKIPPED, FileStatus.PENDING)
 
 
-def rows(conn: sqlite3.Connection, statuses: tuple[str, ...], limit: int | None) -> Iterator[dict]:
+def rows(conn: sqlite3.Connection, statuses: tuple[str, ...], limit: int | None) -> Iterator[dict[str, Any]]:
     where = "COALESCE(f.is_deleted, 0) = 0 AND COALESCE(m.metadata_json, f.ai_metadata_json) IS NOT NULL"
     if statuses:
         where += f" AND f.ai_metadata_status IN ({','.join('?' * len(statuses))})"
@@ -29,7 +29,7 @@ def rows(conn: sqlite3.Connection, statuses: tuple[str, ...], limit: int | None)
         yield flat(item)
 
 
-def flat(item: dict) -> dict:
+def flat(item: dict[str, Any]) -> dict[str, Any]:
     meta = item["metadata"] if isinstance(item["metadata"], dict) else {}
     description = meta.get("semantic_description") or {}
     return {"file_path": item["file_path"], "status": item["status"], "confidence": item["confidence"],
@@ -42,7 +42,7 @@ def flat(item: dict) -> dict:
             "prompt_version": item["prompt_version"], "extracted_at": item["extracted_at"]}
 
 
-def table(found: list[dict]) -> str:
+def table(found: list[dict[str, Any]]) -> str:
     return "\n".join(f"{r['status']:<13} {r['category'] or '-':<22} {r['difficulty'] or '-':<13} {r['file_path']}"
                      for r in found)
 

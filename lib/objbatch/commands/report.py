@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -23,9 +24,9 @@ from ..selection import DEFAULT_MAX_ATTEMPTS
 OPENING_BYTES = 700  # the opening lines of a transcript in the review queue
 
 
-def queue(conn: ledger.Library, threshold: float, limit: int) -> tuple[list[dict], int]:
+def queue(conn: ledger.Library, threshold: float, limit: int) -> tuple[list[dict[str, Any]], int]:
     """The first `limit` files of the review queue (needs_review, then failed_validation), and how many it holds."""
-    listed: list[dict] = []
+    listed: list[dict[str, Any]] = []
     total = 0
     for group in ("needs_review", "failed_validation"):
         count, items = library.review_group(conn, group, threshold, max(limit - len(listed), 0))

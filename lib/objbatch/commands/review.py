@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from typing import Iterator
+from typing import Any, Iterator
 
 import click
 
@@ -18,7 +18,7 @@ from .. import ledger, library, metadata, output
 from ..common import Number, cli, log
 
 
-def rows(conn: sqlite3.Connection, groups: list[str], threshold: float, limit: int | None) -> Iterator[dict]:
+def rows(conn: sqlite3.Connection, groups: list[str], threshold: float, limit: int | None) -> Iterator[dict[str, Any]]:
     counts = {}
     for group in groups:
         counts[group], items = library.review_group(conn, group, threshold, limit)
@@ -26,7 +26,7 @@ def rows(conn: sqlite3.Connection, groups: list[str], threshold: float, limit: i
     log("review: " + ", ".join(f"{n} {group}" for group, n in counts.items()))
 
 
-def table(found: list[dict]) -> str:
+def table(found: list[dict[str, Any]]) -> str:
     lines = []
     for item in found:
         confidence = "-" if item["confidence"] is None else f"{item['confidence']:.2f}"

@@ -4,6 +4,7 @@ attempts, the current metadata (the current file_metadata_ai row) and its histor
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import click
 
@@ -11,7 +12,7 @@ from .. import ledger, library, output
 from ..common import Failure, cli, dumps, printable, printable_values
 
 
-def details(conn: sqlite3.Connection, path: str) -> dict:
+def details(conn: sqlite3.Connection, path: str) -> dict[str, Any]:
     item = next(library.stored(conn, "f.file_path = ?", (path,)))
     resolved = "resolved_model" if ledger.has_column(conn, "file_metadata_ai", "resolved_model") else "NULL"
     versions = [dict(r) for r in conn.execute(
@@ -32,7 +33,7 @@ def details(conn: sqlite3.Connection, path: str) -> dict:
             "metadata": item["metadata"], "versions": versions, "results": results}
 
 
-def render(info: dict) -> str:
+def render(info: dict[str, Any]) -> str:
     lines = [info["file_path"], f"  status      {info['status']}" + ("  (deleted)" if info["deleted"] else "")]
     if info["confidence"] is not None:
         lines.append(f"  confidence  {info['confidence']:.2f}")
@@ -63,13 +64,13 @@ def render(info: dict) -> str:
     return "\n".join(lines)
 
 
-def _model(row: dict) -> str:
+def _model(row: dict[str, Any]) -> str:
     """The model asked for, and the dated model that answered when the results named another."""
     asked, answered = row.get("model") or "?", row.get("resolved_model")
     return f"{asked} (answered by {answered})" if answered and answered != asked else asked
 
 
-def _listed(label: str, items: list, indent: str = "  ") -> list[str]:
+def _listed(label: str, items: list[Any], indent: str = "  ") -> list[str]:
     if not items:
         return []
     return [f"{indent}{label}:"] + [f"{indent}  - {item}" for item in items]
