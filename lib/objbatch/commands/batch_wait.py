@@ -10,15 +10,7 @@ from pathlib import Path
 import click
 
 from .. import client, config, remote
-from ..common import (
-    NOT_FINISHED,
-    SERVICE_ENV,
-    Number,
-    atomic_output,
-    cli,
-    log,
-    write_jsonl,
-)
+from ..common import NOT_FINISHED, SERVICE_ENV, Number, atomic_output, cli, log, write_jsonl
 from ..job_record import opened_record
 from ..polling import wait
 
