@@ -6,8 +6,10 @@
    database holding its results, with make batch's default settings.
 3. make batch on a 100,000-file library (small files): seconds and peak RSS.
 4. Convergence at the real failure rates: failed files after each of three rounds, over a few seeds.
+5. Opening the database (every command does it first): the first open of a library, which applies every
+   migration, then the median open of the migrated library as a writer and as a reader.
 
-    python tests/bench.py [--only floor,lag,scale,convergence] [--pairs 3] [--sizes 1200,10000]
+    python tests/bench.py [--only floor,lag,scale,convergence,open] [--pairs 3] [--sizes 1200,10000]
                           [--against CHECKOUT ...]   (make bench runs it with none)
 """
 
@@ -175,9 +177,27 @@ def bench_convergence(work: Path, seeds: range) -> None:
     print(f"convergence: {converged}/{len(seeds)} seeds left no failed file after three rounds (301 files each)")
 
 
+def bench_open(work: Path, opens: int = 300) -> None:
+    from objbatch import ledger
+
+    db = copy_of(library(work, 1_200), "open")
+    start = time.perf_counter()
+    ledger.connect(db).close()
+    print(f"open: the first open of a 1,200-file library (every migration) {1000 * (time.perf_counter() - start):.1f} ms",
+          flush=True)
+    for role, read_only in (("writer", False), ("reader", True)):
+        times = []
+        for _ in range(opens):
+            start = time.perf_counter()
+            ledger.connect(db, identity=not read_only, read_only=read_only).close()
+            times.append(time.perf_counter() - start)
+        print(f"open: a migrated library as a {role}: median {1000 * sorted(times)[opens // 2]:.2f} ms "
+              f"(of {opens})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="floor,lag,scale,convergence")
+    parser.add_argument("--only", default="floor,lag,scale,convergence,open")
     parser.add_argument("--pairs", type=int, default=3, help="floor: rounds of each side (the median is shown)")
     parser.add_argument("--sizes", default="1200,10000", help="floor: library sizes, comma-separated")
     parser.add_argument("--against", action="append", type=Path, default=[], metavar="CHECKOUT",
@@ -195,7 +215,7 @@ def main() -> None:
         floor = functools.partial(bench_floor, pairs=options.pairs, against=tuple(a.resolve() for a in options.against),
                                   sizes=tuple(int(n) for n in options.sizes.split(",")))
         for name, run in (("floor", floor), ("lag", bench_lag), ("scale", bench_scale),
-                          ("convergence", lambda w: bench_convergence(w, range(1, 4)))):
+                          ("convergence", lambda w: bench_convergence(w, range(1, 4))), ("open", bench_open)):
             if name in chosen:
                 run(work)
     finally:
