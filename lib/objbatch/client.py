@@ -9,7 +9,6 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
@@ -64,7 +63,7 @@ class Service:
 
     @property
     def _sdk(self) -> Any:
-        """The SDK client, one a process for this URL and key (batch-run runs every stage in one process)."""
+        """The SDK client, made on first use (a Service that only checks its settings opens no connection)."""
         if self._client is None:
             self._client = _sdk_client(self.url, self.key)
         return self._client
@@ -73,7 +72,11 @@ class Service:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        pass  # the SDK client is shared by the process's stages and closed when it ends
+        """The SDK client's connections are closed with the Service: each stage opens its own (the SDK's
+        code is imported once a process all the same)."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            client.__exit__(None, None, None)
 
     # ----------------------------------------------------------- retries
 
@@ -222,7 +225,6 @@ def check_job(model: str, metadata: dict[str, str], timeout_hours: int) -> None:
                           f"{METADATA_VALUE_CHARS[1]} characters (got {len(str(value))}); use a shorter run name")
 
 
-@lru_cache(maxsize=4)
 def _sdk_client(url: str, key: str) -> Any:
     from mistralai.client import Mistral  # loaded on first use: most of a second
 

@@ -10,7 +10,6 @@ import json
 from . import costs, metadata
 
 PROMPT_VERSION = "objbatch-3"
-CHARS_PER_TOKEN = 4          # measured on the library: 16-17K tokens for a 64 KB transcript
 DEFAULT_TEXT_TOKENS = 24_000  # text budget per request; longer texts are excerpted (see excerpt())
 TEMPERATURE = 0.1            # near-deterministic: metadata should not vary between runs
 MAX_TOKENS = 2_048           # a full answer is ~400 tokens; generous so answers are not cut off
@@ -94,7 +93,7 @@ def user_message(record: dict, text: str, excerpted: bool, total_chars: int) -> 
 
 def request_body(model: str, record: dict, text: str, text_tokens: int,
                  effort: str | None = None) -> tuple[dict, bool]:
-    cut, excerpted = excerpt(text, text_tokens * CHARS_PER_TOKEN)
+    cut, excerpted = excerpt(text, round(text_tokens * costs.CHARS_PER_TOKEN))
     body = {
         "model": model,
         "messages": [{"role": "system", "content": system_prompt()},
