@@ -134,13 +134,11 @@ class Number(click.FloatRange):
             self.name = "integer"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if self.whole:  # an int is finite: click's own check, and its message ('2.5' is not a valid integer)
+            return click.IntRange(self.min, self.max).convert(value, param, ctx)
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a number", param, ctx)
-        if self.whole:
-            if not float(number).is_integer():
-                self.fail(f"{value!r} is not a whole number", param, ctx)
-            return int(number)
         return number
 
 

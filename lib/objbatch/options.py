@@ -9,10 +9,22 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from . import defaults
+from . import client, defaults
 from .common import Number
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The numbers make's variables and the commands' options share, one type each: MAX=-1 (batch-run checks make's
+# variables before anything runs) and select-pending --max -1 are refused by the same rule.
+COUNT = Number(min=0, whole=True)            # MAX, N: at most this many (0: none)
+ATTEMPTS = Number(min=1, whole=True)         # MAX_ATTEMPTS
+IN_FLIGHT = Number(min=1, whole=True)        # MAX_IN_FLIGHT
+SECONDS = Number(min=0)                      # POLL, TIMEOUT
+FRACTION = Number(0, 1)                      # THRESHOLD: a confidence
+DOLLARS = Number(min=0)                      # BUDGET
+TIMEOUT_HOURS = Number(client.MIN_TIMEOUT_HOURS, client.MAX_TIMEOUT_HOURS, whole=True)  # the service's bounds
+MAKE_NUMBERS = {"MAX": COUNT, "N": COUNT, "MAX_ATTEMPTS": ATTEMPTS, "MAX_IN_FLIGHT": IN_FLIGHT, "POLL": SECONDS,
+                "TIMEOUT": SECONDS, "THRESHOLD": FRACTION, "BUDGET": DOLLARS, "TIMEOUT_HOURS": TIMEOUT_HOURS}
 
 
 class AliasedOption(click.Option):
@@ -59,4 +71,4 @@ def output_option(help: str = "Write here (atomically) instead of stdout.", defa
 def max_option(help: str = "At most this many files.", default: int | None = None) -> Callable[[F], F]:
     """-n/--max: at most N (passed as `limit`; --limit: the older spelling)."""
     return click.option("-n", "--max", "limit", cls=AliasedOption, aliases=("--limit",), default=default,
-                        show_default=default is not None, type=Number(min=0, whole=True), help=help)
+                        show_default=default is not None, type=COUNT, help=help)
