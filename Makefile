@@ -72,12 +72,10 @@ endif
 reader_done = || [ $$? -eq 141 ]
 # No user value reaches a shell unquoted: $(call shq,VALUE) is VALUE as one single-quoted shell word.
 shq = '$(subst ','\'',$(1))'
-# Run names: letters, digits, '.', '_', '-', not starting with '.' (batch-run also caps the length at 64).
-NAME_CHARS := a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M N O P Q R S T U V W X \
-  Y Z 0 1 2 3 4 5 6 7 8 9 . _ -
+# Run names: RUN_NAME_CHARS (defaults.mk), not starting with '.' (batch-run also caps the length at RUN_NAME_MAX).
 strip_chars = $(if $(2),$(call strip_chars,$(subst $(firstword $(2)),,$(1)),$(wordlist 2,$(words $(2)),$(2))),$(1))
 ifneq ($(strip $(NAME)),)
-ifneq ($(words $(NAME))$(call strip_chars,$(NAME),$(NAME_CHARS))$(filter .%,$(NAME)),1)
+ifneq ($(words $(NAME))$(call strip_chars,$(NAME),$(RUN_NAME_CHARS))$(filter .%,$(NAME)),1)
 $(error NAME '$(NAME)' is not allowed: use letters, digits, '.', '_' and '-', not starting with '.')
 endif
 endif

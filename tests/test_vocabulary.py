@@ -237,3 +237,21 @@ def test_at_most_n_is_max_everywhere_with_limit_hidden():
         for spelling in ("-n", "--max", "--limit"):
             ctx = command.make_context(name, [spelling, "7"], resilient_parsing=True)
             assert ctx.params["limit"] == 7, (name, spelling)
+
+
+@pytest.mark.parametrize("name", ["run-20261129-080000-1a2b", "a.b_c-D9", ".hidden", "semi;colon", "sl/ash", "é"])
+def test_make_and_the_commands_accept_the_same_run_names(name):
+    from objbatch.common import check_run_name
+
+    by_make = make("-s", "vars", f"NAME={name}").returncode == 0
+    try:
+        by_code = check_run_name(name) == name
+    except Failure:
+        by_code = False
+    assert by_make == by_code, (name, by_make, by_code)
+
+
+def test_a_new_run_name_is_a_valid_one():
+    from objbatch.common import check_run_name, new_run_name
+
+    assert check_run_name(new_run_name("cron")).startswith("cron-")

@@ -13,7 +13,6 @@ from overlapping.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from .common import (
     count,
     file_lock,
     log,
+    new_run_name,
     printable,
     private_folder,
     scrub,
@@ -124,7 +124,7 @@ def main(db: str, runs_folder: str, max_in_flight: int, settings: tuple[str, ...
                 note(runs_dir, describe(conn, name, *outcomes[name]))
             in_flight = [name for name, (code, _) in outcomes.items() if code == EXIT_TEMPFAIL]
             if len(in_flight) < max_in_flight and all(code in (EXIT_OK, EXIT_TEMPFAIL) for code, _ in outcomes.values()):
-                name = time.strftime("cron-%Y%m%d-%H%M%S-", time.gmtime()) + os.urandom(2).hex()
+                name = new_run_name("cron")
                 outcomes[name] = batch_run([*base, f"NAME={name}"])
                 flying = runs.unfinished(conn) if runs.get(conn, name) is None else []
                 note(runs_dir, f"no new run: {count(len(flying), 'run')} in flight and the cap is "

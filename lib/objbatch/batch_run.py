@@ -29,7 +29,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -48,6 +47,7 @@ from .common import (
     cli,
     count,
     log,
+    new_run_name,
     printable,
     printable_values,
     private_folder,
@@ -80,7 +80,7 @@ class Plan:
                     "drops it).")
             self.resumed = True
             return open_runs[0].name
-        return time.strftime("run-%Y%m%d-%H%M%S-", time.gmtime()) + os.urandom(2).hex()
+        return new_run_name("run")
 
     @property
     def run(self) -> runs.Run | None:

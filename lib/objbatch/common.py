@@ -21,6 +21,8 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 import click
 
+from . import defaults
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -62,16 +64,24 @@ class NotFinished(Failure):
         self.label = label
 
 
-RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+# The rule make checks too (defaults.mk): RUN_NAME_CHARS, not starting with '.', at most RUN_NAME_MAX.
+RUN_NAME = re.compile("[{first}][{chars}]{{0,{rest}}}".format(
+    first=re.escape(defaults.RUN_NAME_CHARS.replace(".", "")), chars=re.escape(defaults.RUN_NAME_CHARS),
+    rest=defaults.RUN_NAME_MAX - 1))
 
 
 def check_run_name(name: str) -> str:
     """Run names become folder names and make targets: letters, digits, '.', '_', '-', at most 64, no leading
     '.'. Anything else is refused before any file or database is touched."""
     if not RUN_NAME.fullmatch(name or ""):
-        raise Failure(f"run name {name!r} is not allowed: use letters, digits, '.', '_' and '-' (at most 64, "
-                      "not starting with '.')", EXIT_USAGE)
+        raise Failure(f"run name {name!r} is not allowed: use letters, digits, '.', '_' and '-' (at most "
+                      f"{defaults.RUN_NAME_MAX}, not starting with '.')", EXIT_USAGE)
     return name
+
+
+def new_run_name(prefix: str = "run") -> str:
+    """A name for a new run: its start (UTC) and 4 random hex digits, e.g. run-20261129-080000-1a2b."""
+    return time.strftime(f"{prefix}-%Y%m%d-%H%M%S-", time.gmtime()) + os.urandom(2).hex()
 
 
 # Secrets registered here are masked in every message a command prints (config registers the API key).
