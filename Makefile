@@ -34,6 +34,7 @@ TIMEOUT = $(DEFAULT_TIMEOUT)## stop waiting after this many seconds (the job run
 TIMEOUT_HOURS = $(DEFAULT_TIMEOUT_HOURS)## the job's timeout at the service, 1 to 168 hours
 REASONING_EFFORT =## reasoning_effort for a model that takes it (none ... xhigh; default: the model's)
 KEEP_REMOTE =## set to 1 to keep the run's files at the service after apply (default: deleted)
+FORGET =## make cancel: set to 1 to end a run whose every job the service answers 404 for (lost, or another workspace's key), without its results
 MAX_ATTEMPTS = $(DEFAULT_MAX_ATTEMPTS)## a failed file is retried until it failed this often
 RETRY_EXHAUSTED =## set to 1 to retry files that used up their attempts
 THRESHOLD =## confidence below which a valid answer needs review (default 0.85)
@@ -47,7 +48,7 @@ SEED =## make simulate: replay this one sequence, printing every event and its o
 EVENTS = 24## make simulate: random events in each sequence (then it settles)
 VARS := PYTHON DB RUNS LIBRARY_ROOT NAME MAX MODEL ALLOW_UNPRICED BUDGET POLL TIMEOUT MAX_ATTEMPTS RETRY_EXHAUSTED THRESHOLD \
   FAULTS MAX_IN_FLIGHT FORMAT N STATUS SEEDS SEED EVENTS TIMEOUT_HOURS REASONING_EFFORT \
-  KEEP_REMOTE
+  KEEP_REMOTE FORGET
 
 # A variable make does not know (a typo: MAXX=5, max=5) is refused before anything runs, and so is a '$' in
 # a value (make would expand it: NAME='$(id)' would become another name).
@@ -173,7 +174,9 @@ $(R)/applied.json: $(R)/decisions.jsonl
 	@$(BIN)/apply-sql --db $(call shq,$(DB)) --run $(call shq,$(NAME)) -o $(call shq,$@) $(call shq,$<)
 
 cancel: $(STAMP) ## cancel a run (NAME, or the only unfinished one): stop its jobs, keep what they finished
-	@name=$$($(BIN)/batch-cancel --db $(call shq,$(DB)) $(if $(NAME),--run $(call shq,$(NAME))) --poll 1); \
+	@$(if $(filter-out 0 1,$(FORGET)),echo "make cancel: FORGET is 1 (on) or 0 or empty (off); not "$(call shq,$(FORGET)) >&2; exit 2;) \
+	name=$$($(BIN)/batch-cancel --db $(call shq,$(DB)) $(if $(NAME),--run $(call shq,$(NAME))) \
+	  $(if $(filter 1,$(FORGET)),--forget) --poll 1); \
 	if [ -n "$$name" ]; then $(BIN)/batch-run $(call given,NAME POLL) NAME="$$name" POLL=1; fi
 
 cron: $(STAMP) ## one unattended step: collect finished jobs, start a new run if there is room

@@ -209,7 +209,7 @@ def in_process(module: str, args: list[str], stdin: str | None = None) -> Output
 
     import click
 
-    command = importlib.import_module(f"objbatch.{module}").main
+    command = importlib.import_module(f"objbatch.commands.{module}").main
     old_in = sys.stdin
     if stdin is not None:
         sys.stdin = io.StringIO(stdin)

@@ -295,3 +295,50 @@ def _safe(check, line) -> bool:
         return bool(check(line))
     except (KeyError, TypeError, IndexError):
         return False
+
+
+@pytest.mark.parametrize("change", [{"job_status": "BOGUS"}, {"http_status": 418}, {"missing": 1.5},
+                                    {"partial": -0.1}, {"http_storm": -3}, {"answers": {"no_such_fault": 0.1}},
+                                    {"answers": {"prose": 2.0}}])
+def test_a_fault_value_the_emulator_cannot_play_is_refused_naming_what_it_takes(emulator, change):
+    from mistral_emulator import faults
+
+    reason = faults.problem(change)
+    assert reason and next(iter(change)) in reason, reason
+    with pytest.raises(Exception, match="422"):
+        emulator.faults(**change)
+    key = next(iter(change))
+    assert emulator.faults()[key] == faults.DEFAULTS[key]  # never saved
+    assert faults.problem({"job_status": "FAILED", "http_status": 502, "seed": -1}) is None
+
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_storm_answers_the_status_asked_with_the_service_s_error_body(emulator, status):
+    import urllib.error
+    import urllib.request
+
+    emulator.faults(http_storm=1, http_status=status, retry_after=0.01)
+    request = urllib.request.Request(emulator.url + "/v1/files", headers={"Authorization": f"Bearer {TEST_KEY}"})
+    with pytest.raises(urllib.error.HTTPError) as answered:
+        urllib.request.urlopen(request, timeout=10)
+    assert answered.value.code == status and answered.value.headers["Retry-After"] == "0.01"
+    body = json.loads(answered.value.read())
+    assert body["object"] == "error" and body["type"] != "rate_limited" and body["message"]
+    assert urllib.request.urlopen(request, timeout=10).status == 200  # the storm was one call
+
+
+@pytest.mark.parametrize("text", ["{bad", "[1, 2]"])
+def test_a_damaged_state_file_is_refused_naming_it_and_the_fix(tmp_path, text):
+    import subprocess
+
+    from conftest import BIN
+
+    state = tmp_path / "emulator" / "state.json"
+    state.parent.mkdir()
+    state.write_text(text)
+    started = subprocess.run([str(BIN / "mistral-emulator"), "--port", "0", "--state-dir", str(state.parent)],
+                             capture_output=True, text=True, timeout=30)
+    assert started.returncode == 1 and "Traceback" not in started.stderr, started.stderr
+    assert f"{state} " in started.stderr and "move it away" in started.stderr, started.stderr
+    assert state.read_text() == text  # left as it was, for whoever wants to look

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from objbatch.batch_wait import Schedule, progress_line, wait
+from objbatch.commands.batch_wait import Schedule, progress_line, wait
 from objbatch.common import NotFinished
 
 

@@ -210,3 +210,62 @@ def test_the_ledger_records_the_request_lines_actually_sent_when_a_frozen_run_is
     sent = {json.loads(line)["custom_id"]: hashlib.blake2b((line + "\n").encode(), digest_size=16).hexdigest()
             for line in lines}
     assert recorded == sent
+
+
+# ---------------------------------------------------------------- a job the service no longer knows
+
+def run_with_a_job_in_flight(emu, db, runs, parts: int = 1) -> list[str]:
+    """Run w has its job(s) at the service, still running; their ids."""
+    emu.faults(preset="none")
+    emu.pace(seconds_per_request=1000, queue_seconds=0)
+    split = {"OBJBATCH_MAX_REQUESTS_PER_JOB": str(-(-25 // parts))} if parts > 1 else {}
+    left = batch(emu, db, runs, "NAME=w", "TIMEOUT=0.3", env=split)
+    assert "still running" in left.stderr and "Error 75" in left.stderr, left.stderr
+    ids = [j["id"] for j in jobs(emu)]
+    assert len(ids) == parts
+    return ids
+
+
+def test_a_run_whose_jobs_the_service_lost_says_so_and_cancel_forget_ends_it(emulator, library, runs_dir):
+    _, db = library
+    before = statuses(db)
+    [job_id] = run_with_a_job_in_flight(emulator, db, runs_dir)
+    emulator.stop()
+    shutil.rmtree(emulator.state_dir)  # the service lost everything it knew
+    emulator.start()
+    for stuck in (batch(emulator, db, runs_dir), make("cancel", f"DB={db}", env=emulator.env),
+                  make("cron", f"DB={db}", f"RUNS={runs_dir}", env=emulator.env)):
+        assert stuck.returncode != 0 and "Error 75" not in stuck.stderr, stuck.stderr  # a failure, not "later"
+        assert f"does not know job {job_id} (HTTP 404)" in stuck.stderr and "FORGET=1" in stuck.stderr, stuck.stderr
+        assert "Traceback" not in stuck.stderr
+    assert query(db, "SELECT state FROM objbatch_runs") == [("submitted",)] and claimed(db) > 0
+    typo = make("cancel", f"DB={db}", "FORGET=yes", env=emulator.env)
+    assert typo.returncode == 2 and "FORGET is 1" in typo.stderr, typo.stderr
+    forgotten = make("cancel", f"DB={db}", "FORGET=1", env=emulator.env)
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert "back in the queue, no attempt spent" in forgotten.stderr
+    assert query(db, "SELECT state, end_reason FROM objbatch_runs") == [("cancelled", "jobs_unknown")]
+    assert claimed(db) == 0 and attempts(db) == 0 and statuses(db) == before
+    assert jobs(emulator) == []  # forgetting created nothing and cancelled nothing
+    emulator.pace(seconds_per_request=0.001, max_run_seconds=1)
+    again = batch(emulator, db, runs_dir, "NAME=after")
+    assert again.returncode == 0, again.stderr
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'after'") == [("applied",)]
+    assert "pending" not in statuses(db).values()
+
+
+def test_cancel_forget_changes_nothing_while_the_service_still_knows_a_job_of_the_run(emulator, library, runs_dir):
+    _, db = library
+    first, second = run_with_a_job_in_flight(emulator, db, runs_dir, parts=2)
+    emulator.stop()
+    state = emulator.state_dir / "state.json"
+    saved = json.loads(state.read_text())
+    del saved["jobs"][second]  # the service lost one of the run's two jobs
+    state.write_text(json.dumps(saved))
+    emulator.start()
+    mixed = make("cancel", f"DB={db}", "FORGET=1", env=emulator.env)
+    assert mixed.returncode != 0, mixed.stderr
+    assert f"knows job(s) {first} but not {second}" in mixed.stderr, mixed.stderr
+    assert query(db, "SELECT state FROM objbatch_runs") == [("submitted",)] and claimed(db) > 0
+    assert emulator.record()["cancels"] == []
+    assert [j.status for j in emulator.sdk().batch.jobs.list().data] == ["RUNNING"]

@@ -45,7 +45,7 @@ def test_no_module_but_runs_writes_the_run_ledger():
     """The run, claim, part, job and lease tables are written by runs.py alone, and a run's state only
     through a declared transition (_move, create, forget)."""
     writes = re.compile(r"(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(" + "|".join(OWNED) + r")\b", re.I)
-    for module in sorted((ROOT / "lib" / "objbatch").glob("*.py")):
+    for module in sorted((ROOT / "lib" / "objbatch").rglob("*.py")):
         text = module.read_text()
         if module.name == "runs.py":
             state_writes = re.findall(r"UPDATE objbatch_runs SET state", text)
@@ -59,7 +59,7 @@ def test_no_state_literal_is_compared_outside_the_vocabulary():
     """Code compares a run's state or a file's status with the enum, not with a string."""
     literal = re.compile(r"\.state\s*(==|!=)\s*[\"']|\.state\s+(not\s+)?in\s*\(\s*[\"']"
                          r"|(?<!\[\")\bstatus\s*(==|!=)\s*[\"']|ai_metadata_status\"\]\s*(==|!=)\s*[\"']")
-    for module in sorted((ROOT / "lib" / "objbatch").glob("*.py")):
+    for module in sorted((ROOT / "lib" / "objbatch").rglob("*.py")):
         assert not literal.search(module.read_text()), module.name
 
 

@@ -47,11 +47,14 @@ DEFAULTS = {
     "http_rate": 0.0,            # share of API calls answered 429 or 503
     "http_storm": 0,             # the next N API calls are answered 429 or 503
     "http_storm_path": "",       # ... only calls that start with this, e.g. "POST /v1/files"
-    "http_status": 429,          # status of storm answers (429 or 503)
+    "http_status": 429,          # status of storm answers (CHOICES)
     "retry_after": 0.05,         # seconds, sent as Retry-After on 429/503
     "odd_lines": 0.0,            # share of answered requests whose result line is oddly shaped (ODD_SHAPES)
     "lost_creates": 0,           # the next N job creations succeed but are answered 500 (the answer is lost)
 }
+CHOICES = {"job_status": ("SUCCESS", "FAILED", "TIMEOUT_EXCEEDED"), "http_status": (429, 500, 502, 503, 504)}
+RATES = ("error_in_output", "error_in_error_file", "error_as_string", "null_custom_id", "missing", "partial",
+         "http_rate", "odd_lines")  # shares: 0 to 1
 # Result lines a service should not send but might: each affects its own request only.
 ODD_SHAPES = ("message_string", "usage_list", "tokens_text", "brackets", "choices_null", "response_string",
               "body_list", "custom_id_number")
@@ -130,8 +133,11 @@ def http_fault(faults: dict, record: dict, method: str, path: str) -> ApiError |
                   "x-ratelimit-limit-tokens-minute": "500000", "x-ratelimit-remaining-tokens-minute": "0"}
         return ApiError(429, {"object": "error", "message": "Rate limit exceeded", "type": "rate_limited",
                               "param": None, "code": "1300"}, {**retry, **limits})
-    return ApiError(status, {"object": "error", "message": "Service unavailable", "type": "service_unavailable",
-                             "param": None, "code": "3000"}, retry)
+    message, kind = {500: ("Internal server error", "internal_error"), 502: ("Bad gateway", "bad_gateway"),
+                     504: ("Gateway timeout", "gateway_timeout")}.get(status, ("Service unavailable",
+                                                                                "service_unavailable"))
+    return ApiError(status, {"object": "error", "message": message, "type": kind, "param": None, "code": "3000"},
+                    retry)
 
 
 def problem(changes: Any) -> str | None:
@@ -148,6 +154,14 @@ def problem(changes: Any) -> str | None:
             return f"unknown setting {key!r}; known: {', '.join(DEFAULTS)}"
         if not _fits(DEFAULTS[key], value):
             return f"{key} must be like {DEFAULTS[key]!r} (got {value!r})"
+        if key in CHOICES and value not in CHOICES[key]:
+            return f"{key} must be one of {', '.join(map(str, CHOICES[key]))} (got {value!r})"
+        if key in RATES and not 0 <= value <= 1:
+            return f"{key} must be 0 to 1 (got {value!r})"
+        if key in ("http_storm", "lost_creates", "retry_after") and value < 0:
+            return f"{key} must be at least 0 (got {value!r})"
+        if key == "answers" and (set(value) - set(model.ANSWER_FAULTS) or not all(0 <= r <= 1 for r in value.values())):
+            return f"answers maps answer faults ({', '.join(model.ANSWER_FAULTS)}) to shares 0 to 1 (got {value!r})"
     return None
 
 

@@ -62,6 +62,19 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_bytes(path, json.dumps(value).encode())
 
 
+def _saved(path: Path) -> dict:
+    """A JSON object the emulator saved, or {} if there is none; a damaged one is refused naming the file."""
+    if not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{path} cannot be read ({exc}); move it away to start with an empty state") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} is not a JSON object; move it away to start with an empty state")
+    return saved
+
+
 class State:
     """Files, jobs and the record of what was asked, persisted under the state dir."""
 
@@ -70,7 +83,7 @@ class State:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         (root / "files").mkdir(mode=0o700, exist_ok=True)
         self.lock = threading.RLock()
-        saved = json.loads((root / "state.json").read_text()) if (root / "state.json").exists() else {}
+        saved = _saved(root / "state.json")
         self.files: dict[str, dict] = saved.get("files", {})
         self.jobs: dict[str, dict] = saved.get("jobs", {})
         self.record: dict[str, Any] = saved.get("record", {"uploads": [], "jobs_created": [], "polls": {},
@@ -79,7 +92,7 @@ class State:
         kept = {k: v for k, v in (saved.get("pace") or {}).items() if pace_problem({k: v}) is None}
         self.pace = {**DEFAULT_PACE, **kept, **pace}  # a bad value saved by an older emulator is dropped
         seen = root / "seen.json"  # how often each custom_id was submitted: written only when a job is created
-        self.seen: dict[str, int] = json.loads(seen.read_text()) if seen.exists() else {}
+        self.seen: dict[str, int] = _saved(seen)
         self.clock_offset: float = saved.get("clock_offset", 0.0)  # POST /_emulator/advance moves the clock on
         self.record.setdefault("deleted_files", [])
         self._ids: dict[str, tuple[list[str], dict[str, int]]] = {}

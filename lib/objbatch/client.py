@@ -80,10 +80,11 @@ class Service:
 
     # ----------------------------------------------------------- retries
 
-    def call(self, what: str, fn: Callable[[], T], reconcile: Callable[[], T | None] | None = None) -> T:
+    def call(self, what: str, fn: Callable[[], T], reconcile: Callable[[], T | None] | None = None,
+             job_id: str | None = None) -> T:
         """Run fn, retrying transient failures with backoff; anything else becomes a one-line Failure.
         For calls that create something, `reconcile` looks for what a lost answer may have created
-        before a retry could create it twice."""
+        before a retry could create it twice. A call about `job_id` answered 404 raises JobUnknown."""
         started, attempt = time.monotonic(), 0
         while True:
             try:
@@ -99,6 +100,8 @@ class Service:
                     raise
                 transient, retry_after = _classify(exc)
                 waited = time.monotonic() - started
+                if job_id is not None and getattr(exc, "status_code", None) == 404 and not _hint(exc):
+                    raise JobUnknown(job_id, self.url) from None
                 if not transient:
                     raise Failure(f"{what} failed: {describe(exc)}{_hint(exc)}") from None
                 first_contact = isinstance(exc, httpx2.ConnectError) and not self._reached
@@ -187,10 +190,12 @@ class Service:
         self.call("checking the service", probe)
 
     def get_job(self, job_id: str) -> dict:
-        return job_dict(self.call(f"status of job {job_id}", lambda: self._sdk.batch.jobs.get(job_id=job_id)))
+        return job_dict(self.call(f"status of job {job_id}", lambda: self._sdk.batch.jobs.get(job_id=job_id),
+                                  job_id=job_id))
 
     def cancel_job(self, job_id: str) -> dict:
-        return job_dict(self.call(f"cancel of job {job_id}", lambda: self._sdk.batch.jobs.cancel(job_id=job_id)))
+        return job_dict(self.call(f"cancel of job {job_id}", lambda: self._sdk.batch.jobs.cancel(job_id=job_id),
+                                  job_id=job_id))
 
     def jobs_with_run_id(self, run_id: str) -> list[dict]:
         """Every job whose metadata carries this run id, found by paging the job list (filtered here,
@@ -237,6 +242,17 @@ class ResultsGone(Exception):
     def __init__(self, file_id: str, status: int):
         super().__init__(f"file {file_id}: HTTP {status}")
         self.file_id, self.status = file_id, status
+
+
+class JobUnknown(Failure):
+    """A job we created that the service answers 404 for: created with another key (another workspace), or
+    the service lost it. Its run cannot end on its own: `make cancel FORGET=1` ends it (batch-cancel --forget)."""
+
+    def __init__(self, job_id: str, url: str):
+        super().__init__(f"the service at {url} does not know job {job_id} (HTTP 404): check that MISTRAL_API_KEY "
+                         "is a key of the workspace that created it; if the service has lost the job, "
+                         "make cancel FORGET=1 ends its run (its files go back to the queue)")
+        self.job_id = job_id
 
 
 class ServiceAnswer(Exception):

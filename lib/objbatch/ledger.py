@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS objbatch_runs (
     run_id TEXT,                    -- tags its jobs at the service (set when submission starts)
     estimate_json TEXT,             -- what it was expected to cost, when submission started
     server_url TEXT,                -- the service its jobs were submitted to
-    end_reason TEXT,                -- why it ended: applied | cancelled | nothing_sent (runs.EndReason)
+    end_reason TEXT,                -- why it ended: applied | cancelled | nothing_sent | jobs_unknown (states.EndReason)
     remote_cleanup TEXT             -- after apply: its files at the service deleted, kept, or what failed
 );
 CREATE TABLE IF NOT EXISTS objbatch_leases (

@@ -203,6 +203,15 @@ def cancel_unsent(conn: sqlite3.Connection, name: str, counts: dict) -> int:
     return _release(conn, name)
 
 
+@transition([RunState.SUBMITTING, RunState.SUBMITTED, RunState.CANCELLING], RunState.CANCELLED)
+def cancel_jobs_unknown(conn: sqlite3.Connection, name: str, counts: dict) -> int:
+    """A person asked (make cancel FORGET=1) to end a run whose every job the service answers 404 for (lost,
+    or created with another workspace's key): nothing can be harvested, its files go back to the queue as
+    they were, no attempt spent. The caller asked the service about every job."""
+    _move(conn, name, "cancel_jobs_unknown", *_ended(counts, EndReason.JOBS_UNKNOWN))
+    return _release(conn, name)
+
+
 @transition([RunState.CLAIMED, RunState.SUBMITTING], GONE)
 def forget(conn: sqlite3.Connection, name: str) -> int:
     """A run refused before anything was sent (over budget) leaves the ledger, so its name can be used

@@ -26,6 +26,7 @@ class EndReason(StrEnum):
     APPLIED = "applied"
     CANCELLED = "cancelled"          # cancelled after sending: what its jobs finished was applied
     NOTHING_SENT = "nothing_sent"    # cancelled before anything reached the service
+    JOBS_UNKNOWN = "jobs_unknown"    # cancelled by hand (FORGET=1) after the service answered 404 for its jobs
 
 
 class Decision(StrEnum):

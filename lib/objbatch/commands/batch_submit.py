@@ -18,8 +18,8 @@ from typing import IO, Callable, Iterator
 
 import click
 
-from . import client, config, costs, defaults, kinds, ledger, runs
-from .common import (
+from .. import client, config, costs, defaults, kinds, ledger, runs
+from ..common import (
     EXIT_USAGE,
     SERVICE_ENV,
     Failure,

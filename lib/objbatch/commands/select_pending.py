@@ -15,10 +15,10 @@ from typing import Iterator
 
 import click
 
-from . import defaults, ledger, runs, sources
-from .common import Failure, atomic_output, check_run_name, cli, count, kill_point, log, now_iso, write_jsonl
-from .options import ATTEMPTS, IN_FLIGHT, db_option, max_option, model_option, output_option, run_option
-from .states import FileStatus
+from .. import defaults, ledger, runs, sources
+from ..common import Failure, atomic_output, check_run_name, cli, count, kill_point, log, now_iso, write_jsonl
+from ..options import ATTEMPTS, IN_FLIGHT, db_option, max_option, model_option, output_option, run_option
+from ..states import FileStatus
 
 COLUMNS = """f.rowid AS row_id, f.file_path, f.filename, f.file_size, f.content_hash, f.metadata_json,
        f.ai_metadata_status, COALESCE(o.attempts, 0) AS attempts, o.skip_kind"""

@@ -14,9 +14,9 @@ from typing import Iterator
 
 import click
 
-from . import ledger, library, metadata, output
-from .common import cli, log
-from .options import FRACTION, db_option, max_option
+from .. import ledger, library, metadata, output
+from ..common import cli, log
+from ..options import FRACTION, db_option, max_option
 
 
 def rows(conn: sqlite3.Connection, groups: list[str], threshold: float, limit: int | None) -> Iterator[dict]:

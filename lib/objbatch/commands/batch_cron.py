@@ -20,8 +20,8 @@ from pathlib import Path
 
 import click
 
-from . import defaults, ledger, runs
-from .common import (
+from .. import defaults, ledger, runs
+from ..common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_TEMPFAIL,
@@ -38,8 +38,8 @@ from .common import (
     private_folder,
     scrub,
 )
-from .make_vars import check_settings, resolve
-from .options import IN_FLIGHT, db_option
+from ..make_vars import check_settings, resolve
+from ..options import IN_FLIGHT, db_option
 
 OWN = {"DB": "it conflicts with --db; give the database with --db only",
        "RUNS": "it conflicts with --runs; give the runs folder with --runs only",
@@ -59,7 +59,7 @@ def check(settings: tuple[str, ...], base: list[str]) -> None:
 
 def batch_run(settings: list[str]) -> tuple[int, str]:
     """One batch-run (exit status, everything it printed)."""
-    proc = subprocess.run([sys.executable, "-c", "from objbatch.batch_run import main; main(prog_name='batch-run')",
+    proc = subprocess.run([sys.executable, "-c", "from objbatch.commands.batch_run import main; main(prog_name='batch-run')",
                            "--no-wait", *settings], capture_output=True, text=True)
     return proc.returncode, proc.stdout + proc.stderr
 

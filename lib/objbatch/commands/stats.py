@@ -10,10 +10,10 @@ import sys
 
 import click
 
-from . import defaults, ledger, output
-from .common import cli, printable, printable_values
-from .options import ATTEMPTS, db_option, max_option
-from .overview import gather, render
+from .. import defaults, ledger, output
+from ..common import cli, printable, printable_values
+from ..options import ATTEMPTS, db_option, max_option
+from ..overview import gather, render
 
 
 @cli("stats --db data/library.db", "stats --json | jq .statuses")

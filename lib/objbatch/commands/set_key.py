@@ -13,8 +13,8 @@ import sys
 
 import click
 
-from . import client, config
-from .common import SECRETS, SERVICE_ENV, Failure, cli, log
+from .. import client, config
+from ..common import SECRETS, SERVICE_ENV, Failure, cli, log
 
 
 def read_key() -> str:

@@ -16,9 +16,9 @@ from typing import IO, Iterable
 
 import click
 
-from . import costs, kinds, ledger
-from .common import EXIT_FAILED, Failure, cli, log
-from .options import DOLLARS, db_option, model_option
+from .. import costs, kinds, ledger
+from ..common import EXIT_FAILED, Failure, cli, log
+from ..options import DOLLARS, db_option, model_option
 
 
 def estimate_requests(requests: Iterable[dict], manifest: Iterable[dict], model: str,

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import click
 
-from . import defaults, ledger, library, metadata, overview, report_page
-from .common import atomic_output, cli, log
-from .options import ATTEMPTS, FRACTION, db_option, max_option, output_option
+from .. import defaults, ledger, library, metadata, overview, report_page
+from ..common import atomic_output, cli, log
+from ..options import ATTEMPTS, FRACTION, db_option, max_option, output_option
 
 OPENING_BYTES = 700  # the opening lines of a transcript in the review queue
 

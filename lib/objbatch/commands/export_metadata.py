@@ -11,10 +11,10 @@ from typing import Iterator
 
 import click
 
-from . import ledger, library, output
-from .common import atomic_output, cli, count, log
-from .options import db_option, max_option, output_option
-from .states import FileStatus
+from .. import ledger, library, output
+from ..common import atomic_output, cli, count, log
+from ..options import db_option, max_option, output_option
+from ..states import FileStatus
 
 STATUSES = (FileStatus.EXTRACTED, FileStatus.NEEDS_REVIEW, FileStatus.APPROVED, FileStatus.FAILED_VALIDATION,
             FileStatus.SKIPPED, FileStatus.PENDING)

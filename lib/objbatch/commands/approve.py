@@ -12,10 +12,10 @@ import sys
 
 import click
 
-from . import ledger, library
-from .common import EXIT_FAILED, EXIT_USAGE, Failure, cli, count, log, now_iso
-from .options import FRACTION, db_option
-from .states import FileStatus
+from .. import ledger, library
+from ..common import EXIT_FAILED, EXIT_USAGE, Failure, cli, count, log, now_iso
+from ..options import FRACTION, db_option
+from ..states import FileStatus
 
 CHANGED = "its metadata changed since it was reviewed; review it again"
 

@@ -15,11 +15,11 @@ from typing import IO, Iterator
 
 import click
 
-from . import kinds, ledger, metadata, runs
+from .. import kinds, ledger, metadata, runs
+from ..common import EXIT_USAGE, Failure, atomic_output, check_run_name, cli, log, write_jsonl
+from ..options import FRACTION, db_option, output_option, run_option
+from ..states import Decision
 from .build_jsonl import Skip, read_text
-from .common import EXIT_USAGE, Failure, atomic_output, check_run_name, cli, log, write_jsonl
-from .options import FRACTION, db_option, output_option, run_option
-from .states import Decision
 
 
 class Manifest:

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import click
 
-from . import build_jsonl, client, config, costs, ledger, overview, prompt, remote, runs, select_pending, sources
-from .common import (
+from .. import client, config, costs, ledger, overview, prompt, remote, runs, sources
+from ..common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_TEMPFAIL,
@@ -52,8 +52,9 @@ from .common import (
     printable_values,
     private_folder,
 )
+from ..make_vars import check_settings, make_env, resolve
+from . import build_jsonl, select_pending
 from .estimate import over_budget
-from .make_vars import check_settings, make_env, resolve
 
 STAGE_FILES = ("select.jsonl", "requests.jsonl", "manifest.jsonl", "job.json", "wait.jsonl", "results.jsonl",
                "decisions.jsonl", "applied.json")
@@ -164,7 +165,7 @@ def run_stage(argv: list[str]) -> int:
             private_folder(folder, "run folder")
         return EXIT_OK
     try:
-        stage = importlib.import_module(f"objbatch.{name.replace('-', '_')}").main
+        stage = importlib.import_module(f"objbatch.commands.{name.replace('-', '_')}").main
     except ImportError:
         return subprocess.run(argv).returncode
     try:

@@ -16,9 +16,9 @@ from typing import Callable
 
 import click
 
-from . import client, config, defaults, remote
-from .client import RUNNING
-from .common import (
+from .. import client, config, defaults, remote
+from ..client import RUNNING
+from ..common import (
     NOT_FINISHED,
     SERVICE_ENV,
     Failure,
@@ -29,8 +29,8 @@ from .common import (
     log,
     write_jsonl,
 )
-from .job_record import opened_record
-from .options import SECONDS, db_option, output_option
+from ..job_record import opened_record
+from ..options import SECONDS, db_option, output_option
 
 FIELDS = ("id", "status", "total_requests", "completed_requests", "succeeded_requests", "failed_requests",
           "output_file", "error_file", "errors", "created_at", "started_at", "completed_at")

@@ -18,8 +18,8 @@ from typing import Any, Iterator
 
 import click
 
-from . import client, kinds
-from .common import (
+from .. import client, kinds
+from ..common import (
     NOT_FINISHED,
     SERVICE_ENV,
     Failure,
@@ -31,8 +31,8 @@ from .common import (
     log,
     write_jsonl,
 )
-from .job_record import opened_record
-from .options import db_option, output_option
+from ..job_record import opened_record
+from ..options import db_option, output_option
 
 
 def classify(line: dict, job: dict) -> dict:

@@ -18,10 +18,10 @@ from typing import IO, Iterator
 
 import click
 
-from . import costs, kinds, ledger, runs, sources
-from .common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso
-from .options import db_option, output_option, run_option
-from .states import Decision, FileStatus
+from .. import costs, kinds, ledger, runs, sources
+from ..common import Failure, atomic_output, check_run_name, cli, kill_point, log, now_iso
+from ..options import db_option, output_option, run_option
+from ..states import Decision, FileStatus
 
 PROTECTED = (FileStatus.APPROVED,)
 STORED = (Decision.EXTRACTED, Decision.NEEDS_REVIEW)

@@ -7,9 +7,9 @@ import sqlite3
 
 import click
 
-from . import ledger, library, output
-from .common import Failure, cli, dumps, printable, printable_values
-from .options import db_option
+from .. import ledger, library, output
+from ..common import Failure, cli, dumps, printable, printable_values
+from ..options import db_option
 
 
 def details(conn: sqlite3.Connection, path: str) -> dict:

@@ -13,10 +13,10 @@ import sys
 
 import click
 
-from . import ledger, library, runs
-from .common import EXIT_FAILED, EXIT_USAGE, Failure, cli, count, log, now_iso
-from .options import db_option
-from .states import FileStatus
+from .. import ledger, library, runs
+from ..common import EXIT_FAILED, EXIT_USAGE, Failure, cli, count, log, now_iso
+from ..options import db_option
+from ..states import FileStatus
 
 STATUSES = (FileStatus.SKIPPED, FileStatus.FAILED_VALIDATION, FileStatus.NEEDS_REVIEW, FileStatus.EXTRACTED)
 

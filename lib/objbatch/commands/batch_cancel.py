@@ -7,6 +7,10 @@ job created just before a crash) and cancelled, and the command waits until they
 prints the run's name on stdout: `batch-run NAME=<it>` harvests what the jobs finished and returns the rest
 to the queue, without costing an attempt.
 
+A run whose every job the service answers 404 for (created with another workspace's key, or lost by the
+service) cannot be harvested: --forget (make cancel FORGET=1) ends it cancelled, its files back in the queue
+as they were. Without --forget the command says so and changes nothing.
+
 With a JOB_RECORD instead (by hand), the jobs in that record are cancelled and waited for.
 """
 
@@ -14,11 +18,11 @@ from __future__ import annotations
 
 import click
 
-from . import client, ledger, runs
+from .. import client, ledger, runs
+from ..common import NOT_FINISHED, SERVICE_ENV, Failure, check_run_name, cli, log
+from ..job_record import load_record
+from ..options import SECONDS, db_option, run_option
 from .batch_wait import wait
-from .common import NOT_FINISHED, SERVICE_ENV, Failure, check_run_name, cli, log
-from .job_record import load_record
-from .options import SECONDS, db_option, run_option
 
 
 def pick_run(conn: ledger.Library, name: str | None) -> runs.Run:
@@ -33,14 +37,16 @@ def pick_run(conn: ledger.Library, name: str | None) -> runs.Run:
     return open_runs[0]
 
 
-def cancel_run(conn: ledger.Library, name: str | None, poll: float, timeout: float) -> str | None:
+def cancel_run(conn: ledger.Library, name: str | None, poll: float, timeout: float,
+               forget: bool = False) -> str | None:
     """Cancel the run; return its name if its jobs left results to harvest."""
     run = pick_run(conn, name)
     with runs.lease(conn, run.name, who="batch-cancel"):
-        return _cancel_locked(conn, runs.require(conn, run.name), poll, timeout)
+        return _cancel_locked(conn, runs.require(conn, run.name), poll, timeout, forget)
 
 
-def _cancel_locked(conn: ledger.Library, run: runs.Run, poll: float, timeout: float) -> str | None:
+def _cancel_locked(conn: ledger.Library, run: runs.Run, poll: float, timeout: float,
+                   forget: bool) -> str | None:
     if run.finished:
         log(f"batch-cancel: run {run.name} is already finished ({run.state}); nothing to cancel")
         return None
@@ -54,6 +60,8 @@ def _cancel_locked(conn: ledger.Library, run: runs.Run, poll: float, timeout: fl
         job_ids = [entry["job_id"] for entry in record["jobs"] if entry["job_id"]]
         if not job_ids:  # every creation failed: the service never saw the run
             return _cancel_unsent(conn, run, "before any of its jobs was created")
+        if forget and _forget_unknown(service, conn, run, job_ids):
+            return None
         if stop(service, job_ids) or len(job_ids) < len(record["jobs"]):
             with ledger.transaction(conn):
                 runs.begin_cancel(conn, run.name)
@@ -72,6 +80,30 @@ def _cancel_unsent(conn: ledger.Library, run: runs.Run, when: str) -> None:
         released = runs.cancel_unsent(conn, run.name, {"cancelled " + when: 1})
     log(f"batch-cancel: run {run.name} cancelled {when}; its {released} files are back in the queue")
     return None
+
+
+def _forget_unknown(service: client.Service, conn: ledger.Library, run: runs.Run, job_ids: list[str]) -> bool:
+    """--forget: if the service knows none of the run's jobs, end the run cancelled with its files back in the
+    queue (True). If it knows every one, nothing is forgotten (False: an ordinary cancel follows)."""
+    unknown = []
+    for job_id in job_ids:
+        try:
+            service.get_job(job_id)
+        except client.JobUnknown:
+            unknown.append(job_id)
+    if not unknown:
+        log(f"batch-cancel: the service knows every job of run {run.name}: nothing to forget, it is cancelled")
+        return False
+    if len(unknown) < len(job_ids):
+        known = [j for j in job_ids if j not in unknown]
+        raise Failure(f"run {run.name}: the service knows job(s) {', '.join(known)} but not {', '.join(unknown)}; "
+                      "FORGET=1 only ends a run whose every job is unknown: check MISTRAL_API_KEY, then "
+                      "make cancel without FORGET")
+    with ledger.transaction(conn):
+        released = runs.cancel_jobs_unknown(conn, run.name, {"cancelled: jobs unknown to the service": 1})
+    log(f"batch-cancel: the service does not know job(s) {', '.join(unknown)}: run {run.name} is cancelled "
+        f"without its results; its {released} files are back in the queue, no attempt spent")
+    return True
 
 
 def find_unrecorded(service: client.Service, conn: ledger.Library, record: dict) -> None:
@@ -114,18 +146,22 @@ def report(jobs: list[dict]) -> None:
               help="Seconds between status checks while stopping.")
 @click.option("--timeout", default=600.0, show_default=True, type=SECONDS,
               help="Give up waiting for the stop after this long (exit 75).")
-def main(job_record: str | None, db: str | None, run_name: str | None, poll: float, timeout: float) -> None:
+@click.option("--forget", is_flag=True,
+              help="With --db: if the service answers 404 for every job of the run (another workspace's key, or "
+                   "lost), end the run without its results; its files go back to the queue.")
+def main(job_record: str | None, db: str | None, run_name: str | None, poll: float, timeout: float,
+         forget: bool) -> None:
     """Cancel a run's jobs and wait until they have stopped; never creates a job.
 
     With --db, prints the run's name when its jobs left results to collect (then: batch-run NAME=...)."""
     if db and not job_record:
         with ledger.opened(db) as conn:
-            harvest = cancel_run(conn, run_name, poll, timeout)
+            harvest = cancel_run(conn, run_name, poll, timeout, forget)
         if harvest:
             click.echo(harvest)
         return
-    if not job_record or db or run_name:
-        raise Failure("give either a JOB_RECORD (from batch-submit) or --db DB [--run NAME]")
+    if not job_record or db or run_name or forget:
+        raise Failure("give either a JOB_RECORD (from batch-submit) or --db DB [--run NAME] [--forget]")
     record = load_record(job_record)
     with client.Service() as service:
         job_ids = [entry["job_id"] for entry in record["jobs"]]

@@ -13,9 +13,9 @@ from typing import IO
 
 import click
 
-from . import costs, kinds, ledger, prompt, runs, sources
-from .common import Failure, Number, atomic_output, check_run_name, cli, count, dumps, kill_point, log, write_jsonl
-from .options import db_option, model_option, output_option, run_option
+from .. import costs, kinds, ledger, prompt, runs, sources
+from ..common import Failure, Number, atomic_output, check_run_name, cli, count, dumps, kill_point, log, write_jsonl
+from ..options import db_option, model_option, output_option, run_option
 
 TEXT_SUFFIXES = {".txt", ".md"}
 MAX_BYTES = sources.MAX_BYTES
