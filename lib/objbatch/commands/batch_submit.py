@@ -37,8 +37,8 @@ from ..common import (
     state_dir,
     write_jsonl,
 )
+from ..options import DOLLARS, TIMEOUT_HOURS, db_option, model_option, output_option, run_option
 from .estimate import over_budget
-from .options import DOLLARS, TIMEOUT_HOURS, db_option, model_option, output_option, run_option
 
 MAX_JOB_REQUESTS = client.MAX_JOB_REQUESTS  # the service's limits (docs/mistral-batch-api.md, "Limits")
 MAX_JOB_BYTES = client.MAX_FILE_BYTES
