@@ -28,7 +28,7 @@ def commands() -> dict[str, click.Command]:
         module, _, attr = target.partition(":")
         if module.startswith("objbatch."):
             entry = getattr(importlib.import_module(module), attr)
-            found[name] = getattr(entry, "command", entry)
+            found[name] = importlib.import_module(entry.module).main
     return found
 
 
@@ -119,6 +119,15 @@ print(json.dumps([len(names), changed, oct(before[1]), oct(after[1])]))
     assert modules > 20
     assert changed == [], f"importing objbatch changed signal handlers {changed}"
     assert before == after == "0o27"
+
+
+def test_every_console_script_starts_through_the_launcher_which_makes_a_ctrl_c_while_loading_one_line():
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    ours = {name: target for name, target in scripts.items() if target.startswith("objbatch")}
+    assert ours and all(target == f"objbatch.launch:{name.replace('-', '_')}" for name, target in ours.items())
+    probe = "import os, signal; from objbatch import launch; launch.starting(); os.kill(os.getpid(), signal.SIGINT)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "interrupted; rerun the same command to resume\n")
 
 
 def test_files_made_by_a_command_follow_the_umask_read_when_writing(tmp_path):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import click
 
-from .. import client, config, costs, ledger, overview, prompt, remote, runs, sources
+from .. import client, config, costs, defaults, ledger, overview, prompt, remote, runs, sources
 from ..common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -411,7 +411,8 @@ def variables_help() -> str:
         text = (ROOT / "Makefile").read_text(encoding="utf-8")
     except OSError:
         return ""
-    found = re.findall(r"^([A-Z_]+) = ?([^#\n]*)## (.*)$", text, re.M)
+    found = [(name, re.sub(r"\$\((DEFAULT_[A-Z_]+)\)", lambda m: defaults.LINES[m[1]], default), meaning)
+             for name, default, meaning in re.findall(r"^([A-Z_]+) = ?([^#\n]*)## (.*)$", text, re.M)]
     width = max((len(name) + len(default.strip()) + 1 for name, default, _ in found), default=0)
     return "\n\n\b\nVariables (VAR=VALUE, as for make batch; make help lists them too):\n" + "\n".join(
         f"  {name + '=' + default.strip():<{width}}  {meaning}" for name, default, meaning in found)

@@ -115,7 +115,8 @@ def run_id_for(run_name: str, parts: list[Part], library_id: str = "") -> str:
 
 
 class FileStore:
-    """By hand: the job record in the record folder is the durable record of the run."""
+    """By hand: the job record in the record folder is the durable record of the run. It is named by the
+    run id, which the request lines make: other requests are another record, never a changed one."""
 
     def __init__(self, folder: Path, run_id: str, run_name: str):
         self.folder, self.path, self.run_name = folder, folder / f"{run_id}.json", run_name
@@ -123,8 +124,17 @@ class FileStore:
     def existing(self) -> dict | None:
         return json.loads(self.path.read_text()) if self.path.exists() else None
 
+    def current(self, record: dict, plan: "Plan", parts: list[Part]) -> dict | None:
+        return record  # the record of exactly these requests (its name says so)
+
+    def cancelling(self) -> bool:
+        return False  # a run submitted by hand is cancelled at the service (batch-cancel job.json), not here
+
     def begin(self, record: dict, figures: costs.Estimate, parts: list[Part]) -> None:
+        """The record is written before anything is created (as the ledger freezes a run): a rerun after a
+        crash resumes it, its budget checked again, and asks the service for jobs already created."""
         refuse_other_requests(self.folder, self.path, self.run_name)
+        self.save(record)
 
     def refuse(self, reason: str, figures: costs.Estimate) -> None:
         fix = f"give --budget {costs.budget_above(figures.usd)} or more, or send fewer requests" \
@@ -133,6 +143,9 @@ class FileStore:
 
     def save(self, record: dict) -> None:
         atomic_write_json(self.path, record)
+
+    def cache_manifest(self) -> None:
+        pass  # by hand, the manifest is the user's file, and no ledger says otherwise
 
 
 class LedgerStore:
@@ -147,6 +160,17 @@ class LedgerStore:
 
     def existing(self) -> dict | None:
         return runs.record(self.conn, self.run) if self.run.frozen else None
+
+    def current(self, record: dict, plan: "Plan", parts: list[Part]) -> dict | None:
+        """The recorded submission, or None when it began with other requests (the files changed, or the
+        run was interrupted and rebuilt) and the service never saw it: these requests are sent instead."""
+        if self.cancelling() or any(entry.get("job_id") for entry in record["jobs"]) or \
+                (record["run_id"] == plan.fresh["run_id"] and not self.sends_other_lines(parts)):
+            return record
+        return start_over(self, record, plan)
+
+    def cancelling(self) -> bool:
+        return self.run.state == runs.RunState.CANCELLING
 
     def begin(self, record: dict, figures: costs.Estimate, parts: list[Part]) -> None:
         self._check_manifest(record)
@@ -410,16 +434,10 @@ def check_budget(store: FileStore | LedgerStore, plan: Plan) -> None:
                      f"{costs.price_note(plan.figures.model)})", plan.figures)
 
 
-def cancelling(store: FileStore | LedgerStore) -> bool:
-    return isinstance(store, LedgerStore) and store.run.state == runs.RunState.CANCELLING
-
-
 def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -> dict:
     record = store.existing()
-    if record is not None and isinstance(store, LedgerStore) and not cancelling(store) \
-            and not any(entry.get("job_id") for entry in record["jobs"]) \
-            and (record["run_id"] != plan.fresh["run_id"] or store.sends_other_lines(parts)):
-        record = start_over(store, record, plan)
+    if record is not None:
+        record = store.current(record, plan, parts)
     resumed = record is not None  # its budget is checked again before any job is created now
     if record is None:
         if not parts:
@@ -443,9 +461,8 @@ def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -
         submission = Submission(service, store, record, plan.inline_max)
         if record["run_id"] != plan.fresh["run_id"] or len(record["jobs"]) != len(parts):
             finish_changed(submission)
-            if isinstance(store, LedgerStore):
-                store.cache_manifest()
-        elif not cancelling(store):  # a cancelled run creates nothing new
+            store.cache_manifest()
+        elif not store.cancelling():  # a cancelled run creates nothing new
             submission.submit(parts, plan.timeout_hours, (lambda: check_budget(store, plan)) if resumed else None)
     return record
 
