@@ -469,7 +469,8 @@ class Sequence:
             return f"apply-sql --db DB {folder.name}/decisions.jsonl (by hand, no --run)"
         target = self.rng.choice(["select.jsonl", "requests.jsonl", "job.json", "wait.jsonl", "results.jsonl",
                                   "decisions.jsonl", "applied.json"])
-        from objbatch import batch_run
+        from objbatch import pipeline
+        from objbatch.common import Failure
 
         proc = subprocess.run(["make", "-n", "-s", "--no-print-directory", "-C", str(ROOT), f"DB={self.db}",
                                f"RUNS={self.runs}", f"NAME={folder.name}", "POLL=0.01",
@@ -478,22 +479,23 @@ class Sequence:
         if proc.returncode:
             self.note(Output(["make", target], proc.returncode, proc.stdout, proc.stderr))
             return f"make {folder.name}/{target} (make refused)"
-        for line in proc.stdout.replace("\\\n", " ").splitlines():
-            if line.strip():
-                argv = shlex.split(line)
-                with captured() as texts:
-                    try:
-                        with watchdog():
-                            code = batch_run.run_stage(argv)  # as batch-run runs a stage make names
-                    except Hung:
-                        sys.stderr.write(f"(simulator: still running after {HANG_SECONDS}s: the command hung)\n")
-                        code = -999
-                    except Exception:
-                        sys.stderr.write(traceback.format_exc())
-                        code = 1
-                calm()
-                if self.note(Output(argv, code, *texts)).code:
-                    break
+        for argv in pipeline.commands(proc.stdout):
+            with captured() as texts:
+                try:
+                    with watchdog():
+                        code = pipeline.run(pipeline.check(argv))  # as batch-run runs a stage make names
+                except Hung:
+                    sys.stderr.write(f"(simulator: still running after {HANG_SECONDS}s: the command hung)\n")
+                    code = -999
+                except Failure as exc:  # the pipeline contract refused the line: a bug in the Makefile
+                    sys.stderr.write(f"error: {exc}\n")
+                    code = 1
+                except Exception:
+                    sys.stderr.write(traceback.format_exc())
+                    code = 1
+            calm()
+            if self.note(Output(argv, code, *texts)).code:
+                break
         return f"make RUNS/{folder.name}/{target} (stages by hand)"
 
     def ev_reader(self) -> str:

@@ -48,6 +48,37 @@ def test_lib_holds_the_product_and_the_offline_world_apart():
             f"{module.name} imports objbatch: the emulator shares only schemas/ with the product"
 
 
+def product_imports(module: Path) -> set[str]:
+    """The objbatch modules a module of the product imports, by full name (relative imports resolved; a name
+    imported from a package counts as the module of that name)."""
+    package = list(module.relative_to(LIB).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1] if node.level else [])
+            source = ".".join(filter(None, (base, node.module)))
+            found.add(source)
+            found.update(f"{source}.{alias.name}" for alias in node.names)
+    return {name for name in found if name == "objbatch" or name.startswith("objbatch.")}
+
+
+def test_commands_sit_over_the_core_and_never_import_each_other():
+    """style.md 12: a command parses its options and calls the core; shared logic lives in a core module
+    named for what it owns, never in the command that needed it first."""
+    commands = LIB / "objbatch" / "commands"
+    scripts = re.findall(r'^[a-z-]+ = "(objbatch\.[a-z_.]+):main"', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert sorted(scripts) == sorted(f"objbatch.commands.{p.stem}" for p in commands.glob("*.py")
+                                     if p.name != "__init__.py"), "every command module is a console script, and "\
+                                                                  "every console script's module is in commands/"
+    for module in sorted((LIB / "objbatch").rglob("*.py")):
+        wrong = sorted(name for name in product_imports(module) if name.startswith("objbatch.commands."))
+        if module.parent == commands:
+            assert not wrong, f"command {module.name} imports command {wrong[0]}: move what they share into the core"
+        else:
+            assert not wrong, f"core module {module.name} imports command {wrong[0]}: the core never needs a command"
+
 def test_every_console_script_has_a_launcher_in_bin():
     text = (ROOT / "pyproject.toml").read_text()
     scripts = re.findall(r'^([a-z-]+) = "(?:objbatch|mistral_emulator)\.', text, re.M)

@@ -10,7 +10,7 @@ import jsonschema
 
 from conftest import jsonl, make, query, rows, run
 from objbatch import metadata
-from objbatch.commands.build_jsonl import custom_id_for
+from objbatch.requests import custom_id_for
 
 
 def prepare(db):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from objbatch.commands.batch_wait import Schedule, progress_line, wait
 from objbatch.common import NotFinished
+from objbatch.polling import Schedule, progress_line, wait
 
 
 class Clock:

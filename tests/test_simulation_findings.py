@@ -57,7 +57,7 @@ def test_ctrl_c_while_a_stage_opens_its_input_is_an_interruption_not_an_unexpect
     """make simulate SEED=847: a SIGINT that lands while click sets a stage up (here: opening its input, a
     FIFO nobody writes) became click's Abort, which batch-run printed as "error: Abort:  (rerun with
     --verbose for details)", exit 1. It is an interruption: exit 130, "rerun the same command"."""
-    from objbatch.commands.batch_run import run_stage
+    from objbatch import pipeline
 
     fifo = tmp_path / "results.jsonl"
     os.mkfifo(fifo)
@@ -66,7 +66,7 @@ def test_ctrl_c_while_a_stage_opens_its_input_is_an_interruption_not_an_unexpect
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            run_stage(["validate", "--manifest", str(tmp_path / "manifest.jsonl"), str(fifo)])
+            pipeline.run(pipeline.check(["validate", "--manifest", str(tmp_path / "manifest.jsonl"), str(fifo)]))
     finally:
         timer.cancel()
 

@@ -28,7 +28,7 @@ def commands() -> dict[str, click.Command]:
         module, _, attr = target.partition(":")
         if module.startswith("objbatch."):
             entry = getattr(importlib.import_module(module), attr)
-            found[name] = importlib.import_module(entry.module).main
+            found[name] = entry.command()
     return found
 
 
@@ -261,6 +261,7 @@ def test_make_and_the_commands_accept_the_same_run_names(name):
 
 
 def test_a_new_run_name_is_a_valid_one():
-    from objbatch.common import check_run_name, new_run_name
+    from objbatch.common import check_run_name
+    from objbatch.runs import new_name
 
-    assert check_run_name(new_run_name("cron")).startswith("cron-")
+    assert check_run_name(new_name("cron")).startswith("cron-")

@@ -23,6 +23,7 @@ ENDPOINT = "/v1/chat/completions"
 RUNNING = ("QUEUED", "RUNNING", "CANCELLATION_REQUESTED")  # every other status is terminal, as the SDK says
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 RUN_ID_KEY = "objbatch_run_id"
+PART_KEY = "objbatch_part"  # with the run id, how a job whose record was lost is found again
 LOOKBACK_DAYS = 30  # how far back the job list is searched for a run whose record was lost
 FIRST_CONTACT_SECONDS = 6.0  # before paying, a service that cannot be reached at all fails this fast
 # The service's limits (docs/mistral-batch-api.md, "Limits": where the sources disagree, the stricter).
@@ -201,6 +202,10 @@ class Service:
         """Every job whose metadata carries this run id, found by paging the job list (filtered here,
         because the service's metadata filter is not reliable)."""
         return [job for job in self._all_jobs() if (job.get("metadata") or {}).get(RUN_ID_KEY) == run_id]
+
+    def jobs_by_part(self, run_id: str) -> dict[str, dict]:
+        """The jobs the service has for this run, by part ("1/2")."""
+        return {(job.get("metadata") or {}).get(PART_KEY): job for job in self.jobs_with_run_id(run_id)}
 
     def _all_jobs(self) -> Iterator[dict]:
         """Jobs created in the last LOOKBACK_DAYS (a lost record is found within that window), page by page."""

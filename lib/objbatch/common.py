@@ -79,11 +79,6 @@ def check_run_name(name: str) -> str:
     return name
 
 
-def new_run_name(prefix: str = "run") -> str:
-    """A name for a new run: its start (UTC) and 4 random hex digits, e.g. run-20261129-080000-1a2b."""
-    return time.strftime(f"{prefix}-%Y%m%d-%H%M%S-", time.gmtime()) + os.urandom(2).hex()
-
-
 # Secrets registered here are masked in every message a command prints (config registers the API key).
 SECRETS: set[str] = set()
 

@@ -10,7 +10,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .common import EXIT_USAGE, Failure, load_schema, log
 
@@ -247,6 +247,29 @@ class Estimate:
                   f"Cost:           unknown: {self.model} has no price in schemas/prices.json"]
         return "\n".join(lines)
 
+
+def estimate(model: str, sent: Iterable[tuple[dict | None, dict | None]], conn: sqlite3.Connection | None) -> Estimate:
+    """The estimate of (request line, manifest line) pairs, either may be None: each request as it would be
+    sent, each file the manifest skipped by its kind; the answer length from this database's past runs."""
+    figures = Estimate(model=model)
+    for request, entry in sent:
+        if request is not None:
+            figures.add_request(request["body"])
+        if entry is not None and entry.get("skip"):
+            figures.add_skip(entry.get("skip_kind") or "other")
+    figures.learn_answers(conn)
+    return figures
+
+
+def over_budget(figures: Estimate, budget: float | None) -> str | None:
+    """Why the run must not be paid for, or None."""
+    if budget is None:
+        return None
+    if figures.usd is None:
+        return f"the budget {money(budget)} cannot be checked: model {figures.model} has no price"
+    if figures.usd > budget:
+        return f"the estimate {money(figures.usd)} is over the budget {money(budget)}"
+    return None
 
 def money(usd: float | None) -> str:
     """Dollars with four decimals, or two significant digits below a cent ($0.00001, not $0.0000)."""

@@ -11,6 +11,7 @@ import importlib
 import os
 import signal
 import sys
+from typing import Any
 
 
 def _interrupted_while_starting(*_: object) -> None:
@@ -28,9 +29,13 @@ class Command:
     def __init__(self, name: str) -> None:
         self.module = f"objbatch.commands.{name}"
 
+    def command(self) -> Any:
+        """The click command (objbatch.commands.<name>.main)."""
+        return importlib.import_module(self.module).main
+
     def __call__(self) -> None:
         starting()
-        importlib.import_module(self.module).main()
+        self.command().main()
 
 
 select_pending = Command("select_pending")

@@ -11,7 +11,7 @@ import subprocess
 import click
 
 from . import costs
-from .common import EXIT_USAGE, ROOT, Failure, check_run_name
+from .common import EXIT_FAILED, EXIT_USAGE, ROOT, Failure, check_run_name
 from .options import MAKE_NUMBERS
 
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
@@ -28,12 +28,19 @@ def resolve(assignments: list[str]) -> dict[str, str]:
     bad = [a for a in assignments if not ASSIGNMENT.match(a)]
     if bad:
         raise Failure(f"{bad[0]!r} is not VAR=VALUE; give make variables, e.g. batch-run MAX=100", EXIT_USAGE)
-    proc = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(ROOT), "vars", *assignments],
+    output = make(["vars", *assignments], EXIT_USAGE)
+    return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+
+
+def make(args: list[str], code: int = EXIT_FAILED) -> str:
+    """What make prints, run in the project folder (make -s -C ROOT ARGS); its error as one Failure line
+    (make's "Makefile:12: *** unknown variable 'X' ... Stop." as "unknown variable 'X' ...")."""
+    proc = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(ROOT), *args],
                           capture_output=True, text=True, env=make_env())
     if proc.returncode:
-        message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "make vars failed"
-        raise Failure(re.sub(r"^.*?\*\*\* |\.\s+Stop\.$", "", message), EXIT_USAGE)
-    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+        lines = proc.stderr.strip().splitlines() or [f"make {' '.join(args[:2])} exited {proc.returncode}"]
+        raise Failure(re.sub(r"^.*?\*\*\* |\.\s+Stop\.$", "", lines[-1]), code)
+    return proc.stdout
 
 
 def check_settings(settings: dict[str, str]) -> None:

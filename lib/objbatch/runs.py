@@ -105,6 +105,11 @@ def check_service(name: str, server_url: str | None) -> None:
                       f"MISTRAL_SERVER_URL={server_url} to follow it")
 
 
+def new_name(prefix: str) -> str:
+    """A name for a new run (make batch's "run", make cron's "cron"): the UTC time it started, then four hex
+    digits so two started in the same second differ; it sorts by time and passes check_run_name."""
+    return time.strftime(f"{prefix}-%Y%m%d-%H%M%S-", time.gmtime()) + os.urandom(2).hex()
+
 def get(conn: sqlite3.Connection, name: str) -> Run | None:
     row = conn.execute("SELECT run_name, state, model, library_id, db_path, run_id, created_at, finished_at, "
                        "server_url FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()
@@ -305,7 +310,10 @@ def in_flight(conn: sqlite3.Connection) -> list[sqlite3.Row]:
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 LEASE_SECONDS = 120.0  # a holder renews it every LEASE_SECONDS / 4; one that died frees it within this
-_held: set[tuple[str, str]] = set()  # (database, run) leases this process holds
+# The lease a process holds, handed to what it runs (its stages, in its own process or as processes of their
+# own): {"owner", "db", "run"}. A process whose environment names the run's current holder works under
+# that lease; one that does not (another make batch, cron, a by-hand command) waits or is refused.
+LEASE_ENV = "OBJBATCH_LEASE"
 
 
 def _alive(owner: str) -> bool:
@@ -334,13 +342,26 @@ def _take(conn: sqlite3.Connection, name: str) -> str | None:
     return None
 
 
+def _handed_down(conn: ledger.Library, name: str) -> bool:
+    """Whether this process runs under the run's lease that a holder handed down (LEASE_ENV names the
+    holder, and the ledger says it holds the lease now)."""
+    try:
+        given = json.loads(os.environ.get(LEASE_ENV) or "{}")
+    except ValueError:
+        return False
+    if not isinstance(given, dict) or given.get("db") != conn.path or given.get("run") != name:
+        return False
+    row = conn.execute("SELECT owner, until FROM objbatch_leases WHERE run_name = ?", (name,)).fetchone()
+    return row is not None and row["owner"] == given.get("owner") and row["until"] > time.time()
+
+
 @contextmanager
 def lease(conn: ledger.Library, name: str, wait: bool = True, who: str = "objbatch") -> Iterator[bool]:
     """The run's lease, in the database itself: one process works on a run at a time (make batch, cron,
     cancel, a submission), whatever its user, home or machine. Yields whether it was obtained; with wait,
-    says who has it, then waits. Held leases are renewed in the background and given back at the end."""
-    key = (conn.path, name)
-    if key in _held:  # this process has it already (batch-run running its stages)
+    says who has it, then waits. Held leases are renewed in the background and given back at the end.
+    What the holder runs meanwhile (batch-run's stages) works under it: see LEASE_ENV."""
+    if _handed_down(conn, name):
         yield True
         return
     holder = _take(conn, name)
@@ -351,7 +372,8 @@ def lease(conn: ledger.Library, name: str, wait: bool = True, who: str = "objbat
         log(f"{who}: run {name} is being worked on by another process ({holder}); waiting for it")
         while _take(conn, name):
             time.sleep(1.0)
-    _held.add(key)
+    outer = os.environ.get(LEASE_ENV)
+    os.environ[LEASE_ENV] = json.dumps({"owner": OWNER, "db": conn.path, "run": name})
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(conn.path, name, stop), daemon=True)
     renewer.start()
@@ -360,7 +382,10 @@ def lease(conn: ledger.Library, name: str, wait: bool = True, who: str = "objbat
     finally:
         stop.set()
         renewer.join()
-        _held.discard(key)
+        if outer is None:
+            os.environ.pop(LEASE_ENV, None)
+        else:
+            os.environ[LEASE_ENV] = outer
         with ledger.transaction(conn):
             conn.execute("DELETE FROM objbatch_leases WHERE run_name = ? AND owner = ?", (name, OWNER))
 

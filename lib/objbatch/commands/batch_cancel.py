@@ -22,7 +22,7 @@ from .. import client, ledger, runs
 from ..common import NOT_FINISHED, SERVICE_ENV, Failure, check_run_name, cli, log
 from ..job_record import load_record
 from ..options import SECONDS, db_option, run_option
-from .batch_wait import wait
+from ..polling import wait
 
 
 def pick_run(conn: ledger.Library, name: str | None) -> runs.Run:
@@ -109,12 +109,9 @@ def _forget_unknown(service: client.Service, conn: ledger.Library, run: runs.Run
 def find_unrecorded(service: client.Service, conn: ledger.Library, record: dict) -> None:
     """Jobs created for the run whose creation never reached the ledger (a crash in between): found by the
     run id in the service's job list and recorded, so they are cancelled and harvested too."""
-    found = {(j.get("metadata") or {}).get("objbatch_part"): j for j in service.jobs_with_run_id(record["run_id"])}
-    for entry in record["jobs"]:
-        job = found.get(entry["part"])
-        if not entry["job_id"] and job:
-            log(f"batch-cancel: found job {job['id']} for part {entry['part']} in the service's job list")
-            entry.update({"job_id": job["id"], "status": job["status"], "created_at": job["created_at"]})
+    for entry, job in client.unrecorded(record, service.jobs_by_part(record["run_id"])):
+        log(f"batch-cancel: found job {job['id']} for part {entry['part']} in the service's job list")
+        entry.update({"job_id": job["id"], "status": job["status"], "created_at": job["created_at"]})
     runs.save_record(conn, record)
 
 

@@ -33,7 +33,6 @@ from ..common import (
     count,
     file_lock,
     log,
-    new_run_name,
     printable,
     private_folder,
     scrub,
@@ -124,7 +123,7 @@ def main(db: str, runs_folder: str, max_in_flight: int, settings: tuple[str, ...
                 note(runs_dir, describe(conn, name, *outcomes[name]))
             in_flight = [name for name, (code, _) in outcomes.items() if code == EXIT_TEMPFAIL]
             if len(in_flight) < max_in_flight and all(code in (EXIT_OK, EXIT_TEMPFAIL) for code, _ in outcomes.values()):
-                name = new_run_name("cron")
+                name = runs.new_name("cron")
                 outcomes[name] = batch_run([*base, f"NAME={name}"])
                 flying = runs.unfinished(conn) if runs.get(conn, name) is None else []
                 note(runs_dir, f"no new run: {count(len(flying), 'run')} in flight and the cap is "

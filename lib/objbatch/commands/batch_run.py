@@ -11,8 +11,9 @@
    seconds).
 5. The run's lock is taken (another process working on it is waited for). make says which stages are due
    for $(RUNS)/NAME/applied.json (make -n: what is missing or stale, with every stage's arguments), and
-   batch-run runs those stage commands in its own process (one Python, the SDK loaded once); each
-   rebuilds from the ledger what its folder lacks.
+   batch-run runs those stage commands in its own process (one Python, the SDK loaded once), each checked
+   against the pipeline contract (pipeline.py: anything else is refused); each rebuilds from the ledger
+   what its folder lacks.
 
 Exit 0: done (or nothing to do); 75: a job is still running (rerun later: nothing is lost); 1: something
 needs attention (the stage said what); 2: a usage error. make itself can only exit 0 or 2: scripts and
@@ -21,19 +22,16 @@ cron that need the difference call batch-run (or batch-cron).
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
-import shlex
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import click
 
-from .. import client, config, costs, defaults, ledger, overview, prompt, remote, runs, sources
+from .. import client, config, costs, defaults, ledger, overview, pipeline, remote, requests, runs, selection, sources
 from ..common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -47,14 +45,11 @@ from ..common import (
     cli,
     count,
     log,
-    new_run_name,
     printable,
     printable_values,
     private_folder,
 )
-from ..make_vars import check_settings, make_env, resolve
-from . import build_jsonl, select_pending
-from .estimate import over_budget
+from ..make_vars import check_settings, resolve
 
 STAGE_FILES = ("select.jsonl", "requests.jsonl", "manifest.jsonl", "job.json", "wait.jsonl", "results.jsonl",
                "decisions.jsonl", "applied.json")
@@ -81,7 +76,7 @@ class Plan:
                     "drops it).")
             self.resumed = True
             return open_runs[0].name
-        return new_run_name("run")
+        return runs.new_name("run")
 
     @property
     def run(self) -> runs.Run | None:
@@ -109,7 +104,7 @@ class Plan:
         if self.run is not None:
             return True
         s = self.settings
-        first = select_pending.preview(self.conn, 1, int(s["MAX_ATTEMPTS"]), s["RETRY_EXHAUSTED"] == "1")
+        first = selection.preview(self.conn, 1, int(s["MAX_ATTEMPTS"]), s["RETRY_EXHAUSTED"] == "1")
         return next(first, None) is not None and s.get("MAX") != "0"
 
 
@@ -135,19 +130,17 @@ def check_before_paying() -> None:
         service.check_access()
 
 
-def stage_commands(plan: Plan, assignments: list[str]) -> list[list[str]]:
-    """The stage commands make would run now to bring the run to applied.json, in order (make -n): make
-    decides what is stale and holds every stage's arguments; batch-run only runs them."""
+def stage_commands(plan: Plan, assignments: list[str]) -> list[pipeline.Stage]:
+    """The stage commands make would run now to bring the run to applied.json, in order (make -n), each
+    checked against the pipeline contract: make decides what is stale and holds every stage's arguments;
+    batch-run only runs them."""
     runs_dir = for_make(plan.runs_dir)
-    proc = subprocess.run(["make", "-n", "-s", "--no-print-directory", "-C", str(ROOT),
-                           f"{runs_dir}/{plan.name}/applied.json", *assignments, f"RUNS={runs_dir}",
-                           f"NAME={plan.name}"], capture_output=True, text=True, env=make_env())
-    if proc.returncode:
-        lines = proc.stderr.strip().splitlines() or [f"make exited {proc.returncode}"]
-        raise Failure(re.sub(r"^.*?\*\*\* |\.\s+Stop\.$", "", lines[-1]))
+    stages = pipeline.due(f"{runs_dir}/{plan.name}/applied.json", [*assignments, f"RUNS={runs_dir}",
+                                                                    f"NAME={plan.name}"])
     inside = f"{runs_dir}/" if not os.path.isabs(runs_dir) else None
-    return [[str(ROOT / arg) if inside and arg.startswith(inside) else arg for arg in shlex.split(line)]
-            for line in proc.stdout.replace("\\\n", " ").splitlines() if line.strip()]
+    for stage in stages:  # make ran in the project folder: its relative paths in RUNS are made absolute
+        stage.argv = [str(ROOT / arg) if inside and arg.startswith(inside) else arg for arg in stage.argv]
+    return stages
 
 
 def for_make(path: Path) -> str:
@@ -156,36 +149,12 @@ def for_make(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def run_stage(argv: list[str]) -> int:
-    """One stage command, in this process (an objbatch command: no new Python, no second import of the
-    SDK); anything else in a shell. Its exit status."""
-    name = Path(argv[0]).name
-    if argv[:4] == ["mkdir", "-p", "-m", "700"]:
-        for folder in argv[4:]:
-            private_folder(folder, "run folder")
-        return EXIT_OK
-    try:
-        stage = importlib.import_module(f"objbatch.commands.{name.replace('-', '_')}").main
-    except ImportError:
-        return subprocess.run(argv).returncode
-    try:
-        stage.main(args=argv[1:], prog_name=name, standalone_mode=False)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_FAILED
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:  # Ctrl-C while click set the stage up, before the stage's own handler
-        raise KeyboardInterrupt from None
-    return EXIT_OK
-
-
 def run_stages(plan: Plan, assignments: list[str]) -> int:
-    for argv in stage_commands(plan, assignments):
-        code = run_stage(argv)
+    for stage in stage_commands(plan, assignments):
+        code = pipeline.run(stage)
         if code:
             return code
-        if plan.run is None and Path(argv[0]).name == "select-pending":
+        if plan.run is None and stage.name == "select-pending":
             return EXIT_OK  # another run took the pending files first: this one has nothing to do
     return EXIT_OK
 
@@ -218,7 +187,7 @@ def estimate(assignments: list[str]) -> int:
     stale = costs.stale_note()
     if stale:
         log(f"make estimate: {stale}")
-    refusal = over_budget(figures, float(settings["BUDGET"]) if settings.get("BUDGET") else None)
+    refusal = costs.over_budget(figures, float(settings["BUDGET"]) if settings.get("BUDGET") else None)
     if refusal:
         log(f"make batch would refuse: {refusal}")
         return EXIT_FAILED
@@ -232,7 +201,7 @@ def resumed_over_budget(conn: ledger.Library, run: runs.Run, known: dict | None,
     figures = costs.Estimate(model=known.get("model") or run.model or settings["MODEL"])
     figures.input_tokens, figures.requests = known.get("input_tokens", 0), known.get("requests", 0)
     figures.answer_tokens = known.get("answer_tokens_per_request", costs.DEFAULT_ANSWER_TOKENS)
-    refusal = over_budget(figures, float(settings["BUDGET"]))
+    refusal = costs.over_budget(figures, float(settings["BUDGET"]))
     if refusal:
         log(f"make batch would refuse: {refusal}")
         return EXIT_FAILED
@@ -241,20 +210,10 @@ def resumed_over_budget(conn: ledger.Library, run: runs.Run, known: dict | None,
 
 def new_run_estimate(conn: ledger.Library, settings: dict[str, str], root: str) -> costs.Estimate:
     """Build, in memory, every request a new run would send (reading files under `root` only)."""
-    figures = costs.Estimate(model=settings["MODEL"])
-    effort = settings.get("REASONING_EFFORT") or None
     limit = int(settings["MAX"]) if settings.get("MAX") else None
-    selected = select_pending.preview(conn, limit, int(settings["MAX_ATTEMPTS"]), settings["RETRY_EXHAUSTED"] == "1")
-    config = prompt.config_hash(settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS, effort)
-    for record in selected:
-        record["library_root"] = root
-        request, entry = build_jsonl.build(record, settings["MODEL"], prompt.DEFAULT_TEXT_TOKENS, config, effort)
-        if request:
-            figures.add_request(request["body"])
-        else:
-            figures.add_skip(entry.get("skip_kind") or "other")
-    figures.learn_answers(conn)
-    return figures
+    selected = selection.preview(conn, limit, int(settings["MAX_ATTEMPTS"]), settings["RETRY_EXHAUSTED"] == "1")
+    sent = requests.would_send(selected, settings["MODEL"], root, settings.get("REASONING_EFFORT") or None)
+    return costs.estimate(settings["MODEL"], sent, conn)
 
 
 def absolute(settings: dict[str, str], assignments: list[str]) -> list[str]:

@@ -38,7 +38,6 @@ from ..common import (
     write_jsonl,
 )
 from ..options import DOLLARS, TIMEOUT_HOURS, db_option, model_option, output_option, run_option
-from .estimate import over_budget
 
 MAX_JOB_REQUESTS = client.MAX_JOB_REQUESTS  # the service's limits (docs/mistral-batch-api.md, "Limits")
 MAX_JOB_BYTES = client.MAX_FILE_BYTES
@@ -257,7 +256,7 @@ class Submission:
             if entry.get("job_id"):
                 continue
             if found is None:  # the record may have been lost after a job was created: ask the service
-                found = self.created_jobs()
+                found = self.service.jobs_by_part(self.record["run_id"])
             existing = found.get(entry["part"])
             if existing:
                 self._created(entry, existing, f"found in the service's job list (part {entry['part']})")
@@ -266,11 +265,6 @@ class Submission:
                 before_creating()
                 before_creating = None
             self._create(entry, part, timeout_hours)
-
-    def created_jobs(self) -> dict:
-        """Jobs the service already has for this run, by part."""
-        return {(j.get("metadata") or {}).get("objbatch_part"): j
-                for j in self.service.jobs_with_run_id(self.record["run_id"])}
 
     def _create(self, entry: dict, part: Part, timeout_hours: int) -> None:
         part.spool.seek(0)
@@ -301,7 +295,7 @@ class Submission:
 def job_metadata(record: dict, entry: dict) -> dict[str, str]:
     """The tags of a part's job at the service (how a lost job is found again)."""
     return {"objbatch_run_name": record["run_name"], client.RUN_ID_KEY: record["run_id"],
-            "objbatch_part": entry["part"], "objbatch_requests": str(entry["request_count"])}
+            client.PART_KEY: entry["part"], "objbatch_requests": str(entry["request_count"])}
 
 
 def check_same_target(record: dict, fresh: dict) -> None:
@@ -428,7 +422,7 @@ class Plan:
 
 def check_budget(store: FileStore | LedgerStore, plan: Plan) -> None:
     """Refuse (the store says how) if what is about to be created is estimated over the budget."""
-    refusal = over_budget(plan.figures, plan.budget)
+    refusal = costs.over_budget(plan.figures, plan.budget)
     if refusal:
         store.refuse(f"{refusal} ({plan.figures.requests:,} requests, {plan.figures.input_tokens:,} input tokens, "
                      f"{costs.price_note(plan.figures.model)})", plan.figures)
@@ -471,7 +465,7 @@ def start_over(store: LedgerStore, record: dict, plan: Plan) -> dict | None:
     """A submission that began with other requests (the files changed, or the run was interrupted and
     rebuilt) and that the service never saw is undone, so these requests are submitted instead."""
     with client.Service(before_paying=True) as service:
-        if Submission(service, store, record, plan.inline_max).created_jobs():
+        if service.jobs_by_part(record["run_id"]):
             return record  # a job exists after all: finish_changed records it
     with ledger.transaction(store.conn):
         runs.unfreeze(store.conn, store.run.name)
@@ -485,10 +479,8 @@ def finish_changed(submission: Submission) -> None:
     """Submission began with other requests than these: only the jobs created for it count. A part never
     created cannot be sent as it was."""
     record = submission.record
-    found = submission.created_jobs()
-    for entry in record["jobs"]:
-        if not entry.get("job_id") and found.get(entry["part"]):
-            submission._created(entry, found[entry["part"]], f"found in the service's job list (part {entry['part']})")
+    for entry, job in client.unrecorded(record, submission.service.jobs_by_part(record["run_id"])):
+        submission._created(entry, job, f"found in the service's job list (part {entry['part']})")
     missing = [entry["part"] for entry in record["jobs"] if not entry.get("job_id")]
     if missing:
         raise Failure(f"run {record['run_name']} began submitting other requests than these, and part "

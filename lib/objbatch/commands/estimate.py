@@ -10,8 +10,8 @@ send.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
-import sqlite3
 from typing import IO, Iterable
 
 import click
@@ -19,29 +19,6 @@ import click
 from .. import costs, kinds, ledger
 from ..common import EXIT_FAILED, Failure, cli, log
 from ..options import DOLLARS, db_option, model_option
-
-
-def estimate_requests(requests: Iterable[dict], manifest: Iterable[dict], model: str,
-                      conn: sqlite3.Connection | None) -> costs.Estimate:
-    figures = costs.Estimate(model=model)
-    for request in requests:
-        figures.add_request(request["body"])
-    for entry in manifest:
-        if entry.get("skip"):
-            figures.add_skip(entry.get("skip_kind") or "other")
-    figures.learn_answers(conn)
-    return figures
-
-
-def over_budget(figures: costs.Estimate, budget: float | None) -> str | None:
-    """Why the run must not be paid for, or None."""
-    if budget is None:
-        return None
-    if figures.usd is None:
-        return f"the budget {costs.money(budget)} cannot be checked: model {figures.model} has no price"
-    if figures.usd > budget:
-        return f"the estimate {costs.money(figures.usd)} is over the budget {costs.money(budget)}"
-    return None
 
 
 def _requests(stream: IO[str]) -> Iterable[dict]:
@@ -70,13 +47,14 @@ def main(requests: IO[str], manifest: IO[str] | None, db: str | None, model: str
     entries = (entry for _, entry in kinds.read(manifest, "manifest line")) if manifest else ()
     with contextlib.ExitStack() as stack:
         conn = stack.enter_context(ledger.opened(db, identity=False, read_only=True)) if db else None
-        figures = estimate_requests(_requests(requests), entries, model, conn)
+        sent = itertools.chain(((request, None) for request in _requests(requests)), ((None, e) for e in entries))
+        figures = costs.estimate(model, sent, conn)
     figures.skips_known = manifest is not None
     click.echo(json.dumps(figures.as_dict()) if as_json else figures.render())
     stale = costs.stale_note()
     if stale:
         log(f"estimate: {stale}")
-    refusal = over_budget(figures, budget)
+    refusal = costs.over_budget(figures, budget)
     if refusal:
         raise Failure(f"{refusal}; nothing was sent", EXIT_FAILED)
 

@@ -18,8 +18,8 @@ import click
 from .. import kinds, ledger, metadata, runs
 from ..common import EXIT_USAGE, Failure, atomic_output, check_run_name, cli, log, write_jsonl
 from ..options import FRACTION, db_option, output_option, run_option
+from ..requests import Skip, read_text
 from ..states import Decision
-from .build_jsonl import Skip, read_text
 
 
 class Manifest:
