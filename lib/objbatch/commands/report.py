@@ -5,7 +5,7 @@ reasons, metadata and the opening lines of their transcript.
 
 The figures are the ones `stats --json` gives (overview.py computes both). The page needs no server and no
 network (no script, font or style from elsewhere), and stays small for any library: every figure is an
-aggregate; only the review queue's first --limit files are listed one by one.
+aggregate; only the review queue's first --max files are listed one by one.
 """
 
 from __future__ import annotations
