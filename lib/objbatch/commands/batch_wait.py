@@ -10,14 +10,7 @@ from pathlib import Path
 import click
 
 from .. import client, config, defaults, remote
-from ..common import (
-    NOT_FINISHED,
-    SERVICE_ENV,
-    atomic_output,
-    cli,
-    log,
-    write_jsonl,
-)
+from ..common import NOT_FINISHED, SERVICE_ENV, atomic_output, cli, log, write_jsonl
 from ..job_record import opened_record
 from ..options import SECONDS, db_option, output_option
 from ..polling import wait
