@@ -211,11 +211,13 @@ demo: $(STAMP) ## the whole job offline: a sample library, a local emulator of t
 
 # ---------------------------------------------------------------- tests and the venv
 
+# Both suites run on every core (pytest-xdist): no test shares a path or depends on another's order.
+TEST_WORKERS := -n auto
 test: $(STAMP) ## the fast test suite
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(TEST_WORKERS) -m "not slow"
 
 test-slow: $(STAMP) ## the fault-injection and convergence suites
-	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q $(TEST_WORKERS) -m slow || [ $$? -eq 5 ]
 
 simulate: $(STAMP) ## seeded worst days of a user, a library and the service, invariants checked after every event
 	$(BIN)/python tests/simulate.py --events $(call shq,$(EVENTS)) \
@@ -228,7 +230,7 @@ lint: $(STAMP) ## ruff: bugs and import order (config in pyproject.toml)
 	$(BIN)/ruff check lib tests
 
 test-all: $(STAMP) ## both suites in one pytest run
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(TEST_WORKERS)
 
 # The venv is (re)built when missing or older than pyproject.toml.
 $(STAMP): pyproject.toml

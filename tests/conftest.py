@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -9,6 +10,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -23,12 +27,27 @@ TEST_KEY = "test-key-not-secret"
 def isolated(tmp_path, monkeypatch):
     """No test sees the user's key, keyring, state or service."""
     for name in ("MISTRAL_API_KEY", "MISTRAL_SA_TOKEN_PATH", "MISTRAL_SERVER_URL", "OBJBATCH_KILL_AT",
-                 "OBJBATCH_MODEL"):
+                 "OBJBATCH_STOP_AT", "OBJBATCH_MODEL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
     monkeypatch.setenv("OBJBATCH_RETRY_SECONDS", "20")
     monkeypatch.setenv("OBJBATCH_MIN_POLL", "0.05")  # the emulator does not rate-limit reads: tests poll fast
+    # The product's fixed waits (config.WAITS), short: each still decides, only sooner.
+    for name, seconds in FAST_WAITS.items():
+        monkeypatch.setenv(name, seconds)
+    # Python's own Ctrl-C and SIGPIPE handling for every test, whatever an earlier one ran in this process (a
+    # command run in process sets its own; batch-run ignores Ctrl-C once its run is over): no test depends on
+    # which tests its pytest-xdist worker ran before it.
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGPIPE: signal.SIG_IGN}
+    saved = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+FAST_WAITS = {"OBJBATCH_FIRST_CONTACT_SECONDS": "1", "OBJBATCH_CLEANUP_SECONDS": "1",
+              "OBJBATCH_WAIT_RETRY_FLOOR": "1", "OBJBATCH_LEASE_POLL": "0.05"}
 
 
 class Emulator:
@@ -94,11 +113,32 @@ def emulator(tmp_path):
     emu.stop()
 
 
+# Commands run() calls in this process (click's CliRunner): their start (Python, the SDK's import) is most of
+# what a short command costs. The others start a process of their own: batch-run and batch-cron run make and
+# hold the process's signals, the emulator and with-emulator serve, set-key reads a terminal.
+IN_PROCESS = {"select-pending", "build-jsonl", "batch-submit", "batch-wait", "batch-fetch", "batch-cancel", "validate",
+              "apply-sql", "stats", "review", "show", "approve", "requeue", "export-metadata", "estimate", "report",
+              "make-sample-library"}
+OWN_PROCESS_ENV = ("OBJBATCH_KILL_AT", "OBJBATCH_STOP_AT")  # a kill point would kill the test itself
+LEASE_ENV = "OBJBATCH_LEASE"  # the test holds a run's lease: a command must be another process to be refused it
+# Read once when a process starts (a module path, the keyring backend, the streams' encoding): a change needs one.
+AT_START_ENV = ("PYTHONPATH", "PYTHON_KEYRING_BACKEND", "PYTHONIOENCODING", "PYTHONUTF8", "LANG", "LC_ALL",
+                "LC_CTYPE")
+
+
 def run(cmd: str, *args: str, input: str | None = None, env: dict | None = None, cwd: Path | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run one of the project's commands as a user would."""
-    return subprocess.run([str(BIN / cmd), *map(str, args)], input=input, capture_output=True, text=True,
-                          env=env or dict(os.environ), cwd=cwd, timeout=timeout)
+        timeout: float = 120, process: bool = False) -> subprocess.CompletedProcess:
+    """Run one of the project's commands as a user would: its exit code, stdout and stderr. In this process
+    where that is the same (IN_PROCESS, no kill point, no other folder); `process=True` asks for its own."""
+    env = dict(os.environ) if env is None else env
+    if process or cmd not in IN_PROCESS or cwd is not None or any(env.get(k) for k in OWN_PROCESS_ENV) \
+            or any(env.get(k) != os.environ.get(k) for k in AT_START_ENV) or LEASE_ENV in os.environ:
+        return subprocess.run([str(BIN / cmd), *map(str, args)], input=input, capture_output=True, text=True,
+                              env=env, cwd=cwd, timeout=timeout)
+    changes = {k: v for k, v in env.items() if os.environ.get(k) != v}
+    changes.update({k: None for k in os.environ if k not in env})  # the environment given, exactly
+    result = invoke(cmd, *args, input=input, env=changes)
+    return subprocess.CompletedProcess([cmd, *map(str, args)], result.exit_code, result.stdout, result.stderr)
 
 
 def make(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -173,3 +213,73 @@ def jobs(emu) -> list[dict]:
 
 def claimed(db) -> int:
     return query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE state = 'claimed'")[0][0]
+
+
+# ---------------------------------------------------------------- waiting on visible state, never on a sleep
+
+def wait_until(check, what: str, limit: float = 60):
+    """Look at visible state (a file, the emulator's record, a process) until `check()` is true."""
+    deadline = time.monotonic() + limit
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"{what}: not seen within {limit:.0f} s"
+        time.sleep(0.02)
+    return result
+
+
+def stopped(proc: subprocess.Popen) -> bool:
+    """Whether the process stopped itself at its OBJBATCH_STOP_AT point (state T); it must not have ended."""
+    assert proc.poll() is None, f"the process ended ({proc.returncode}) instead of stopping"
+    return Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+class Started:
+    """A command running in the background whose stderr is read as it comes: a test waits for a line it
+    prints (`saw`), then acts, then collects it (`finish`)."""
+
+    def __init__(self, argv: list, env: dict, **popen):
+        self.proc = subprocess.Popen([str(a) for a in argv], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, **popen)
+        self.err: list[str] = []
+        self.out = ""
+        self._reader = threading.Thread(target=lambda: self.err.extend(iter(self.proc.stderr.readline, "")),
+                                        daemon=True)
+        self._reader.start()
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in list(self.err))
+
+    def wait_for(self, text: str, limit: float = 60) -> None:
+        wait_until(lambda: self.saw(text) or self.proc.poll() is not None, f"{text!r} on stderr", limit)
+        assert self.saw(text), f"ended ({self.proc.returncode}) without printing {text!r}: {''.join(self.err)}"
+
+    def finish(self, timeout: float = 120) -> tuple[int, str, str]:
+        self.out = self.proc.stdout.read()
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout)
+        return self.proc.returncode, self.out, "".join(self.err)
+
+
+# ---------------------------------------------------------------- a command in process (click's CliRunner)
+
+SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def command(name: str):
+    """The click command behind a console script, as pyproject.toml names it."""
+    module, attribute = SCRIPTS[name].split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def invoke(name: str, *args, input: str | None = None, env: dict | None = None):
+    """Run a command in this process, as its console script would (name, exit code, stdout, stderr), for the
+    argument and error paths: no process to start. A command that may be killed, or that needs its own
+    process (signals, a kill point), runs through run() instead. Signal handlers a command sets are undone."""
+    from click.testing import CliRunner
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGPIPE)}
+    try:
+        return CliRunner().invoke(command(name), [str(a) for a in args], input=input, env=env, prog_name=name,
+                                  catch_exceptions=False)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)

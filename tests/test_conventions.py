@@ -11,12 +11,11 @@ import shutil
 import signal
 import socket
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ROOT, make
+from conftest import BIN, ROOT, invoke, make
 
 LIB = ROOT / "lib"
 COMMANDS = sorted(p.name for p in (ROOT / "bin").iterdir() if not p.name.startswith("_"))
@@ -82,22 +81,33 @@ def test_every_console_script_has_a_launcher_in_bin():
     text = (ROOT / "pyproject.toml").read_text()
     scripts = re.findall(r'^([a-z-]+) = "(?:objbatch|mistral_emulator)\.', text, re.M)
     assert sorted(scripts) == COMMANDS
+    template = (ROOT / "bin" / "stats").read_text().replace("stats", "{name}")
+    for command in COMMANDS:  # every launcher is the same few lines: the one run below stands for all
+        assert (ROOT / "bin" / command).read_text() == template.format(name=command), command
+        assert os.access(ROOT / "bin" / command, os.X_OK), command
+    launched = subprocess.run([str(ROOT / "bin" / "stats"), "--version"], capture_output=True, text=True, timeout=60)
+    assert launched.returncode == 0 and launched.stdout.startswith("stats (objbatch) "), launched.stderr
 
 
-def _ask(command: str, flag: str) -> tuple[str, subprocess.CompletedProcess]:
-    return command, subprocess.run([str(ROOT / "bin" / command), flag], capture_output=True, text=True, timeout=60)
+@pytest.fixture(scope="module")
+def helps() -> dict[str, str]:
+    """Every command's --help, asked once (in process: the click command its console script names)."""
+    answers = {command: invoke(command, "--help") for command in COMMANDS}
+    for command, answer in answers.items():
+        assert answer.exit_code == 0, (command, answer.stderr)
+    return {command: answer.stdout for command, answer in answers.items()}
 
 
-def test_every_command_has_version_and_a_help_with_example_environment_and_exit_codes():
-    with ThreadPoolExecutor(4) as pool:
-        versions = list(pool.map(lambda c: _ask(c, "--version"), COMMANDS))
-        helps = list(pool.map(lambda c: _ask(c, "--help"), COMMANDS))
-    for command, done in versions:
-        assert done.returncode == 0, (command, done.stderr)
-        assert re.fullmatch(rf"{command}( \(objbatch\))? \d+\.\d+\.\d+\n", done.stdout), done.stdout
-    for command, done in helps:
-        assert done.returncode == 0, (command, done.stderr)
-        text = done.stdout
+def test_every_command_has_version_and_a_help_with_example_environment_and_exit_codes(helps):
+    readme = (ROOT / "README.md").read_text()
+    for command in COMMANDS:
+        version = invoke(command, "--version")
+        assert version.exit_code == 0, (command, version.stderr)
+        assert re.fullmatch(rf"{command}( \(objbatch\))? \d+\.\d+\.\d+\n", version.stdout), version.stdout
+    for command, text in helps.items():
+        assert text.startswith(f"Usage: {command}"), text
+        assert len(text.splitlines()[2].strip()) > 20, f"{command} --help: a sentence, not an empty docstring"
+        assert f"`{command}`" in readme, f"the README does not name {command}"
         assert re.search(r"^\s*Examples?:\n\s+\$? ?" + re.escape(command) + r"\b", text, re.M) or \
             re.search(r"^\s*Examples?:\n(\s+.*\n)*?\s+.*\b" + re.escape(command) + r"\b", text, re.M), \
             f"{command} --help has no example using it:\n{text}"
@@ -106,8 +116,8 @@ def test_every_command_has_version_and_a_help_with_example_environment_and_exit_
 
 
 @pytest.mark.parametrize("command", ["batch-submit", "batch-wait", "batch-fetch", "batch-cancel", "batch-run"])
-def test_commands_that_call_the_service_name_its_variables(command):
-    text = subprocess.run([str(BIN / command), "--help"], capture_output=True, text=True).stdout
+def test_commands_that_call_the_service_name_its_variables(helps, command):
+    text = helps[command]
     for name in ("MISTRAL_API_KEY", "MISTRAL_SERVER_URL", "OBJBATCH_RETRY_SECONDS"):
         assert name in text, f"{command} --help does not mention {name}"
 
@@ -154,6 +164,7 @@ def test_a_bad_make_value_is_one_line_before_anything_runs(args, message):
     (("--pace", '{"queue_seconds": -1}'), "queue_seconds must be a number of at least 0 (got -1)"),
     (("--pace", "[1]"), "give a JSON object"),
 ])
+@pytest.mark.emulator
 def test_the_emulator_refuses_bad_options_before_serving(tmp_path, args, message):
     done = subprocess.run([BIN / "mistral-emulator", "--state-dir", tmp_path / "state", *args], capture_output=True,
                           text=True, timeout=60)

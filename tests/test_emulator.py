@@ -14,6 +14,7 @@ from mistralai.extra.batch import is_terminal
 from conftest import TEST_KEY, Emulator, request_lines
 
 MODEL = "mistral-small-latest"
+pytestmark = pytest.mark.emulator
 
 
 def upload(m, n=5, prefix="r"):
@@ -295,6 +296,27 @@ def _safe(check, line) -> bool:
         return bool(check(line))
     except (KeyError, TypeError, IndexError):
         return False
+
+
+def test_a_job_held_at_a_fraction_stays_running_there_until_released_or_cancelled(emulator):
+    """The tests' way to see a job part-done without racing its clock: pace hold_at."""
+    m = emulator.sdk()
+    emulator.pace(hold_at=0.5, seconds_per_request=0.0, min_run_seconds=0.0, queue_seconds=0.0)
+    held, cancelled = (m.batch.jobs.create(input_files=[upload(m, 10, p).id], model=MODEL,
+                                           endpoint="/v1/chat/completions") for p in ("h", "c"))
+    for job in (held, cancelled):
+        view = m.batch.jobs.get(job_id=job.id)
+        assert (view.status, view.completed_requests) == ("RUNNING", 5)
+    m.batch.jobs.cancel(job_id=cancelled.id)
+    ended = wait(m, cancelled.id)
+    assert (ended.status, ended.completed_requests) == ("CANCELLED", 5) and len(lines(m, ended.output_file)) == 5
+    assert m.batch.jobs.get(job_id=held.id).status == "RUNNING"
+    emulator.release()
+    done = wait(m, held.id)
+    assert (done.status, done.completed_requests) == ("SUCCESS", 10)
+    assert emulator.pace(hold_at=None)["hold_at"] is None
+    with pytest.raises(Exception, match="422"):
+        emulator.pace(hold_at=2)
 
 
 @pytest.mark.parametrize("change", [{"job_status": "BOGUS"}, {"http_status": 418}, {"missing": 1.5},

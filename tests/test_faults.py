@@ -12,13 +12,11 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Emulator, make, query, rows, run
+from conftest import ROOT, Emulator, Started, make, query, rows, run, wait_until
 from objbatch.common import file_lock
 
 pytestmark = pytest.mark.slow
@@ -104,27 +102,23 @@ def test_sigkill_inside_a_stage_then_rerun(crash_env, reference, point):
         assert len(emu.record()["uploads"]) == 1  # the upload id was recorded: not uploaded again
 
 
-def start_batch(emu, db, runs, *extra):
-    return subprocess.Popen(["make", "--no-print-directory", "-C", str(ROOT), "batch", f"DB={db}", f"RUNS={runs}",
-                             "POLL=0.1", *extra], env=emu.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+def start_batch(emu, db, runs, *extra) -> Started:
+    return Started(["make", "--no-print-directory", "-C", ROOT, "batch", f"DB={db}", f"RUNS={runs}", "POLL=0.1",
+                    *extra], env=emu.env, start_new_session=True)
 
 
-def wait_for(path: Path, limit: float = 30) -> None:
-    deadline = time.monotonic() + limit
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
+def wait_for(path: Path) -> None:
+    wait_until(path.exists, f"{path} appearing")
 
 
 def test_sigkill_while_polling_then_rerun(crash_env, reference):
     emu, db, runs = crash_env
     emu.pace(queue_seconds=600)  # held until released
-    proc = start_batch(emu, db, runs, "NAME=p")
+    started = start_batch(emu, db, runs, "NAME=p")
     wait_for(runs / "p" / "job.json")
-    time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    wait_until(lambda: emu.record()["polls"], "batch-wait asking for the job's status")
+    os.killpg(started.proc.pid, signal.SIGKILL)
+    started.finish()
     assert not (runs / "p" / "wait.jsonl").exists()
     emu.release()
     assert batch(emu, db, runs).returncode == 0
@@ -134,14 +128,14 @@ def test_sigkill_while_polling_then_rerun(crash_env, reference):
 def test_emulator_restart_and_http_storms_are_survived(crash_env, reference):
     emu, db, runs = crash_env
     emu.pace(queue_seconds=2)
-    proc = start_batch(emu, db, runs, "NAME=s")
+    started = start_batch(emu, db, runs, "NAME=s")
     wait_for(runs / "s" / "job.json")
     emu.stop()  # connection refused while the service restarts
-    time.sleep(1.5)
+    started.wait_for("cannot connect to the service; retrying")
     emu.args = ["--faults", json.dumps({"http_storm": 3, "http_status": 429, "retry_after": 0.05})]
     emu.restart()  # and comes back with a 429 storm from its first answer
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    returncode, out, err = started.finish()
+    assert returncode == 0, err
     assert "cannot connect to the service; retrying" in err
     assert err.count("HTTP 429") == 3 and emu.record()["http_faults"] == 3
     assert_same_as_reference(emu, db, reference)
@@ -179,10 +173,10 @@ def test_partial_jobs_are_harvested_and_the_rest_retried(crash_env, status):
 def test_cancel_harvests_what_finished_and_requeues_the_rest(crash_env):
     emu, db, runs = crash_env
     emu.faults(preset="none")
-    emu.pace(seconds_per_request=0.3, max_run_seconds=30, queue_seconds=0.1)
+    emu.pace(hold_at=0.5)  # the job stops half done until cancelled
     submitted = make(f"{runs}/x/job.json", f"DB={db}", f"RUNS={runs}", "NAME=x", env=emu.env)
     assert submitted.returncode == 0
-    time.sleep(1.5)
+    wait_until(lambda: emu.record()["jobs"][0]["completed_requests"], "requests done")
     cancelled = make("cancel", f"DB={db}", f"RUNS={runs}", "NAME=x", env=emu.env)
     assert cancelled.returncode == 0, cancelled.stderr
     assert re.search(r"^Run x cancelled( \(its files: [^)]*\))?:$", cancelled.stdout, re.M), cancelled.stdout
@@ -193,7 +187,7 @@ def test_cancel_harvests_what_finished_and_requeues_the_rest(crash_env):
     assert all("job ended CANCELLED" in after[p]["error_message"] for p in requeued)
     assert query(db, "SELECT COUNT(*) FROM objbatch_files WHERE attempts > 0") == [(0,)]  # a cancel costs no attempt
     assert query(db, "SELECT COUNT(*) FROM objbatch_claims WHERE state = 'claimed'") == [(0,)]
-    emu.pace(seconds_per_request=0.001, max_run_seconds=1)
+    emu.pace(hold_at=None)
     assert batch(emu, db, runs, "NAME=y").returncode == 0
     assert sorted(emu.record()["jobs_created"][1]["custom_ids"]) == sorted(
         c for c in emu.record()["jobs_created"][0]["custom_ids"]
@@ -224,8 +218,9 @@ def test_two_batches_at_once_never_send_a_file_twice(crash_env):
     emu, db, runs = crash_env
     emu.pace(queue_seconds=0.5)
     first, second = start_batch(emu, db, runs, "MAX=12", "NAME=A"), start_batch(emu, db, runs, "MAX=12", "NAME=B")
-    outputs = [p.communicate(timeout=120) for p in (first, second)]
-    assert first.returncode == 0 and second.returncode == 0, outputs
+    ended = [p.finish() for p in (first, second)]
+    assert [code for code, _, _ in ended] == [0, 0], ended
+    outputs = [(out, err) for _, out, err in ended]
     jobs = emu.record()["jobs_created"]
     sent = [c for job in jobs for c in job["custom_ids"]]
     assert len(jobs) == 2 and len(sent) == len(set(sent))
@@ -241,11 +236,11 @@ def test_two_batches_on_the_same_run_wait_for_each_other(crash_env, reference):
     wait_for(runs / "same" / "select.jsonl")
     second = start_batch(emu, db, runs, "NAME=same")
     wait_for(runs / "same" / "job.json")
-    time.sleep(1)
+    second.wait_for("run same is being worked on by another process (")
     emu.release()
-    outputs = [p.communicate(timeout=120) for p in (first, second)]
-    assert first.returncode == 0 and second.returncode == 0, outputs
-    assert "run same is being worked on by another process (" in outputs[1][1] and "waiting for it" in outputs[1][1]
+    ended = [p.finish() for p in (first, second)]
+    assert [code for code, _, _ in ended] == [0, 0], ended
+    assert "waiting for it" in ended[1][2]
     assert_same_as_reference(emu, db, reference)
 
 

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, ROOT, jsonl, make, query, rows, run
+from conftest import BIN, ROOT, invoke, jsonl, make, query, rows, run
 
 
 def batch(emu, db, runs, *extra):
@@ -294,23 +294,23 @@ def test_long_run_names_keep_the_stats_columns_in_line(emulator, library, runs_d
 
 def test_the_offline_world_commands_have_verbose_and_one_line_errors_naming_the_port(emulator, tmp_path):
     for cmd in ("make-sample-library", "mistral-emulator", "with-emulator"):
-        assert "--verbose" in run(cmd, "--help").stdout, cmd
+        assert "--verbose" in invoke(cmd, "--help").stdout, cmd
     taken = run("mistral-emulator", "--state-dir", tmp_path / "second", "--port", emulator.port, timeout=30)
     assert taken.returncode == 1 and taken.stderr == (
         f"mistral-emulator: error: cannot start: port {emulator.port} on 127.0.0.1 is in use (another emulator?); "
         "choose another --port, or --port 0 for a free one\n")
-    missing = run("with-emulator", "--state-dir", tmp_path / "third", "--", "no-such-command-here")
-    assert missing.returncode == 1 and missing.stderr == "with-emulator: error: no-such-command-here: no such command\n"
+    missing = invoke("with-emulator", "--state-dir", tmp_path / "third", "--", "no-such-command-here")
+    assert missing.exit_code == 1 and missing.stderr == "with-emulator: error: no-such-command-here: no such command\n"
     (tmp_path / "lib.db").write_text("")
-    exists = run("make-sample-library", "--root", tmp_path / "lib", "--db", tmp_path / "lib.db", "--count", "3")
-    assert exists.returncode == 1 and exists.stderr.startswith("make-sample-library: error: database ")
-    assert "--count 3 makes 4 text files" in " ".join(run("make-sample-library", "--help").stdout.split())
+    exists = invoke("make-sample-library", "--root", tmp_path / "lib", "--db", tmp_path / "lib.db", "--count", "3")
+    assert exists.exit_code == 1 and exists.stderr.startswith("make-sample-library: error: database ")
+    assert "--count 3 makes 4 text files" in " ".join(invoke("make-sample-library", "--help").stdout.split())
 
 
 def test_help_says_what_stats_lines_are_and_batch_run_lists_its_variables():
-    stats = " ".join(run("stats", "--help").stdout.split())
+    stats = " ".join(invoke("stats", "--help").stdout.split())
     assert "--nl Print the recent runs as JSON lines" in stats and "approve" not in stats
-    variables = run("batch-run", "--help").stdout
+    variables = invoke("batch-run", "--help").stdout
     for name in ("DB=data/library.db", "MAX=", "BUDGET=", "MODEL=mistral-small-latest", "THRESHOLD="):
         assert f"\n    {name}" in variables, name
 

@@ -128,6 +128,7 @@ def test_inline_only_below_10000_and_the_bounds_are_checked_before_anything_is_s
     assert emulator.record()["jobs_created"][0]["inline"] is True
 
 
+@pytest.mark.emulator
 def test_the_emulator_refuses_what_the_service_refuses(emulator):
     from mistralai.client import errors
 
@@ -288,7 +289,7 @@ def test_remote_files_are_deleted_after_apply_and_kept_with_keep_remote(emulator
     assert kept.returncode == 0, kept.stderr
     assert set(emulator.record()["deleted_files"]) == mine and "kept at the service (KEEP_REMOTE=1" in kept.stdout
     emulator.faults(http_storm=10_000, http_status=503, retry_after=0.05, http_storm_path="DELETE /v1/files")
-    failing = batch(emulator, db, runs_dir, "NAME=d3", "MAX=6", env=upload)  # the retry window is 20 s here
+    failing = batch(emulator, db, runs_dir, "NAME=d3", "MAX=6", env=upload)  # each delete is retried 1 s here (OBJBATCH_CLEANUP_SECONDS)
     assert failing.returncode == 0, failing.stderr
     assert "Warning: could not delete file" in failing.stdout and "2 not deleted" in failing.stdout
     assert "; 1 more not tried; the service deletes them after 30 days" in failing.stdout  # no wait per file
@@ -297,6 +298,7 @@ def test_remote_files_are_deleted_after_apply_and_kept_with_keep_remote(emulator
 
 # ---------------------------------------------------------------- what the emulator answers
 
+@pytest.mark.emulator
 def test_the_429_body_and_headers_are_the_services(emulator):
     from mistralai.client import errors
 
@@ -310,6 +312,7 @@ def test_the_429_body_and_headers_are_the_services(emulator):
     assert headers["retry-after"] == "1" and any(k.startswith("x-ratelimit-") for k in headers)
 
 
+@pytest.mark.emulator
 def test_files_can_be_deleted_and_then_cannot_be_downloaded(emulator):
     from mistralai.client import errors
 
@@ -337,6 +340,7 @@ def test_failure_lines_may_have_a_null_custom_id(emulator, tmp_path):
     assert sorted(r["custom_id"] for r in results) == ["r0", "r1", "r2"] and not any(r["ok"] for r in results)
 
 
+@pytest.mark.emulator
 def test_a_reasoning_model_answers_with_thinking_then_text_and_counts_it(emulator):
     sdk = emulator.sdk()
     answer = sdk.chat.complete(model="mistral-medium-latest", messages=[

@@ -11,15 +11,28 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TEST_KEY, batch, batch_run, claimed, jobs, make, query, rows, run
+from conftest import (
+    ROOT,
+    TEST_KEY,
+    Started,
+    batch,
+    batch_run,
+    claimed,
+    jobs,
+    make,
+    query,
+    rows,
+    run,
+    stopped,
+    wait_until,
+)
 from objbatch import runs as run_ledger
-from objbatch.ledger import connect, opened
+from objbatch.ledger import opened
 
 pytestmark = pytest.mark.slow
 
@@ -96,12 +109,12 @@ def test_cancel_of_a_built_run_creates_no_job(emulator, library, runs_dir):
 
 def test_cancel_of_a_run_whose_folder_is_gone_stops_its_job_and_keeps_what_it_finished(emulator, library, runs_dir):
     _, db = library
-    emulator.pace(seconds_per_request=0.3, max_run_seconds=30, queue_seconds=0.1)
+    emulator.pace(hold_at=0.5)  # the job stops half done until cancelled
     assert make(f"{runs_dir}/g/job.json", f"DB={db}", f"RUNS={runs_dir}", "NAME=g",
                 env=emulator.env).returncode == 0
     job_id = jobs(emulator)[0]["id"]
     shutil.rmtree(runs_dir / "g")
-    time.sleep(1.5)
+    wait_until(lambda: emulator.record()["jobs"][0]["completed_requests"], "requests done")
     result = make("cancel", f"DB={db}", f"RUNS={runs_dir}", env=emulator.env)  # the only unfinished run
     assert result.returncode == 0, result.stderr
     assert emulator.record()["cancels"] == [job_id] and len(jobs(emulator)) == 1
@@ -110,7 +123,7 @@ def test_cancel_of_a_run_whose_folder_is_gone_stops_its_job_and_keeps_what_it_fi
     back = [p for p, s in after.items() if s == "pending"]
     assert done and back and claimed(db) == 0
     assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'g'") == [("cancelled",)]
-    emulator.pace(seconds_per_request=0.001, max_run_seconds=1)
+    emulator.pace(hold_at=None)
     assert batch(emulator, db, runs_dir, "NAME=next").returncode == 0
     resent = {c.split("-")[0] for c in jobs(emulator)[1]["custom_ids"]}
     first = {c.split("-")[0] for c in jobs(emulator)[0]["custom_ids"]}
@@ -331,22 +344,18 @@ def test_cron_and_cancel_take_the_run_lease(emulator, library, runs_dir):
     assert batch(emulator, db, runs_dir, "NAME=l", "TIMEOUT=0.2").returncode != 0
     emulator.release()
     with opened(db) as conn, run_ledger.lease(conn, "l"):
-        cron = run("batch-cron", "--db", db, "--runs", runs_dir, env=emulator.env)
+        stranger = {k: v for k, v in emulator.env.items() if k != run_ledger.LEASE_ENV}  # not handed the lease
+        cron = run("batch-cron", "--db", db, "--runs", runs_dir, env=stranger)
         assert cron.returncode == 75  # left to the process working on it
         assert claimed(db) > 0 and len(jobs(emulator)) == 1
-    taken = threading.Event()
-
-    def hold_for_a_while() -> None:
-        with run_ledger.lease(connect(db), "l"):
-            taken.set()
-            time.sleep(1.5)
-
-    threading.Thread(target=hold_for_a_while).start()
-    taken.wait(10)
-    started = time.monotonic()
-    cancel = make("cancel", f"DB={db}", f"RUNS={runs_dir}", "NAME=l", env=emulator.env)
-    assert cancel.returncode == 0 and time.monotonic() - started >= 1.2
-    assert "run l is being worked on by another process" in cancel.stderr
+    with opened(db) as conn, run_ledger.lease(conn, "l"):
+        stranger = {k: v for k, v in emulator.env.items() if k != run_ledger.LEASE_ENV}
+        cancel = Started(["make", "--no-print-directory", "-C", ROOT, "cancel", f"DB={db}", f"RUNS={runs_dir}",
+                          "NAME=l"], env=stranger)
+        cancel.wait_for("run l is being worked on by another process")  # it waits: the lease is held here
+        assert cancel.proc.poll() is None
+    returncode, _, err = cancel.finish()  # the lease given back, it goes on
+    assert returncode == 0, err
     assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'l'") == [("applied",)]
 
 
@@ -443,16 +452,23 @@ def test_a_copy_never_adopts_or_cancels_the_original_jobs(emulator, library, run
 
 def test_a_person_and_cron_starting_at_once(emulator, library, runs_dir):
     _, db = library
+    """The overlap is forced: the person's batch-run stops itself right after claiming its files (before its
+    selection file exists), cron runs to its end meanwhile, then the person goes on."""
     emulator.pace(queue_seconds=600)
-    person = subprocess.Popen([str(Path(sys.executable).parent / "batch-run"), f"DB={db}", f"RUNS={runs_dir}",
-                               "NAME=h1", "TIMEOUT=2"], env=emulator.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    cron = run("batch-cron", "--db", db, "--runs", runs_dir, env=emulator.env)
-    person.communicate(timeout=120)
+    person = Started([Path(sys.executable).parent / "batch-run", f"DB={db}", f"RUNS={runs_dir}", "NAME=h1",
+                      "TIMEOUT=0.5"], env={**emulator.env, "OBJBATCH_STOP_AT": "after-claim"})
+    try:
+        wait_until(lambda: stopped(person.proc), "the person's batch-run stopping after its claim")
+        assert claimed(db) > 0 and jobs(emulator) == []
+        cron = run("batch-cron", "--db", db, "--runs", runs_dir, env=emulator.env)
+    finally:
+        person.proc.send_signal(signal.SIGCONT)
+    returncode, _, err = person.finish()
     assert cron.returncode in (0, 75), cron.stderr
     assert "needs attention" not in cron.stderr
+    assert returncode == 75, err  # the person's run was submitted and is still queued
     sent = [c for job in jobs(emulator) for c in job["custom_ids"]]
-    assert len(sent) == len(set(sent))
+    assert len(sent) == len(set(sent)) and len(jobs(emulator)) >= 1
 
 
 def test_relative_paths_are_the_callers(emulator, library, runs_dir, tmp_path):
@@ -476,9 +492,7 @@ def test_ctrl_c_is_one_line(emulator, library, runs_dir):
     proc = subprocess.Popen([str(Path(sys.executable).parent / "batch-run"), f"DB={db}", f"RUNS={runs_dir}",
                              "NAME=c", "POLL=1"], env=emulator.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.monotonic() + 60
-    while not jobs(emulator) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: jobs(emulator), "the job created")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err and "interrupted; rerun the same command" in err

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, batch, batch_run, claimed, jobs, make, query, rows, run
+from conftest import batch, batch_run, claimed, jobs, make, query, rows, run
 
 pytestmark = pytest.mark.slow
 QUICK_GIVE_UP = {"OBJBATCH_RETRY_SECONDS": "0.3"}  # a 503 storm ends the command (exit 75) within a second
@@ -40,16 +40,12 @@ def frozen_without_a_job(emu, db, runs, name) -> None:
 def test_cancel_after_a_failed_job_creation_requeues_everything_and_spends_nothing(emulator, library, runs_dir):
     _, db = library
     name = "cz-run-life"
-    stray = ROOT / "runs" / name
-    shutil.rmtree(stray, ignore_errors=True)
+    elsewhere = runs_dir.parent / "other-runs"  # a RUNS folder that never held the run (no shared folder in the clone)
     frozen_without_a_job(emulator, db, runs_dir, name)
     before = statuses(db)
-    try:
-        cancelled = make("cancel", f"DB={db}", env=emulator.env)  # no RUNS: the default folder
-        assert cancelled.returncode == 0, cancelled.stderr
-        assert not stray.exists(), "make cancel made a run folder"
-    finally:
-        shutil.rmtree(stray, ignore_errors=True)
+    cancelled = make("cancel", f"DB={db}", f"RUNS={elsewhere}", env=emulator.env)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert not (elsewhere / name).exists(), "make cancel made a run folder"
     assert "never reached the service" not in cancelled.stderr and "applied" not in cancelled.stdout
     assert query(db, "SELECT state FROM objbatch_runs") == [("cancelled",)]
     assert jobs(emulator) == [] and claimed(db) == 0 and attempts(db) == 0

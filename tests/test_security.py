@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, TEST_KEY, request_lines, run
+from conftest import BIN, TEST_KEY, invoke, request_lines, run
 
 ESC_SEQUENCES = ["\x1b]0;pwned\x07", "\x1b[2J", "\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\", "\x9b2J"]
 
@@ -40,6 +40,7 @@ def mode(path) -> int:
 
 # ---------------------------------------------------------------- the emulator
 
+@pytest.mark.emulator
 @pytest.mark.parametrize("path, body", [("/_emulator/record", None), ("/_emulator/faults", {"http_rate": 1.0}),
                                         ("/_emulator/pace", {"queue_seconds": 99}),
                                         ("/_emulator/release", {})])
@@ -50,6 +51,7 @@ def test_the_emulators_control_endpoints_need_the_key(emulator, path, body):
     assert control(emulator, path, body, key=TEST_KEY)[0] == 200
 
 
+@pytest.mark.emulator
 def test_a_pace_of_the_wrong_type_is_refused_and_never_saved(emulator, tmp_path):
     status, answer = control(emulator, "/_emulator/pace", {"queue_seconds": "x"}, key=TEST_KEY)
     assert status == 422 and "queue_seconds must be a number" in json.dumps(answer)
@@ -62,6 +64,7 @@ def test_a_pace_of_the_wrong_type_is_refused_and_never_saved(emulator, tmp_path)
     assert submitted.returncode == 0, submitted.stderr
 
 
+@pytest.mark.emulator
 def test_the_emulator_keeps_what_it_is_sent_to_its_user_only(emulator, tmp_path):
     for run_name, extra in (("inline", []), ("file", ["--inline-max-requests", "0"])):
         submitted = run("batch-submit", "--run-name", run_name, "--record-dir", tmp_path / "records", *extra,
@@ -75,8 +78,9 @@ def test_the_emulator_keeps_what_it_is_sent_to_its_user_only(emulator, tmp_path)
     assert mode(emulator.state_dir) == 0o700 and mode(emulator.state_dir / "files") == 0o700
 
 
+@pytest.mark.emulator
 def test_the_emulators_help_says_it_accepts_any_key_without_api_key():
-    shown = " ".join(run("mistral-emulator", "--help").stdout.split())
+    shown = " ".join(invoke("mistral-emulator", "--help").stdout.split())
     assert "Without it the emulator accepts ANY non-empty key" in shown
 
 
@@ -463,6 +467,7 @@ def test_the_key_is_in_no_file_objbatch_or_the_emulator_writes(emulator, library
     assert not [p for p in files if TEST_KEY.encode() in p.read_bytes()]
 
 
+@pytest.mark.emulator
 def test_a_fault_setting_of_the_wrong_type_is_refused_and_never_saved(emulator, tmp_path):
     for change in ({"http_rate": "x"}, {"answers": {"prose": "often"}}, {"shuffle": 1}, {"preset": "nope"},
                    {"no_such": 1}, ["http_rate"]):

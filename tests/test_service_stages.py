@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import Emulator, jsonl, request_lines, run
+from conftest import Emulator, jsonl, request_lines, run, wait_until
 
 
 def submit(emulator, tmp_path, requests: str, *args, env=None, run_name="r1"):
@@ -159,16 +159,14 @@ def test_fetch_classifies_every_kind_of_result(emulator, tmp_path):
 @pytest.mark.parametrize("status", ["FAILED", "TIMEOUT_EXCEEDED", "CANCELLED"])
 def test_fetch_harvests_every_terminal_status(emulator, tmp_path, status):
     if status == "CANCELLED":
-        emulator.pace(seconds_per_request=0.5, max_run_seconds=20)
+        emulator.pace(hold_at=0.5)  # the job stops half done until cancelled
     else:
         emulator.faults(job_status=status, partial=0.5)
     record = json.loads(submit(emulator, tmp_path, request_lines(10)).stdout)
     (tmp_path / "job.json").write_text(json.dumps(record))
-    if status == "CANCELLED":  # cancel once some requests are done: watch the job, no fixed sleep
+    if status == "CANCELLED":  # cancel once it is held half done
         job_id, sdk = record["jobs"][0]["job_id"], emulator.sdk()
-        while (job := sdk.batch.jobs.get(job_id=job_id)).completed_requests == 0:
-            assert job.status in ("QUEUED", "RUNNING"), job.status
-        assert job.completed_requests < 10, "the job finished before it could be cancelled"
+        wait_until(lambda: sdk.batch.jobs.get(job_id=job_id).completed_requests == 5, "half the job done")
         sdk.batch.jobs.cancel(job_id=job_id)
     waited = run("batch-wait", "--poll", "0.05", tmp_path / "job.json", env=emulator.env)
     assert waited.returncode == 0 and f"ended {status}" in waited.stderr

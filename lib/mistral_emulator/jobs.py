@@ -49,7 +49,7 @@ def create(api: Any, query: dict, body: bytes, headers: Any) -> dict:
            "completed_at": None, "fault": {k: state.faults[k] for k in faults.PER_JOB},
            "timeline": {"created": created, "start": created + pace["queue_seconds"],
                         "end": created + pace["queue_seconds"] + run, "cancel_at": None,
-                        "seconds_per_hour": pace["seconds_per_hour"]},
+                        "seconds_per_hour": pace["seconds_per_hour"], "hold": pace.get("hold_at")},
            "timeout_hours": timeout_hours}
     state.jobs[job_id] = job
     state.record["jobs_created"].append({"id": job_id, "metadata": job["metadata"], "model": job["model"],
@@ -165,5 +165,5 @@ def release(state: State) -> None:
     now = state.now()
     for job in state.jobs.values():
         if job["status"] in RUNNING:
-            job["timeline"].update(start=min(job["timeline"]["start"], now), end=now)
+            job["timeline"].update(start=min(job["timeline"]["start"], now), end=now, hold=None)
     state.save()

@@ -166,7 +166,7 @@ Exit codes: 0 stopped (Ctrl-C or SIGTERM), 1 could not start (port in use, state
               help="Fault preset (none, real, chaos), a JSON file, or JSON text.")
 @click.option("--seed", default=None, type=int, help="Seed for reproducible faults.")
 @click.option("--pace", default=None, help="JSON overriding queue_seconds, seconds_per_request, min_run_seconds, "
-                                           "max_run_seconds, cancel_seconds, seconds_per_hour.")
+                                           "max_run_seconds, cancel_seconds, seconds_per_hour, hold_at.")
 @click.version_option(__version__, "--version", message="%(prog)s %(version)s")
 @one_line_errors
 def main(host: str, port: int, state_dir: str, api_key: str | None, fault_option: str | None, seed: int | None,

@@ -21,7 +21,8 @@ from .errors import gone, not_found, unprocessable
 RUNNING = {"QUEUED", "RUNNING", "CANCELLATION_REQUESTED"}
 DEFAULT_PACE = {"queue_seconds": 0.2, "seconds_per_request": 0.002, "min_run_seconds": 0.3,
                 "max_run_seconds": 5.0, "cancel_seconds": 0.2,
-                "seconds_per_hour": 3600.0}  # the scaled clock: timeouts and retention are counted in its hours
+                "seconds_per_hour": 3600.0,  # the scaled clock: timeouts and retention are counted in its hours
+                "hold_at": None}  # a fraction 0-1: a job created now stops there, RUNNING, until released
 RESULT_RETENTION_HOURS = 24      # result files can be downloaded this long after their job finished
 UPLOAD_RETENTION_HOURS = 30 * 24  # uploaded files are kept 30 days
 
@@ -34,6 +35,11 @@ def pace_problem(pace: Any) -> str | None:
     for key, value in pace.items():
         if key not in DEFAULT_PACE:
             return f"unknown setting {key!r}; known: {', '.join(DEFAULT_PACE)}"
+        if key == "hold_at" and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                                       or not 0 <= value <= 1):
+            return f"hold_at must be null or a fraction from 0 to 1 (got {value!r})"
+        if key == "hold_at":
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             return f"{key} must be a number of at least 0 (got {value!r})"
     return None
@@ -206,7 +212,7 @@ class State:
             job["status"] = "QUEUED"
             return
         job["started_at"] = int(t["start"])
-        if now < t["end"]:
+        if now < t["end"] or t.get("hold") is not None:  # held: RUNNING at its fraction until released
             job["status"] = "RUNNING"
             self._count(job, self._processed_by(job, now))
             return
@@ -220,6 +226,8 @@ class State:
         if when <= t["start"]:
             return 0
         frac = min(1.0, (when - t["start"]) / max(t["end"] - t["start"], 1e-9))
+        if t.get("hold") is not None:
+            frac = min(frac, t["hold"])
         return min(job["total_requests"], math.floor(job["total_requests"] * frac))
 
     def _count(self, job: dict, done: int) -> None:

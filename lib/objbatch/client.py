@@ -5,6 +5,7 @@ an SDK call; the check before paying uses the SDK's own transport (httpx2) witho
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,6 @@ RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 RUN_ID_KEY = "objbatch_run_id"
 PART_KEY = "objbatch_part"  # with the run id, how a job whose record was lost is found again
 LOOKBACK_DAYS = 30  # how far back the job list is searched for a run whose record was lost
-FIRST_CONTACT_SECONDS = 6.0  # before paying, a service that cannot be reached at all fails this fast
 # The service's limits (docs/mistral-batch-api.md, "Limits": where the sources disagree, the stricter).
 MAX_JOB_REQUESTS = 100_000       # requests per batch job (known limitations)
 MAX_FILE_BYTES = 512 * 1000 * 1000  # an uploaded file
@@ -106,7 +106,9 @@ class Service:
                 if not transient:
                     raise Failure(f"{what} failed: {describe(exc)}{_hint(exc)}") from None
                 first_contact = isinstance(exc, httpx2.ConnectError) and not self._reached
-                if first_contact and waited >= min(FIRST_CONTACT_SECONDS, self.policy.max_elapsed):
+                # before paying, a service that cannot be reached at all fails this fast
+                first_contact_limit = config.wait_seconds("OBJBATCH_FIRST_CONTACT_SECONDS")
+                if first_contact and waited >= min(first_contact_limit, self.policy.max_elapsed):
                     reason = scrub(str(exc)) or "no connection"
                     raise Failure(f"cannot reach the Mistral service at {self.url} ({reason}); check "
                                   "MISTRAL_SERVER_URL and the network, then rerun") from None
@@ -114,7 +116,7 @@ class Service:
                     raise NotFinished(f"{what} failed: {describe(exc)}{_hint(exc)}") from None
                 pause = self.policy.delay(attempt, retry_after)
                 if first_contact:  # a service never reached is reported once, when given up on
-                    pause = max(0.1, min(pause, FIRST_CONTACT_SECONDS - waited))
+                    pause = max(0.1, min(pause, first_contact_limit - waited))
                 else:
                     log(f"{_command()}{what}: {describe(exc)}; retrying in {pause:.1f}s (attempt {attempt + 1}; "
                         f"{_horizon(self.policy.max_elapsed - waited)})")
@@ -221,6 +223,15 @@ class Service:
             page += 1
 
 
+def unrecorded(record: dict, by_part: dict[str, dict]) -> Iterator[tuple[dict, dict]]:
+    """(entry, job) for each part of a job record that has no job id yet but a job at the service (created,
+    then the answer or the record was lost): what batch-submit and batch-cancel record before going on."""
+    for entry in record["jobs"]:
+        job = by_part.get(entry["part"])
+        if not entry.get("job_id") and job:
+            yield entry, job
+
+
 def check_job(model: str, metadata: dict[str, str], timeout_hours: int) -> None:
     """What the service would refuse in a job creation, refused here before anything is uploaded."""
     if not MIN_TIMEOUT_HOURS <= timeout_hours <= MAX_TIMEOUT_HOURS:
@@ -308,22 +319,33 @@ def _classify(exc: BaseException) -> tuple[bool, float | None]:
 
 
 def _retry_after(headers: Any) -> float | None:
+    """The wait the service asks for (Retry-After-Ms, else Retry-After in seconds or as an HTTP date); None
+    when it asks for none or for one that cannot be read (a proxy's odd header: the usual backoff applies)."""
     if not headers:
         return None
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return float(millis) / 1000
-        except ValueError:
-            pass
+    millis = _seconds(headers.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
     value = headers.get("retry-after")
     if not value:
         return None
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
     try:
-        return float(value)
-    except ValueError:
         parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    except (ValueError, TypeError, IndexError):
+        return None
+    return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _seconds(text: str | None) -> float | None:
+    """A finite number, else None (float() also reads "nan" and "inf", which time.sleep refuses)."""
+    try:
+        number = float(text) if text else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _hint(exc: BaseException) -> str:

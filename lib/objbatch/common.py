@@ -578,16 +578,18 @@ def state_dir() -> Path:
 
 def kill_point(name: str) -> None:
     """Fault-injection hook for the crash tests: SIGKILL this process at the named point when
-    OBJBATCH_KILL_AT names it (optionally 'name:N' for the Nth time the point is reached)."""
-    wanted = os.environ.get("OBJBATCH_KILL_AT", "")
-    if not wanted or wanted.split(":")[0] != name:
-        return
-    count = _kill_counts[name] = _kill_counts.get(name, 0) + 1
-    if ":" not in wanted or int(wanted.split(":")[1]) == count:
-        os.kill(os.getpid(), signal.SIGKILL)
+    OBJBATCH_KILL_AT names it (optionally 'name:N' for the Nth time the point is reached). OBJBATCH_STOP_AT
+    stops it there instead (SIGSTOP): a test holds it at that point, does something else, then continues it."""
+    for variable, sent in (("OBJBATCH_KILL_AT", signal.SIGKILL), ("OBJBATCH_STOP_AT", signal.SIGSTOP)):
+        wanted = os.environ.get(variable, "")
+        if not wanted or wanted.split(":")[0] != name:
+            continue
+        count = _kill_counts[variable, name] = _kill_counts.get((variable, name), 0) + 1
+        if ":" not in wanted or int(wanted.split(":")[1]) == count:
+            os.kill(os.getpid(), sent)
 
 
-_kill_counts: dict[str, int] = {}
+_kill_counts: dict[tuple[str, str], int] = {}
 
 
 @contextmanager

@@ -92,6 +92,31 @@ def loopback(host: str) -> bool:
         return False
 
 
+# Fixed waits, each read from the environment when it is used, so that the tests can make them short.
+WAITS = {
+    "OBJBATCH_FIRST_CONTACT_SECONDS": (6.0, "before paying, a service never reached fails after this long"),
+    "OBJBATCH_CLEANUP_SECONDS": (10.0, "each delete of a finished run's files is retried at most this long"),
+    "OBJBATCH_WAIT_RETRY_FLOOR": (5.0, "batch-wait retries a failing service at least this long, whatever "
+                                       "its --timeout"),
+    "OBJBATCH_LEASE_POLL": (1.0, "a process waiting for a run's lease looks again after this long"),
+}
+
+
+def wait_seconds(name: str) -> float:
+    """One of WAITS: its environment variable if set (a number of seconds, at least 0), else its default."""
+    default = WAITS[name][0]
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise Failure(f"{name} must be a number of seconds (got {text!r}); unset it for the default of {default:g}")
+    return value
+
+
 def retry_seconds() -> float:
     """How long transient service failures are retried (OBJBATCH_RETRY_SECONDS, default 15 minutes)."""
     text = os.environ.get("OBJBATCH_RETRY_SECONDS", "").strip()

@@ -12,7 +12,6 @@ from pathlib import Path
 from . import client, config, runs
 from .common import Failure, NotFinished, kill_point, log, make_folders, scrub
 
-CLEANUP_RETRY_SECONDS = 10.0  # per delete: cleanup never holds a finished run (or cron's lock) for long
 SAFE_FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
@@ -78,7 +77,7 @@ def _delete(file_ids: list[str]) -> tuple[int, list[str]]:
     """(how many were deleted, warnings). The run's results are already in the database, so a service that
     will not delete is not waited out for the retry window (up to 15 minutes): each delete gets a short
     bound, and after one fails the rest are left to the service's own 30-day expiry."""
-    policy = client.RetryPolicy(max_elapsed=min(config.retry_seconds(), CLEANUP_RETRY_SECONDS))
+    policy = client.RetryPolicy(max_elapsed=min(config.retry_seconds(), config.wait_seconds("OBJBATCH_CLEANUP_SECONDS")))
     with client.Service(policy=policy) as service:
         for done, file_id in enumerate(file_ids):
             try:

@@ -371,7 +371,7 @@ def lease(conn: ledger.Library, name: str, wait: bool = True, who: str = "objbat
     if holder:
         log(f"{who}: run {name} is being worked on by another process ({holder}); waiting for it")
         while _take(conn, name):
-            time.sleep(1.0)
+            time.sleep(config.wait_seconds("OBJBATCH_LEASE_POLL"))
     outer = os.environ.get(LEASE_ENV)
     os.environ[LEASE_ENV] = json.dumps({"owner": OWNER, "db": conn.path, "run": name})
     stop = threading.Event()

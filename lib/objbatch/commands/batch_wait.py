@@ -43,7 +43,8 @@ def main(job_record: str, poll: float, timeout: float, output: str, db: str | No
             jobs: list[dict] = []
         else:
             # --timeout also bounds how long a failing service is retried (at least a few seconds for a blip)
-            policy = client.RetryPolicy(max_elapsed=min(config.retry_seconds(), max(timeout, 5.0)))
+            floor = config.wait_seconds("OBJBATCH_WAIT_RETRY_FLOOR")
+            policy = client.RetryPolicy(max_elapsed=min(config.retry_seconds(), max(timeout, floor)))
             with client.Service(policy=policy) as service:
                 def downloaded(job: dict) -> None:
                     if raw_dir and remote.keep_results(service, job, Path(raw_dir)):
