@@ -1,6 +1,7 @@
 """Numbered migrations (lib/objbatch/migrations.py): the current schema is reached from a library objbatch
-never touched, from a database at each earlier step, and from a database objbatch 6ab6fb2 actually wrote
-(tests/fixtures/ledger-6ab6fb2.sql, made by running that version: tests/fixtures/make_old_ledger.sh)."""
+never touched, from a database at each earlier step, and from databases objbatch c00038d (the first
+version) and 6ab6fb2 (the last before numbered migrations) actually wrote (tests/fixtures/ledger-*.sql,
+made by running those versions: tests/fixtures/make_old_ledger.sh)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from conftest import ROOT, batch, query, run
 from objbatch import ledger, migrations
 from objbatch.migrations import MIGRATIONS
 
-FIXTURE = ROOT / "tests" / "fixtures" / "ledger-6ab6fb2.sql"
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def schema(db: Path) -> dict[str, list[tuple]]:
@@ -54,20 +55,24 @@ def applied(db: Path) -> list[str]:
     return [n for (n,) in query(db, "SELECT name FROM objbatch_migrations ORDER BY name")]
 
 
-def old_library(tmp_path: Path) -> tuple[Path, Path]:
-    """The database objbatch 6ab6fb2 wrote, beside the same sample library regenerated here (so its
-    files are there again, the one it found missing included)."""
+def old_library(tmp_path: Path, version: str = "6ab6fb2") -> tuple[Path, Path]:
+    """The database objbatch `version` wrote (tests/fixtures/ledger-<version>.sql), beside the same sample
+    library regenerated here (so its files are there again, the one it found missing included)."""
     from mistral_emulator.sample_library import build
 
     root, db = tmp_path / "library", tmp_path / "library.db"
-    build(root, tmp_path / "scratch.db", count=8, seed=3, small=True)
+    build(root, tmp_path / "scratch.db", count=8, seed=3, small=version != "c00038d")  # it had no --small
     conn = sqlite3.connect(db)
-    conn.executescript(FIXTURE.read_text().replace("@DB@", str(db)).replace("@LIBRARY@", str(root)))
+    fixture = FIXTURES / f"ledger-{version}.sql"
+    conn.executescript(fixture.read_text().replace("@DB@", str(db)).replace("@LIBRARY@", str(root)))
     conn.close()
     for path, content_hash in query(db, "SELECT file_path, content_hash FROM files WHERE file_path LIKE '%.txt'"):
         if Path(path).exists():  # the regenerated library is the one the old version read
             assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == content_hash, path
     return root, db
+
+
+OLD = ["c00038d", "6ab6fb2"]  # the first version; the last before numbered migrations
 
 
 # ---------------------------------------------------------------- the list itself
@@ -123,10 +128,11 @@ def test_each_migration_from_the_previous_step(library, tmp_path, step):
     assert schema(db) == schema(fresh)
 
 
-def test_the_fifth_step_is_the_schema_6ab6fb2_wrote(library, tmp_path):
+@pytest.mark.parametrize("version, step", [("c00038d", 1), ("6ab6fb2", 5)])
+def test_the_step_a_version_reached_is_the_schema_it_wrote(library, tmp_path, version, step):
     _, db = library
-    at_step(db, 5)
-    _, old = old_library(tmp_path / "old")
+    at_step(db, step)
+    _, old = old_library(tmp_path / "old", version)
     here, there = schema(db), schema(old)
     for found in (here, there):
         found.pop("objbatch_migrations", None)
@@ -146,13 +152,14 @@ def test_the_skip_kind_fill_takes_the_kind_from_an_older_message_once(library):
     assert query(db, "SELECT value FROM objbatch_meta WHERE key = 'schema_version'") == [("2",)]
 
 
-# ---------------------------------------------------------------- (c) a database 6ab6fb2 wrote
+# ---------------------------------------------------------------- (c) databases older versions wrote
 
-def test_a_database_6ab6fb2_wrote_upgrades_and_make_batch_then_finishes_its_run_and_the_rest(
-        emulator, tmp_path, runs_dir):
-    root, db = old_library(tmp_path)
+@pytest.mark.parametrize("version", OLD)
+def test_a_database_an_older_version_wrote_upgrades_and_make_batch_then_finishes_its_run_and_the_rest(
+        emulator, tmp_path, runs_dir, version):
+    root, db = old_library(tmp_path, version)
     history = query(db, "SELECT * FROM file_metadata_ai")
-    identity = query(db, "SELECT value FROM objbatch_meta WHERE key = 'library_id'")
+    identity = None if version == "c00038d" else query(db, "SELECT value FROM objbatch_meta WHERE key = 'library_id'")
     assert query(db, "SELECT run_name, state FROM objbatch_runs ORDER BY run_name") == [("old", "applied"),
                                                                                           ("old2", "claimed")]
     first = batch(emulator, db, runs_dir)
@@ -163,20 +170,23 @@ def test_a_database_6ab6fb2_wrote_upgrades_and_make_batch_then_finishes_its_run_
     assert second.returncode == 0, second.stderr
     statuses = dict(query(db, "SELECT file_path, ai_metadata_status FROM files"))
     removed = next(p for p in statuses if "Ethics of Egoism - Lesson 01" in p)
-    assert statuses[removed] in ("extracted", "needs_review")  # skipped as missing by 6ab6fb2, there again
+    assert statuses[removed] in ("extracted", "needs_review")  # skipped as missing by the old version, back
     text = [p for p in statuses if p.endswith(".txt") and Path(p).exists() and "Complete Lectures" not in p]
     assert len(text) == 9 and all(statuses[p] in ("extracted", "needs_review") for p in text), statuses
     assert query(db, "SELECT * FROM file_metadata_ai")[:len(history)] == [tuple(r) + (None,) for r in history]
-    assert query(db, "SELECT value FROM objbatch_meta WHERE key = 'library_id'") == identity
+    made = query(db, "SELECT value FROM objbatch_meta WHERE key = 'library_id'")
+    assert made == (identity or made) and query(db, "SELECT DISTINCT library_id FROM objbatch_runs") == made
     assert query(db, "PRAGMA user_version") == [(12,)]
     stats = json.loads(run("stats", "--db", db, "--json").stdout)
     assert {r["run"] for r in stats["runs"]} >= {"old", "old2"}, stats["runs"]
 
 
-def test_readers_read_a_database_6ab6fb2_wrote_without_migrating_it_even_on_read_only_media(tmp_path):
+@pytest.mark.parametrize("version", OLD)
+def test_readers_read_a_database_an_older_version_wrote_without_migrating_it_even_on_read_only_media(
+        tmp_path, version):
     from test_bad_input import fingerprint, on_read_only_media
 
-    _, db = old_library(tmp_path)
+    _, db = old_library(tmp_path, version)
     before = fingerprint(db)
     path = query(db, "SELECT file_path FROM file_metadata_ai LIMIT 1")[0][0]
     readers = (["stats", "--json"], ["review", "--skipped"], ["show", path], ["export-metadata", "--nl"])
@@ -199,8 +209,10 @@ def broken(conn: sqlite3.Connection) -> None:
     raise sqlite3.OperationalError("disk I/O error")
 
 
-def test_a_migration_that_fails_midway_leaves_the_database_as_it_was_and_the_next_open_completes(tmp_path):
-    _, db = old_library(tmp_path)
+@pytest.mark.parametrize("version", OLD)
+def test_a_migration_that_fails_midway_leaves_the_database_as_it_was_and_the_next_open_completes(
+        tmp_path, version):
+    _, db = old_library(tmp_path, version)
     before = dump(db)
     conn = sqlite3.connect(db, isolation_level=None)
     with pytest.raises(sqlite3.OperationalError, match="disk I/O"):

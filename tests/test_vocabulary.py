@@ -165,15 +165,17 @@ def test_a_whole_number_is_an_int_and_refuses_fractions():
     assert math.isclose(Number(0, 1).convert("0.5", None, None), 0.5)
 
 
+def numeric(param: click.Parameter) -> bool:
+    """A number by its type, or by its default (an option declared without a type takes any text)."""
+    if isinstance(param.type, (click.FloatRange, click.IntRange)) or param.type in (click.INT, click.FLOAT):
+        return True
+    return isinstance(param, click.Option) and not param.is_flag and isinstance(param.default, (int, float)) \
+        and not isinstance(param.default, bool)
+
+
 def numeric_options() -> list[tuple[str, str]]:
-    found = []
-    for name, command in commands().items():
-        for param in command.params:
-            if isinstance(param.type, (click.types._NumberParamTypeBase, click.FloatRange, click.IntRange)) or \
-                    isinstance(param.default, (int, float)) and not isinstance(param.default, bool) and \
-                    not param.is_flag:  # type: ignore[attr-defined]
-                found.append((name, param.opts[0]))
-    return found
+    return [(name, param.opts[0]) for name, command in commands().items() for param in command.params
+            if numeric(param)]
 
 
 def test_every_numeric_option_of_every_command_is_a_number():

@@ -42,12 +42,12 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, code: int = EXIT_FAILED):
         super().__init__(message)
-        self.exit_code = code
+        self.code = code
         self.command_name: str | None = None  # the command that failed, set by ObjbatchCommand
 
-    @property
-    def code(self) -> int:
-        return self.exit_code
+    @property  # click reads it as the exit status (a class variable there: each Failure has its own)
+    def exit_code(self) -> int:  # type: ignore[override]
+        return self.code
 
     def show(self, file: IO[Any] | None = None) -> None:
         name = self.command_name or os.path.basename(sys.argv[0] or "objbatch")
@@ -103,7 +103,7 @@ CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udff
 CONTROLS_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
-def _escaped(match: re.Match) -> str:
+def _escaped(match: re.Match[str]) -> str:
     code = ord(match.group())
     if 0xDC80 <= code <= 0xDCFF:
         code -= 0xDC00
@@ -135,12 +135,13 @@ class Number(click.FloatRange):
     def __init__(self, min: float | None = None, max: float | None = None, whole: bool = False) -> None:
         super().__init__(min, max)
         self.whole = whole
+        self.whole_range = click.IntRange(None if min is None else int(min), None if max is None else int(max))
         if whole:
             self.name = "integer"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if self.whole:  # an int is finite: click's own check, and its message ('2.5' is not a valid integer)
-            return click.IntRange(self.min, self.max).convert(value, param, ctx)
+            return self.whole_range.convert(value, param, ctx)
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a number", param, ctx)
@@ -284,11 +285,12 @@ def _interrupted(exc: BaseException) -> bool:
     if _ctrl_c_seen:
         return True
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt):
             return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
     return False
 
 
@@ -344,14 +346,17 @@ def bounded_lines(handle: IO[bytes], limit: int) -> Iterator[tuple[bytes, int]]:
         yield line, size
 
 
-def load_schema(name: str) -> Any:
-    """One of the contract files in schemas/ (they live in the clone, beside lib/)."""
+def load_schema(name: str) -> dict[str, Any]:
+    """One of the contract files in schemas/ (they live in the clone, beside lib/), each a JSON object."""
     try:
         with open(SCHEMAS / name, encoding="utf-8") as handle:
-            return json.load(handle)
+            contract = json.load(handle)
     except FileNotFoundError:
         raise Failure(f"{SCHEMAS / name} is missing: objbatch runs from its clone (make venv, or pip install -e "
                       "the clone), not from a copy installed without schemas/") from None
+    if not isinstance(contract, dict):
+        raise Failure(f"{SCHEMAS / name} is not a JSON object: restore it from the clone (git checkout schemas/)")
+    return contract
 
 
 def count(n: int, noun: str) -> str:
@@ -408,7 +413,7 @@ def atomic_output(path: str | None) -> Iterator[IO[str]]:
     A file the user names keeps the usual rule: through the user's own symlink, the existing file's mode,
     else the umask's. In a private folder (a run's), it is 0600 and a symlink there is replaced, never
     followed."""
-    if path in (None, "-"):
+    if path is None or path == "-":
         yield sys.stdout
         return
     if not path.strip():

@@ -234,7 +234,7 @@ def _identity(conn: Library) -> str:
     than it was made at was either moved (the old path is gone: it keeps its identity) or copied (the
     original is still there: the copy gets an identity of its own, so runs of the original are never
     resumed, fetched, applied or cancelled in the copy)."""
-    meta = {r["key"]: r["value"] for r in conn.execute("SELECT key, value FROM objbatch_meta")}
+    meta: dict[str, str] = {r["key"]: r["value"] for r in conn.execute("SELECT key, value FROM objbatch_meta")}
     library_id, recorded = meta.get("library_id"), meta.get("db_path")
     if library_id and recorded == conn.path:
         return library_id

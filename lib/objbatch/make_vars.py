@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from typing import Any
 
 import click
 
@@ -17,7 +18,7 @@ from .options import MAKE_NUMBERS
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
 
-def make_env(**extra: str) -> dict:
+def make_env(**extra: str) -> dict[str, Any]:
     """The environment for a make of our own: without the outer make's flags and variables."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
     return {**env, "PWD": os.getcwd(), **extra}  # relative paths are relative to here (the Makefile reads PWD)

@@ -13,7 +13,7 @@ import click
 from .. import defaults, ledger, output
 from ..common import cli, printable, printable_values
 from ..options import ATTEMPTS, db_option, max_option
-from ..overview import gather, render
+from ..overview import gather, render, runs_table
 
 
 @cli("stats --db data/library.db", "stats --json | jq .statuses")
@@ -32,7 +32,7 @@ def main(db: str, limit: int, max_attempts: int, fmt: str) -> None:
     elif fmt == "table":
         click.echo(printable(render(printable_values(data))))
     else:
-        output.write(data["runs"], fmt, sys.stdout, render)
+        output.write(data["runs"], fmt, sys.stdout, runs_table)
 
 
 if __name__ == "__main__":
