@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -173,7 +174,8 @@ def estimate(assignments: list[str]) -> int:
     return EXIT_OK
 
 
-def resumed_over_budget(conn: ledger.Library, run: runs.Run, known: dict | None, settings: dict[str, str]) -> int:
+def resumed_over_budget(conn: ledger.Library, run: runs.Run, known: dict[str, Any] | None,
+                        settings: dict[str, str]) -> int:
     """A resumed run that has no job yet is checked against BUDGET before its job is created, as a new one."""
     if run.finished or not settings.get("BUDGET") or not known or runs.has_jobs(conn, run.name):
         return EXIT_OK
