@@ -221,8 +221,9 @@ simulate: $(STAMP) ## seeded worst days of a user, a library and the service, in
 bench: $(STAMP) ## throughput and memory figures
 	$(BIN)/python tests/bench.py
 
-lint: $(STAMP) ## ruff: bugs and import order (config in pyproject.toml)
+lint: $(STAMP) ## ruff (bugs, import order) and mypy (types); config in pyproject.toml
 	$(BIN)/ruff check lib tests
+	$(BIN)/mypy
 
 test-all: $(STAMP) ## both suites in one pytest run
 	$(BIN)/python -m pytest -q $(TEST_WORKERS)

@@ -6,8 +6,10 @@
    database holding its results, with make batch's default settings.
 3. make batch on a 100,000-file library (small files): seconds and peak RSS.
 4. Convergence at the real failure rates: failed files after each of three rounds, over a few seeds.
+5. Opening the database (every command does it first): the first open of a library, which applies every
+   migration, then the median open of the migrated library as a writer and as a reader.
 
-    python tests/bench.py [--only floor,lag,scale,convergence]
+    python tests/bench.py [--only floor,lag,scale,convergence,open]
 """
 
 from __future__ import annotations
@@ -163,16 +165,34 @@ def bench_convergence(work: Path, seeds: range) -> None:
     print(f"convergence: {converged}/{len(seeds)} seeds left no failed file after three rounds (301 files each)")
 
 
+def bench_open(work: Path, opens: int = 300) -> None:
+    from objbatch import ledger
+
+    db = copy_of(library(work, 1_200), "open")
+    start = time.perf_counter()
+    ledger.connect(db).close()
+    print(f"open: the first open of a 1,200-file library (every migration) {1000 * (time.perf_counter() - start):.1f} ms",
+          flush=True)
+    for role, read_only in (("writer", False), ("reader", True)):
+        times = []
+        for _ in range(opens):
+            start = time.perf_counter()
+            ledger.connect(db, identity=not read_only, read_only=read_only).close()
+            times.append(time.perf_counter() - start)
+        print(f"open: a migrated library as a {role}: median {1000 * sorted(times)[opens // 2]:.2f} ms "
+              f"(of {opens})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="floor,lag,scale,convergence")
+    parser.add_argument("--only", default="floor,lag,scale,convergence,open")
     chosen = parser.parse_args().only.split(",")
     work = Path(tempfile.mkdtemp(prefix="objbatch-bench-"))
     os.environ.setdefault("XDG_STATE_HOME", str(work / "state"))
     os.environ.pop("OBJBATCH_MIN_POLL", None)  # the defaults: the service's 2 s floor between status requests
     try:
         for name, run in (("floor", bench_floor), ("lag", bench_lag), ("scale", bench_scale),
-                          ("convergence", lambda w: bench_convergence(w, range(1, 4)))):
+                          ("convergence", lambda w: bench_convergence(w, range(1, 4))), ("open", bench_open)):
             if name in chosen:
                 run(work)
     finally:

@@ -319,16 +319,16 @@ def test_readers_of_a_ledger_an_earlier_version_made_see_the_new_columns_default
     """A library whose ledger predates the token columns (an upgrade): stats and report read it as it is."""
     import sqlite3
 
-    from objbatch.ledger import LEDGER_COLUMNS
+    from objbatch.ledger import upgrade
+    from objbatch.migrations import MIGRATIONS, m007_usage_and_models
 
     _, db = library
-    assert run("select-pending", "--db", db, "--claim", "old", "--max", "1").returncode == 0
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.execute("INSERT INTO objbatch_jobs (job_id, run_name, model, status, prompt_tokens, completion_tokens) "
-                     "VALUES ('j1', 'old', 'mistral-small-latest', 'SUCCESS', 1000000, 0)")
-        for name in LEDGER_COLUMNS["objbatch_jobs"]:
-            conn.execute(f"ALTER TABLE objbatch_jobs DROP COLUMN {name}")
+    conn = sqlite3.connect(db, isolation_level=None)
+    upgrade(conn, MIGRATIONS[:MIGRATIONS.index(m007_usage_and_models)])  # the ledger before the token columns
+    conn.execute("INSERT INTO objbatch_runs (run_name, model, state, created_at) VALUES "
+                 "('old', 'mistral-small-latest', 'claimed', '2026-11-29T10:00:00.000')")
+    conn.execute("INSERT INTO objbatch_jobs (job_id, run_name, model, status, prompt_tokens, completion_tokens) "
+                 "VALUES ('j1', 'old', 'mistral-small-latest', 'SUCCESS', 1000000, 0)")
     conn.close()
     stats = run("stats", "--db", db, "--json")
     assert stats.returncode == 0, stats.stderr

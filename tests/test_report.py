@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, make, query, run
+from objbatch.ledger import upgrade
 
 CHROMIUM = shutil.which("chromium")
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -114,9 +115,7 @@ def synthetic_library(db: Path, files: int) -> None:
     topics = ["ethics", "reason", "values", "egoism", "justice", "art", "logic", "history", "rights", "virtue"]
     categories = ["course_transcript", "qa_session", "cultural_commentary", "book_excerpt"]
     with conn:
-        conn.executescript((ROOT / "lib" / "objbatch" / "ledger.py").read_text().split('OWN_TABLES = """')[1]
-                           .split('"""')[0])
-        conn.execute("ALTER TABLE files ADD COLUMN ai_metadata_json TEXT")
+        upgrade(conn)  # what objbatch adds, as the first writer would
         rows, meta, tags = [], [], []
         for i in range(files):
             path = f"/nowhere/c{i % 50}/lecture {i}.txt"

@@ -16,7 +16,7 @@ def one_line_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, verbose: bool = False, **kwargs: Any) -> Any:
-        name = click.get_current_context().info_name
+        name = click.get_current_context().info_name or "mistral-emulator"
         try:
             return fn(*args, **kwargs)
         except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 from . import costs, kinds, ledger, runs, sources
 from .common import Failure, now_iso
@@ -17,13 +17,13 @@ PROTECTED = (FileStatus.APPROVED,)
 STORED = (Decision.EXTRACTED, Decision.NEEDS_REVIEW)
 
 
-def result_key(decision: dict, run_name: str | None) -> str:
+def result_key(decision: dict[str, Any], run_name: str | None) -> str:
     if decision.get("job_id") and decision.get("custom_id"):
         return f"{decision['job_id']}/{decision['custom_id']}"
     return f"skip/{run_name or '-'}/{decision['file_path']}"
 
 
-def on_disk(decision: dict) -> str:
+def on_disk(decision: dict[str, Any]) -> str:
     """'same', 'changed' or 'unreadable': the file now against what was sent. Size and modification time
     equal to those of the read that was sent mean unchanged (as git and rsync assume); otherwise it is
     hashed again."""
@@ -48,14 +48,14 @@ class Applier:
     def __init__(self, conn: sqlite3.Connection, run_name: str | None):
         self.conn, self.run_name = conn, run_name
         self.counts: dict[str, int] = {}
-        self.usage: dict[str, list] = {}  # job_id -> [model, resolved models, prompt, cached, output, reasoning]
+        self.usage: dict[str, list[Any]] = {}  # job_id -> [model, resolved models, prompt, cached, output, reasoning]
         self.now = now_iso()
-        self.pending: dict[str, list[tuple]] = {}  # statement -> rows, written in the order first met
+        self.pending: dict[str, list[tuple[Any, ...]]] = {}  # statement -> rows, written in the order first met
         self.pending_paths: set[str] = set()
         self.pending_keys: set[str] = set()
         self.owners: dict[str, str | None] = {}  # job_id (or a skipped file's path) -> its run
 
-    def later(self, statement: str, *rows: tuple) -> None:
+    def later(self, statement: str, *rows: tuple[Any, ...]) -> None:
         self.pending.setdefault(statement, []).extend(rows)
 
     def flush(self) -> None:
@@ -66,7 +66,7 @@ class Applier:
         self.pending_paths.clear()
         self.pending_keys.clear()
 
-    def run_of(self, decision: dict) -> str | None:
+    def run_of(self, decision: dict[str, Any]) -> str | None:
         """The run a decision belongs to: --run, or (by hand) the run whose job returned it, so a run's
         decisions applied without --run still count for it."""
         if self.run_name:
@@ -76,7 +76,7 @@ class Applier:
             self.owners[key] = runs.run_of_result(self.conn, decision.get("job_id"), decision["file_path"])
         return self.owners[key]
 
-    def as_sent(self, decision: dict, run_name: str | None) -> dict:
+    def as_sent(self, decision: dict[str, Any], run_name: str | None) -> dict[str, Any]:
         """The decision judged against what its run's ledger recorded as sent (content hashes and the read
         that was sent), not against what the line says: the ledger is the authority."""
         if not run_name or not decision.get("custom_id"):
@@ -86,7 +86,7 @@ class Applier:
             return decision
         return {**decision, **{k: entry.get(k) for k in ("db_hash", "sent_hash", "sent_stat")}}
 
-    def apply(self, decision: dict) -> None:
+    def apply(self, decision: dict[str, Any]) -> None:
         run_name = self.run_of(decision)
         key, path = result_key(decision, run_name), decision["file_path"]
         if path in self.pending_paths:  # the same file twice: what is read next must see the first
@@ -127,12 +127,12 @@ class Applier:
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
 
-    def _outcome(self, decision: dict, row: sqlite3.Row | None) -> str:
+    def _outcome(self, decision: dict[str, Any], row: sqlite3.Row | None) -> str:
         if row is None:
             return "not in database"
         if row["is_deleted"] or row["ai_metadata_status"] in PROTECTED:
             return "left alone (approved or deleted)"
-        kind = decision["decision"]
+        kind: str = decision["decision"]
         if kind == Decision.SKIPPED:
             self._set_status(decision["file_path"], FileStatus.SKIPPED, "; ".join(decision["reasons"]))
             self._note_skip(decision["file_path"], decision.get("skip_kind"))
@@ -158,11 +158,11 @@ class Applier:
         self.conn.execute("INSERT INTO objbatch_files (file_path, skip_kind) VALUES (?, ?) ON CONFLICT(file_path) "
                           "DO UPDATE SET skip_kind = excluded.skip_kind", (file_path, kind))
 
-    def _requeue(self, decision: dict, why: str) -> str:
+    def _requeue(self, decision: dict[str, Any], why: str) -> str:
         self._set_status(decision["file_path"], FileStatus.PENDING, f"{why}; queued for extraction again")
         return "requeued (content changed)"
 
-    def _fail(self, decision: dict) -> str:
+    def _fail(self, decision: dict[str, Any]) -> str:
         reasons = "; ".join(decision["reasons"])
         if not decision.get("counts_attempt", True):  # never processed (job cancelled): back to the queue
             self._set_status(decision["file_path"], FileStatus.PENDING, f"{reasons}; queued again")
@@ -177,7 +177,7 @@ class Applier:
             (decision["file_path"], json.dumps(history, ensure_ascii=False)))
         return "failed_validation"
 
-    def _store(self, decision: dict) -> None:
+    def _store(self, decision: dict[str, Any]) -> None:
         path, meta = decision["file_path"], decision["metadata"]
         text = json.dumps(meta, ensure_ascii=False, sort_keys=True)
         review = "; ".join(decision["reasons"]) if decision["decision"] == Decision.NEEDS_REVIEW else None
@@ -193,7 +193,7 @@ class Applier:
         self.later("INSERT INTO file_primary_topics (file_path, topic_tag) VALUES (?, ?)",
                    *[(path, tag) for tag in dict.fromkeys(meta["primary_topics"])])
 
-    def _add_usage(self, decision: dict) -> None:
+    def _add_usage(self, decision: dict[str, Any]) -> None:
         """Tokens as the service reported them: prompt (of which cached) and output (of which reasoning)."""
         usage, job_id = kinds.usage(decision.get("usage")), decision.get("job_id")
         if job_id and decision.get("usage"):
@@ -209,7 +209,7 @@ class Applier:
         runs.add_usage(self.conn, self.run_name, self.usage)
 
 
-def read_decisions(stream: IO[str]) -> Iterator[dict]:
+def read_decisions(stream: IO[str]) -> Iterator[dict[str, Any]]:
     """Decisions one at a time (a bad line stops the apply, whose transaction then rolls back)."""
     for lineno, decision in kinds.read(stream, "decision"):
         if decision.get("decision") not in tuple(Decision):

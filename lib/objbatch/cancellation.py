@@ -7,6 +7,8 @@ for can be forgotten: ended cancelled, its files back in the queue as they were.
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import client, ledger, runs
 from .common import Failure, check_run_name, log
 from .polling import wait
@@ -38,7 +40,8 @@ def _cancel_locked(conn: ledger.Library, run: runs.Run, poll: float, timeout: fl
         log(f"batch-cancel: run {run.name} is already finished ({run.state}); nothing to cancel")
         return None
     if not run.frozen:
-        return _cancel_unsent(conn, run, "before anything was submitted")
+        _cancel_unsent(conn, run, "before anything was submitted")
+        return None
     runs.check_service(run.name, run.server_url)
     record = runs.record(conn, run, all_parts=True)
     with client.Service() as service:
@@ -46,7 +49,8 @@ def _cancel_locked(conn: ledger.Library, run: runs.Run, poll: float, timeout: fl
             find_unrecorded(service, conn, record)
         job_ids = [entry["job_id"] for entry in record["jobs"] if entry["job_id"]]
         if not job_ids:  # every creation failed: the service never saw the run
-            return _cancel_unsent(conn, run, "before any of its jobs was created")
+            _cancel_unsent(conn, run, "before any of its jobs was created")
+            return None
         if forget and _forget_unknown(service, conn, run, record["run_id"], job_ids):
             return None
         if stop(service, job_ids) or len(job_ids) < len(record["jobs"]):
@@ -66,7 +70,6 @@ def _cancel_unsent(conn: ledger.Library, run: runs.Run, when: str) -> None:
     with ledger.transaction(conn):
         released = runs.cancel_unsent(conn, run.name, {"cancelled " + when: 1})
     log(f"batch-cancel: run {run.name} cancelled {when}; its {released} files are back in the queue")
-    return None
 
 
 def _forget_unknown(service: client.Service, conn: ledger.Library, run: runs.Run, run_id: str,
@@ -101,7 +104,7 @@ def _forget_unknown(service: client.Service, conn: ledger.Library, run: runs.Run
     return True
 
 
-def find_unrecorded(service: client.Service, conn: ledger.Library, record: dict) -> None:
+def find_unrecorded(service: client.Service, conn: ledger.Library, record: dict[str, Any]) -> None:
     """Jobs created for the run whose creation never reached the ledger (a crash in between): found by the
     run id in the service's job list and recorded, so they are cancelled and harvested too."""
     for entry, job in client.unrecorded(record, service.jobs_by_part(record["run_id"])):
@@ -123,7 +126,7 @@ def stop(service: client.Service, job_ids: list[str]) -> int:
     return stopped
 
 
-def report(jobs: list[dict]) -> None:
+def report(jobs: list[dict[str, Any]]) -> None:
     for job in jobs:
         log(f"batch-cancel: job {job['id']} ended {job['status']} with {job['completed_requests']}/"
             f"{job['total_requests']} requests done")

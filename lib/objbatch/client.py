@@ -10,18 +10,22 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Callable, Final, Iterator, TypeVar
 from urllib.parse import urlsplit
 
 import httpx2
+
+if TYPE_CHECKING:  # the SDK itself is loaded on first use
+    from mistralai.client import Mistral
+    from pydantic import BaseModel
 
 from . import config
 from .common import Failure, NotFinished, atomic_writer, log, scrub
 
 T = TypeVar("T")
-ENDPOINT = "/v1/chat/completions"
+ENDPOINT: Final = "/v1/chat/completions"
 RUNNING = ("QUEUED", "RUNNING", "CANCELLATION_REQUESTED")  # every other status is terminal, as the SDK says
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 RUN_ID_KEY = "objbatch_run_id"
@@ -47,7 +51,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.maximum)
-        return min(self.initial * 2**attempt, self.maximum) * (0.5 + random.random() / 2)
+        return min(self.initial * 2.0**attempt, self.maximum) * (0.5 + random.random() / 2)
 
 
 class Service:
@@ -61,10 +65,10 @@ class Service:
         self.key = key or config.api_key()
         self.policy = policy or RetryPolicy()
         self._reached = not before_paying
-        self._client: Any = None
+        self._client: Mistral | None = None
 
     @property
-    def _sdk(self) -> Any:
+    def _sdk(self) -> Mistral:
         """The SDK client, one a process for this URL and key (batch-run runs every stage in one process)."""
         if self._client is None:
             self._client = _sdk_client(self.url, self.key)
@@ -124,12 +128,12 @@ class Service:
 
     def upload(self, name: str, content: bytes | IO[bytes]) -> str:
         """Upload a purpose=batch file; a file object is streamed, and rewound for each retry."""
-        def send() -> Any:
+        def send() -> str:
             if hasattr(content, "seek"):
                 content.seek(0)
-            return self._sdk.files.upload(file={"file_name": name, "content": content}, purpose="batch")
+            return self._sdk.files.upload(file={"file_name": name, "content": content}, purpose="batch").id
 
-        return self.call("upload", send).id
+        return self.call("upload", send)
 
     def download_to(self, file_id: str, path: Path) -> None:
         """Stream a file's content to `path`, which appears complete or not at all. ResultsGone if the service
@@ -138,8 +142,9 @@ class Service:
             try:
                 response = self._sdk.files.download(file_id=file_id)
             except Exception as exc:
-                if getattr(exc, "status_code", None) in GONE and _from_service(exc):
-                    raise ResultsGone(file_id, exc.status_code) from None  # type: ignore[attr-defined]
+                status = getattr(exc, "status_code", None)
+                if status in GONE and _from_service(exc):
+                    raise ResultsGone(file_id, status) from None
                 raise
             try:
                 with atomic_writer(path) as out:
@@ -164,12 +169,12 @@ class Service:
     # ----------------------------------------------------------- jobs
 
     def create_job(self, model: str, metadata: dict[str, str], *, input_file: str | None = None,
-                   requests: list[dict] | None = None, timeout_hours: int = 24) -> dict:
+                   requests: list[dict[str, Any]] | None = None, timeout_hours: int = 24) -> dict[str, Any]:
         """Create a job tagged with metadata; a retry first looks for a job a lost answer created."""
         kwargs: dict[str, Any] = {"input_files": [input_file]} if input_file else {"requests": requests}
         metadata = {k: str(v) for k, v in metadata.items()}
 
-        def already_created() -> Any:
+        def already_created() -> dict[str, Any] | None:
             same = [j for j in self.jobs_with_run_id(metadata[RUN_ID_KEY]) if j.get("metadata") == metadata]
             return same[0] if same else None
 
@@ -189,30 +194,35 @@ class Service:
 
         self.call("checking the service", probe)
 
-    def get_job(self, job_id: str) -> dict:
+    def get_job(self, job_id: str) -> dict[str, Any]:
         return job_dict(self.call(f"status of job {job_id}", lambda: self._sdk.batch.jobs.get(job_id=job_id),
                                   job_id=job_id))
 
-    def cancel_job(self, job_id: str) -> dict:
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
         return job_dict(self.call(f"cancel of job {job_id}", lambda: self._sdk.batch.jobs.cancel(job_id=job_id),
                                   job_id=job_id))
 
-    def jobs_with_run_id(self, run_id: str) -> list[dict]:
+    def jobs_with_run_id(self, run_id: str) -> list[dict[str, Any]]:
         """Every job whose metadata carries this run id, found by paging the job list (filtered here,
         because the service's metadata filter is not reliable)."""
         return [job for job in self._all_jobs() if (job.get("metadata") or {}).get(RUN_ID_KEY) == run_id]
 
-    def jobs_by_part(self, run_id: str) -> dict[str, dict]:
+    def jobs_by_part(self, run_id: str) -> dict[str, dict[str, Any]]:
         """The jobs the service has for this run, by part ("1/2")."""
-        return {(job.get("metadata") or {}).get(PART_KEY): job for job in self.jobs_with_run_id(run_id)}
+        found: dict[str, dict[str, Any]] = {}
+        for job in self.jobs_with_run_id(run_id):
+            part = (job.get("metadata") or {}).get(PART_KEY)
+            if isinstance(part, str):  # a record's parts are strings: any other tag matches none of them
+                found[part] = job
+        return found
 
-    def _all_jobs(self) -> Iterator[dict]:
+    def _all_jobs(self) -> Iterator[dict[str, Any]]:
         """Jobs created in the last LOOKBACK_DAYS (a lost record is found within that window), page by page."""
         since = datetime.now(timezone.utc) - timedelta(days=LOOKBACK_DAYS)
         page = 0
         while True:
-            listing = self.call("job list", lambda p=page: self._sdk.batch.jobs.list(
-                page=p, page_size=100, created_after=since))
+            listing = self.call("job list", partial(self._sdk.batch.jobs.list, page=page, page_size=100,
+                                                    created_after=since))
             data = listing.data or []
             yield from (job_dict(job) for job in data)
             if len(data) < 100:
@@ -220,7 +230,8 @@ class Service:
             page += 1
 
 
-def unrecorded(record: dict, by_part: dict[str, dict]) -> Iterator[tuple[dict, dict]]:
+def unrecorded(record: dict[str, Any], by_part: dict[str, dict[str, Any]]
+               ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(entry, job) for each part of a job record that has no job id yet but a job at the service (created,
     then the answer or the record was lost): what batch-submit and batch-cancel record before going on."""
     for entry in record["jobs"]:
@@ -244,7 +255,7 @@ def check_job(model: str, metadata: dict[str, str], timeout_hours: int) -> None:
 
 
 @lru_cache(maxsize=4)
-def _sdk_client(url: str, key: str) -> Any:
+def _sdk_client(url: str, key: str) -> Mistral:
     from mistralai.client import Mistral  # loaded on first use: most of a second
 
     return Mistral(api_key=key, server_url=url, timeout_ms=120_000)
@@ -286,7 +297,7 @@ def _from_service(exc: BaseException) -> bool:
     return isinstance(exc, errors.SDKError)
 
 
-def job_dict(job: Any) -> dict:
+def job_dict(job: BaseModel) -> dict[str, Any]:
     return job.model_dump(mode="json")
 
 
@@ -297,9 +308,10 @@ def terminal(status: str) -> bool:
 def describe(exc: BaseException) -> str:
     """Words for an SDK or transport error, without bodies that could be long, and never the key (a
     transport error's text can quote the request's headers)."""
-    if getattr(exc, "status_code", None) is not None and hasattr(exc, "body"):
-        body = (exc.body or "").strip().replace("\n", " ")
-        return f"HTTP {exc.status_code}" + (f" ({scrub(body[:200])})" if body else "")
+    status = getattr(exc, "status_code", None)
+    if status is not None and hasattr(exc, "body"):
+        body = (getattr(exc, "body", None) or "").strip().replace("\n", " ")
+        return f"HTTP {status}" + (f" ({scrub(body[:200])})" if body else "")
     if isinstance(exc, httpx2.ConnectError):
         return "cannot connect to the service"
     if isinstance(exc, httpx2.TimeoutException):

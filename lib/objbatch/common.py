@@ -84,7 +84,7 @@ CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udff
 CONTROLS_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
-def _escaped(match: re.Match) -> str:
+def _escaped(match: re.Match[str]) -> str:
     code = ord(match.group())
     if 0xDC80 <= code <= 0xDCFF:
         code -= 0xDC00
@@ -109,7 +109,7 @@ def printable_values(value: Any) -> Any:
     return value
 
 
-def command(fn: Callable) -> Callable:
+def command(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a click command body: one-line errors, --verbose tracebacks, quiet SIGPIPE."""
 
     @functools.wraps(fn)
@@ -119,7 +119,7 @@ def command(fn: Callable) -> Callable:
         global _ctrl_c_seen
         _ctrl_c_seen = False
         signal.signal(signal.SIGINT, _on_ctrl_c)  # from here on, KeyboardInterrupt: one line
-        name = click.get_current_context().info_name
+        name = click.get_current_context().info_name or "objbatch"
         try:
             return fn(*args, **kwargs)
         except Failure as exc:
@@ -138,7 +138,7 @@ def command(fn: Callable) -> Callable:
             _exit(name, message, EXIT_FAILED, "error", verbose)
 
     click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug detail on errors.")(wrapper)
-    wrapper.__click_params__.insert(0, wrapper.__click_params__.pop())
+    wrapper.__click_params__.insert(0, wrapper.__click_params__.pop())  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -175,7 +175,7 @@ NOT_FINISHED = {EXIT_TEMPFAIL: "not finished: a job is still running or the serv
 
 
 def cli(*examples: str, env: Iterable[str] = (), exits: dict[int, str] | None = None,
-        **context_settings: Any) -> Callable:
+        **context_settings: Any) -> Callable[[Callable[..., Any]], click.Command]:
     """Declare a command: -h/--help, --version, --verbose, the one-line error handling of `command`, and a
     --help epilog with examples, the environment variables it reads and its exit codes."""
     from . import __version__
@@ -188,10 +188,10 @@ def cli(*examples: str, env: Iterable[str] = (), exits: dict[int, str] | None = 
                                            or "  none read")
     epilog += "\n\n\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {codes[code]}" for code in sorted(codes))
 
-    def decorate(fn: Callable) -> click.Command:
+    def decorate(fn: Callable[..., Any]) -> click.Command:
         body = command(fn)
         click.version_option(__version__, "--version", message="%(prog)s (objbatch) %(version)s")(body)
-        body.__click_params__.insert(0, body.__click_params__.pop())  # listed after the command's own options
+        body.__click_params__.insert(0, body.__click_params__.pop())  # type: ignore[attr-defined]  # listed after the command's own options
         return click.command(context_settings={"help_option_names": ["-h", "--help"], **context_settings},
                              epilog=epilog)(body)
 
@@ -215,11 +215,12 @@ def _interrupted(exc: BaseException) -> bool:
     if _ctrl_c_seen:
         return True
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt):
             return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
     return False
 
 
@@ -283,14 +284,17 @@ def bounded_lines(handle: IO[bytes], limit: int) -> Iterator[tuple[bytes, int]]:
         yield line, size
 
 
-def load_schema(name: str) -> Any:
-    """One of the contract files in schemas/ (they live in the clone, beside lib/)."""
+def load_schema(name: str) -> dict[str, Any]:
+    """One of the contract files in schemas/ (they live in the clone, beside lib/), each a JSON object."""
     try:
         with open(SCHEMAS / name, encoding="utf-8") as handle:
-            return json.load(handle)
+            contract = json.load(handle)
     except FileNotFoundError:
         raise Failure(f"{SCHEMAS / name} is missing: objbatch runs from its clone (make venv, or pip install -e "
                       "the clone), not from a copy installed without schemas/") from None
+    if not isinstance(contract, dict):
+        raise Failure(f"{SCHEMAS / name} is not a JSON object: restore it from the clone (git checkout schemas/)")
+    return contract
 
 
 def count(n: int, noun: str) -> str:
@@ -336,7 +340,7 @@ def atomic_output(path: str | None) -> Iterator[IO[str]]:
     A file the user names keeps the usual rule: through the user's own symlink, the existing file's mode,
     else the umask's. In a private folder (a run's), it is 0600 and a symlink there is replaced, never
     followed."""
-    if path in (None, "-"):
+    if path is None or path == "-":
         yield sys.stdout
         return
     if not path.strip():

@@ -23,11 +23,11 @@ REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")  # the
 
 
 @lru_cache(maxsize=None)
-def prices() -> dict:
+def prices() -> dict[str, Any]:
     return load_schema("prices.json")
 
 
-def entry(model: str | None) -> dict | None:
+def entry(model: str | None) -> dict[str, Any] | None:
     """The price entry of a model name: an alias (a -latest name) gives its dated model's entry, with
     `resolves_to`; None for a model without a price."""
     models = prices()["models"]
@@ -92,7 +92,8 @@ def cost(model: str | None, input_tokens: float, output_tokens: float, synchrono
     factor = 1.0 if synchronous else price.get("batch_factor", 0.5)
     cached = min(max(cached_tokens, 0), input_tokens)
     paid_input = (input_tokens - cached) * price["input"] + cached * price["input"] * price.get("cached_input_factor", 1.0)
-    return (paid_input + output_tokens * price["output"]) * factor / 1_000_000
+    usd: float = (paid_input + output_tokens * price["output"]) * factor / 1_000_000
+    return usd
 
 
 def usage_tokens(usage: Any) -> tuple[int, int, int, int]:
@@ -138,20 +139,21 @@ def check_effort(model: str, effort: str | None) -> None:
                       "REASONING_EFFORT unset, or use a model that does (e.g. mistral-medium-latest)", EXIT_USAGE)
 
 
-def request_tokens(body: dict) -> int:
+def request_tokens(body: dict[str, Any]) -> int:
     """Input tokens of one request body as the service will count them: every message, and the schema."""
     text = sum(len(_text(m.get("content"))) for m in body.get("messages") or [] if isinstance(m, dict))
     messages = len(body.get("messages") or [])
     return round(text / CHARS_PER_TOKEN + _schema_tokens(body.get("response_format")) + TOKENS_PER_MESSAGE * messages)
 
 
-_last_schema: list = [None, 0.0]  # the previous request's response_format and its tokens: a run has one schema
+_last_schema: list[Any] = [None, 0.0]  # the previous request's response_format and its tokens: a run has one schema
 
 
 def _schema_tokens(response_format: Any) -> float:
     if response_format != _last_schema[0]:
         _last_schema[:] = [response_format, len(json.dumps(response_format or "")) / JSON_CHARS_PER_TOKEN]
-    return _last_schema[1]
+    tokens: float = _last_schema[1]
+    return tokens
 
 
 def _text(content: Any) -> str:
@@ -165,7 +167,7 @@ def answer_tokens(conn: sqlite3.Connection | None, model: str | None = None,
     """(expected output tokens per request, reasoning included, and where the figure comes from): the
     average of this database's past runs of the model (of any model, for one that does not reason), else
     the default, plus the default reasoning for a model that reasons."""
-    thinking = bool(model) and reasons(model, effort)
+    thinking = reasons(model, effort) if model else False
     if conn is not None:
         same = " AND model = ?" if thinking else ""
         row = conn.execute("SELECT SUM(completion_tokens), SUM(succeeded_requests) FROM objbatch_jobs WHERE "
@@ -195,7 +197,7 @@ class Estimate:
     skips_known: bool = True  # False without build-jsonl's manifest: only the requests are known
     effort: str | None = None  # the reasoning_effort the requests carry
 
-    def add_request(self, body: dict) -> None:
+    def add_request(self, body: dict[str, Any]) -> None:
         self.requests += 1
         self.input_tokens += request_tokens(body)
         if isinstance(body.get("reasoning_effort"), str):
@@ -220,7 +222,7 @@ class Estimate:
     def sync_usd(self) -> float | None:
         return cost(self.model, self.input_tokens, self.output_tokens, synchronous=True)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         files = self.requests + sum(self.skipped.values()) if self.skips_known else None
         return {"model": self.model, "files": files, "requests": self.requests,
                 "skipped": self.skipped, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
@@ -248,7 +250,7 @@ class Estimate:
         return "\n".join(lines)
 
 
-def estimate(model: str, sent: Iterable[tuple[dict | None, dict | None]], conn: sqlite3.Connection | None) -> Estimate:
+def estimate(model: str, sent: Iterable[tuple[dict[str, Any] | None, dict[str, Any] | None]], conn: sqlite3.Connection | None) -> Estimate:
     """The estimate of (request line, manifest line) pairs, either may be None: each request as it would be
     sent, each file the manifest skipped by its kind; the answer length from this database's past runs."""
     figures = Estimate(model=model)

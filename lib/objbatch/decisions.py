@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 from contextlib import contextmanager
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 from . import kinds, ledger, metadata, runs
 from .common import Failure, check_run_name, log, write_jsonl
@@ -38,27 +38,27 @@ class Manifest:
     def __bool__(self) -> bool:
         return self.handle is not None
 
-    def _parse(self, line: bytes, lineno: int | str) -> dict:
+    def _parse(self, line: bytes, lineno: int | str) -> dict[str, Any]:
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as exc:
             raise Failure(f"manifest line {lineno} is not valid JSON ({exc.msg}); rebuild it with build-jsonl") from None
-        kinds.expect(entry, "manifest line", f"manifest line {lineno}")
+        entry = kinds.expect(entry, "manifest line", f"manifest line {lineno}")
         if not isinstance(entry.get("file_path"), str) or not entry["file_path"]:
             raise Failure(f"manifest line {lineno} has no file_path; rebuild it with build-jsonl")
         return entry
 
-    def entry(self, offset: int) -> dict:
+    def entry(self, offset: int) -> dict[str, Any]:
         assert self.handle is not None
         self.handle.seek(offset)
         return self._parse(self.handle.readline(), f"at byte {offset}")
 
-    def get(self, custom_id: str) -> dict | None:
+    def get(self, custom_id: str) -> dict[str, Any] | None:
         offset = self.sent.get(custom_id)
         return None if offset is None else self.entry(offset)
 
 
-def decide(result: dict, entry: dict | None, threshold: float) -> dict:
+def decide(result: dict[str, Any], entry: dict[str, Any] | None, threshold: float) -> dict[str, Any]:
     custom_id = result.get("custom_id")
     decision = {"custom_id": custom_id, "job_id": kinds.text(result.get("job_id"), 200)}
     if entry:
@@ -80,7 +80,7 @@ def decide(result: dict, entry: dict | None, threshold: float) -> dict:
             "reasons": verdict.reasons, "repairs": verdict.repairs}
 
 
-def evidence(entry: dict) -> dict[str, int]:
+def evidence(entry: dict[str, Any]) -> dict[str, int]:
     """How often the file's text names each vocabulary tag, to rank topics by when an answer has not
     exactly the stored count: read again only then (rarely), and only if it is still the text sent."""
     try:
@@ -92,13 +92,13 @@ def evidence(entry: dict) -> dict[str, int]:
     return metadata.topic_evidence(text) if digest == entry.get("sent_hash") else {}
 
 
-def skipped(entry: dict) -> dict:
+def skipped(entry: dict[str, Any]) -> dict[str, Any]:
     return {"custom_id": None, "job_id": None, "file_path": entry["file_path"], "filename": entry.get("filename"),
             "db_hash": entry.get("db_hash"), "decision": Decision.SKIPPED, "skip_kind": entry.get("skip_kind"),
             "metadata": None, "confidence": None, "reasons": [entry["skip"]], "repairs": [], "usage": {}}
 
 
-def decisions(results: IO[str], manifest: Manifest, threshold: float, counts: dict) -> Iterator[dict]:
+def decisions(results: IO[str], manifest: Manifest, threshold: float, counts: dict[str, Any]) -> Iterator[dict[str, Any]]:
     seen: set[str] = set()
     for lineno, result in kinds.read(results, "result"):
         if not isinstance(result["custom_id"], str) or not result["custom_id"]:
@@ -125,7 +125,7 @@ def decisions(results: IO[str], manifest: Manifest, threshold: float, counts: di
 NOT_PROCESSED = "not processed (back to the queue, no attempt counted)"
 
 
-def tally(counts: dict, decision: dict) -> None:
+def tally(counts: dict[str, Any], decision: dict[str, Any]) -> None:
     """Count a decision as apply-sql will act on it: a request the service never processed (a cancelled
     job) is a failure that goes back to the queue, not a failed validation."""
     key = decision["decision"]

@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from functools import partial
+from typing import Any, Iterator, Protocol
 
 from . import kinds, ledger, runs
 from .common import EXIT_USAGE, Failure, load_json_file, log
 
 
-def load_record(path: str) -> dict:
+def load_record(path: str) -> dict[str, Any]:
     """The record in `path` ('-': stdin); every part must have its job."""
     record = _read(path)
     _require_jobs(record, path)
     return record
 
 
-def _read(path: str) -> dict:
+def _read(path: str) -> dict[str, Any]:
     if path == "-":
         if sys.stdin.isatty():  # a bare command at a prompt would otherwise wait without a word
             log("reading the job record from the terminal; end with Ctrl-D (or give the job.json batch-submit "
@@ -57,22 +58,32 @@ def _name_first_line(text: str, where: str) -> None:
         kinds.expect(first, "job record", f"{where} (its first line)")
 
 
-def _require_jobs(record: dict, path: str) -> None:
+def _require_jobs(record: dict[str, Any], path: str) -> None:
     missing = [entry.get("part", "?") for entry in record["jobs"] if not entry.get("job_id")]
     if missing:
         raise Failure(f"job record {path} has parts without a job ({', '.join(missing)}); "
                       "rerun batch-submit with the same requests to finish submitting")
 
 
+class RecordJobs(Protocol):
+    """Records the service's view of a run's jobs (with `fetched`: their result files are downloaded)."""
+
+    def __call__(self, jobs: list[dict[str, Any]], fetched: bool = False) -> None: ...
+
+
+def _record_nothing(jobs: list[dict[str, Any]], fetched: bool = False) -> None:
+    """Without a database there is no ledger to record the jobs in."""
+
+
 @contextmanager
-def opened_record(path: str, db: str | None) -> Iterator[tuple[dict, Callable[[list[dict]], None]]]:
+def opened_record(path: str, db: str | None) -> Iterator[tuple[dict[str, Any], RecordJobs]]:
     """(the record, a function recording the service's view of its jobs). With --db the record must be
     of that database, and for a run in its ledger the ledger's record wins (the file is only a cache:
     a cancel may have changed the run since it was written)."""
     record = _read(path)
     if not db:
         _require_jobs(record, path)
-        yield record, lambda jobs, **_: None
+        yield record, _record_nothing
         return
     with ledger.opened(db) as conn:
         runs.check_record(conn, record, f"job record {path}")
@@ -83,4 +94,4 @@ def opened_record(path: str, db: str | None) -> Iterator[tuple[dict, Callable[[l
                 log(f"{path} is out of date: using run {run.name}'s record in the database ledger")
             record = authority
         _require_jobs(record, path)
-        yield record, lambda jobs, **fetched: runs.record_jobs(conn, jobs, **fetched)
+        yield record, partial(runs.record_jobs, conn)

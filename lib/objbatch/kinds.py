@@ -10,7 +10,7 @@ record and never stops the stream.
 from __future__ import annotations
 
 import math
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Mapping
 
 from .common import Failure, read_jsonl
 
@@ -39,10 +39,10 @@ def kind_of(line: Any) -> str | None:
     return None
 
 
-def expect(line: Any, wanted: str, where: str) -> dict:
+def expect(line: Any, wanted: str, where: str) -> dict[str, Any]:
     """The line, if it is of the kind wanted; else a Failure naming what it is and what belongs there."""
     found = kind_of(line)
-    if found == wanted:
+    if found == wanted and isinstance(line, dict):
         return line
     fix = f"pipe {KINDS[wanted][0]}'s output"
     if found:
@@ -50,14 +50,14 @@ def expect(line: Any, wanted: str, where: str) -> dict:
     raise Failure(f"{where} is not {_a(wanted)} (it has no {' or '.join(KINDS[wanted][1])}); {fix}")
 
 
-def read(stream: IO[str], wanted: str) -> Iterator[tuple[int, dict]]:
+def read(stream: IO[str], wanted: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, line) for each line of a stage's input, each checked to be of the kind wanted."""
     what = wanted.removesuffix(" line")
     for lineno, line in read_jsonl(stream, what):
         yield lineno, expect(line, wanted, f"{what} line {lineno}")
 
 
-def fields(line: dict, types: dict[str, tuple[type, ...]], where: str, fix: str) -> dict:
+def fields(line: dict[str, Any], types: Mapping[str, tuple[type, ...]], where: str, fix: str) -> dict[str, Any]:
     """The line, if each field named in `types` is absent, null or of one of its types; else a Failure
     naming the field (a hand-edited line must not stop a write halfway, or store a value of another type)."""
     for name, allowed in types.items():

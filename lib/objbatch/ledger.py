@@ -2,15 +2,15 @@
 identity, and adding (never dropping) what objbatch needs.
 
 The database is the user's. objbatch adds the column `files.ai_metadata_json`, the two history tables when
-absent, and tables of its own prefixed `objbatch_` (its ledger: see runs.py); it never drops or rewrites
-anything else. Every check here runs before anything is claimed or paid for.
+absent, and tables of its own prefixed `objbatch_` (its ledger: see runs.py), by numbered migrations
+(migrations.py); it never drops or rewrites anything else. Every check here runs before anything is
+claimed or paid for.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import urllib.parse
 import uuid
@@ -18,131 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import migrations
 from .common import Failure, log
 
 BUSY_TIMEOUT_MS = 120_000
 
-OWN_TABLES = """
-CREATE TABLE IF NOT EXISTS file_metadata_ai (
-    metadata_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    file_path TEXT NOT NULL,
-    metadata_json TEXT NOT NULL,
-    model TEXT,
-    prompt_version TEXT,
-    extraction_config_hash TEXT,
-    is_current INTEGER NOT NULL DEFAULT 1,
-    created_at TEXT,
-    resolved_model TEXT             -- the dated model that answered (model: the name asked for)
-);
-CREATE INDEX IF NOT EXISTS idx_file_metadata_ai_path ON file_metadata_ai(file_path, is_current);
-CREATE TABLE IF NOT EXISTS file_primary_topics (
-    file_path TEXT NOT NULL,
-    topic_tag TEXT NOT NULL,
-    PRIMARY KEY (file_path, topic_tag)
-);
-CREATE TABLE IF NOT EXISTS objbatch_meta (
-    key TEXT PRIMARY KEY,           -- library_id (this database's identity), db_path (where it lives)
-    value TEXT
-);
-CREATE TABLE IF NOT EXISTS objbatch_runs (
-    run_name TEXT PRIMARY KEY,
-    model TEXT,
-    state TEXT NOT NULL,            -- claimed | submitting | submitted | cancelling | applied | cancelled
-    created_at TEXT NOT NULL,
-    finished_at TEXT,
-    counts_json TEXT,
-    library_id TEXT,                -- the database the run belongs to
-    db_path TEXT,
-    run_id TEXT,                    -- tags its jobs at the service (set when submission starts)
-    estimate_json TEXT,             -- what it was expected to cost, when submission started
-    server_url TEXT,                -- the service its jobs were submitted to
-    end_reason TEXT,                -- why it ended: applied | cancelled | nothing_sent | jobs_unknown (states.EndReason)
-    remote_cleanup TEXT             -- after apply: its files at the service deleted, kept, or what failed
-);
-CREATE TABLE IF NOT EXISTS objbatch_leases (
-    run_name TEXT PRIMARY KEY,      -- one process works on a run at a time: host:pid, until (unix time)
-    owner TEXT NOT NULL,
-    until REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS objbatch_parts (
-    run_name TEXT NOT NULL,
-    part INTEGER NOT NULL,
-    parts INTEGER NOT NULL,
-    request_count INTEGER NOT NULL,
-    input_file TEXT,                -- the uploaded requests, recorded before the job is created
-    job_id TEXT,
-    PRIMARY KEY (run_name, part)
-);
-CREATE TABLE IF NOT EXISTS objbatch_jobs (
-    job_id TEXT PRIMARY KEY,
-    run_name TEXT,
-    run_id TEXT,
-    model TEXT,
-    status TEXT,
-    total_requests INTEGER,
-    completed_requests INTEGER,
-    succeeded_requests INTEGER,
-    failed_requests INTEGER,
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,   -- reasoning included
-    created_at INTEGER,
-    updated_at TEXT,
-    cached_tokens INTEGER NOT NULL DEFAULT 0,       -- of prompt_tokens, served from the service's cache
-    reasoning_tokens INTEGER NOT NULL DEFAULT 0,    -- of completion_tokens, thinking before the answer
-    resolved_model TEXT,            -- the dated model(s) that answered, as the results say
-    completed_at INTEGER,           -- when the service finished the job (its results expire 24 h later)
-    output_file TEXT,
-    error_file TEXT,
-    fetched_at TEXT                 -- when its result files were downloaded
-);
-CREATE TABLE IF NOT EXISTS objbatch_claims (
-    run_name TEXT NOT NULL,
-    file_path TEXT NOT NULL,
-    state TEXT NOT NULL,            -- claimed (in flight) | done
-    claimed_at TEXT NOT NULL,
-    custom_id TEXT,                 -- what was sent for the file (set when submission starts)
-    part INTEGER,
-    manifest_json TEXT,             -- build-jsonl's manifest line, while the run is unfinished
-    content_hash TEXT,              -- the content sent for the file (recorded before the upload)
-    request_digest TEXT,            -- blake2b of its request line as sent
-    PRIMARY KEY (run_name, file_path)
-);
-CREATE INDEX IF NOT EXISTS idx_objbatch_claims_state ON objbatch_claims(state, file_path);
-CREATE TABLE IF NOT EXISTS objbatch_applied (
-    result_key TEXT PRIMARY KEY,    -- job_id/custom_id, or skip/run/file_path
-    file_path TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    applied_at TEXT NOT NULL,
-    run_name TEXT,
-    confidence REAL,
-    reasons_json TEXT,              -- why it went to review or failed
-    repairs_json TEXT,              -- what validate repaired, each with its weight in soft-rules.json
-    model TEXT,                     -- the model asked for
-    resolved_model TEXT             -- the dated model that answered
-);
-CREATE INDEX IF NOT EXISTS idx_objbatch_applied_path ON objbatch_applied(file_path, applied_at);
-CREATE TABLE IF NOT EXISTS objbatch_files (
-    file_path TEXT PRIMARY KEY,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    reasons_json TEXT NOT NULL DEFAULT '[]',
-    skip_kind TEXT                  -- missing | unreadable: skipped for now, retried once readable
-);
-"""
-# Columns later versions added to ledger tables an earlier version created.
-LEDGER_COLUMNS = {
-    "objbatch_runs": {"library_id": "TEXT", "db_path": "TEXT", "run_id": "TEXT", "estimate_json": "TEXT",
-                      "server_url": "TEXT", "end_reason": "TEXT", "remote_cleanup": "TEXT"},
-    "objbatch_jobs": {"cached_tokens": "INTEGER NOT NULL DEFAULT 0", "reasoning_tokens": "INTEGER NOT NULL DEFAULT 0",
-                      "resolved_model": "TEXT", "completed_at": "INTEGER", "output_file": "TEXT", "error_file": "TEXT",
-                      "fetched_at": "TEXT"},
-    "file_metadata_ai": {"resolved_model": "TEXT"},
-    "objbatch_claims": {"custom_id": "TEXT", "part": "INTEGER", "manifest_json": "TEXT", "content_hash": "TEXT",
-                        "request_digest": "TEXT"},
-    "objbatch_files": {"skip_kind": "TEXT"},
-    "objbatch_applied": {"run_name": "TEXT", "confidence": "REAL", "reasons_json": "TEXT", "repairs_json": "TEXT",
-                         "model": "TEXT", "resolved_model": "TEXT"},
-}
 # What objbatch reads and writes in the library's own tables: checked before anything is claimed or paid.
 LIBRARY_COLUMNS = {
     "files": ("file_path", "content_hash", "filename", "file_size", "metadata_json", "is_deleted",
@@ -202,12 +82,12 @@ def connect(path: str | Path, identity: bool = True, read_only: bool = False) ->
     if "files" not in tables:
         raise Failure(f"{path} has no 'files' table; --db must be the library database")
     check_library_tables(conn, path, tables)
-    if _needs_setup(conn, tables):
+    todo = migrations.pending(conn, tables)  # the one query every open makes for them
+    if todo:
         if read_only:
-            _stand_in(conn, tables)
+            _stand_in(conn, tables, todo)
         else:
-            with transaction(conn):
-                _add_what_we_need(conn)
+            upgrade(conn)
     if read_only:
         conn.execute("PRAGMA query_only = 1")  # after the stand-in's TEMP tables: nothing else is created
     if identity:
@@ -310,75 +190,41 @@ def check_library_tables(conn: sqlite3.Connection, path: Path, tables: set[str])
                               "does not write; give those columns a default or drop the NOT NULL")
 
 
-def _needs_setup(conn: sqlite3.Connection, tables: set[str]) -> bool:
-    own = {"objbatch_meta", "objbatch_runs", "objbatch_leases", "objbatch_parts", "objbatch_jobs", "objbatch_claims",
-           "objbatch_applied", "objbatch_files", "file_metadata_ai", "file_primary_topics"}
-    if not own <= tables or "ai_metadata_json" not in columns(conn, "files"):
-        return True
-    if any(c not in columns(conn, t) for t, cols in LEDGER_COLUMNS.items() for c in cols):
-        return True
-    return _schema_version(conn) < SCHEMA_VERSION
+def upgrade(conn: sqlite3.Connection, steps: list[migrations.Migration] | None = None) -> None:
+    """Apply the migrations this database has not had, in one transaction: all of them, or (on any failure)
+    none. They are read again under the write lock: another process may have applied them meanwhile."""
+    with transaction(conn):
+        migrations.apply(conn, migrations.pending(conn, migrations.table_names(conn), steps))
 
 
-def _schema_version(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT value FROM objbatch_meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row and str(row[0]).isdigit() else 1
-
-
-def _stand_in(conn: sqlite3.Connection, tables: set[str]) -> None:
-    """For a reader on a database objbatch has never touched: what objbatch would add, as empty TEMP
-    tables and a TEMP view of `files` with the mirror column, for this connection only (temp objects come
-    first in name lookup). The database itself is not written."""
+def _stand_in(conn: sqlite3.Connection, tables: set[str], todo: list[migrations.Migration]) -> None:
+    """For a reader on a database objbatch has not migrated (never touched, or an earlier version's): what
+    the pending migrations would make, for this connection only (temp objects come first in name lookup):
+    an absent table as an empty TEMP table, a table missing columns as a TEMP view adding them (with the
+    value an added column holds in existing rows), and objbatch_files with m008's skip kinds when that
+    fill is pending. The database itself is not written."""
     if "ai_metadata_json" not in columns(conn, "files"):
         conn.execute("CREATE TEMP VIEW files AS SELECT *, NULL AS ai_metadata_json FROM main.files")
-    for statement in OWN_TABLES.split(";"):
-        match = re.match(r"\s*CREATE TABLE IF NOT EXISTS (\w+)", statement)
-        if match and match.group(1) not in tables:
-            conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
-    for table, wanted in LEDGER_COLUMNS.items():  # a ledger an earlier version made: its later columns
-        missing = [name for name in wanted if table in tables and name not in columns(conn, table)]
-        if missing:
-            conn.execute(f"CREATE TEMP VIEW {table} AS SELECT *, " + ", ".join(
-                f"{_default(wanted[n])} AS {n}" for n in missing) + f" FROM main.{table}")
+    fill = migrations.m008_skip_kind_from_messages in todo and not migrations.filled_before(conn)
+    for table, (create, defaults) in migrations.current_schema().items():
+        source = _as_it_would_be(conn, table, defaults, tables)
+        if table == "objbatch_files" and fill:
+            filled = migrations.skip_kinds_filled(source or f"SELECT * FROM main.{table}", defaults)
+            conn.execute(f"CREATE TEMP VIEW {table} AS {filled}")
+        elif table not in tables:
+            conn.execute(create.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
+        elif source:
+            conn.execute(f"CREATE TEMP VIEW {table} AS {source}")
 
 
-def _default(declared: str) -> str:
-    """What a column added by ALTER TABLE would hold in the existing rows: its DEFAULT, else NULL."""
-    found = re.search(r"\bDEFAULT\s+(\S+)", declared)
-    return found.group(1) if found else "NULL"
-
-
-# Version 2 stores a kind where earlier versions left only a message: a file skipped as missing or
-# unreadable by them gets its skip_kind from that message, once, so no query decides by message text.
-SKIP_KIND_FROM_MESSAGE = """
-INSERT INTO objbatch_files (file_path, skip_kind)
-SELECT file_path, CASE WHEN error_message LIKE 'file cannot be read%' THEN 'unreadable' ELSE 'missing' END
-FROM files WHERE ai_metadata_status = 'skipped' AND (error_message LIKE 'file not found on disk%'
-     OR error_message LIKE 'file cannot be read%' OR error_message LIKE 'file no longer on disk%')
-ON CONFLICT(file_path) DO UPDATE SET skip_kind = excluded.skip_kind WHERE objbatch_files.skip_kind IS NULL
-"""
-SCHEMA_VERSION = 2
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    if _schema_version(conn) < 2:
-        conn.execute(SKIP_KIND_FROM_MESSAGE)
-    conn.execute("INSERT INTO objbatch_meta (key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE "
-                 "SET value = excluded.value", (str(SCHEMA_VERSION),))
-
-
-def _add_what_we_need(conn: sqlite3.Connection) -> None:
-    if "ai_metadata_json" not in columns(conn, "files"):
-        conn.execute("ALTER TABLE files ADD COLUMN ai_metadata_json TEXT")
-    for statement in OWN_TABLES.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    for table, wanted in LEDGER_COLUMNS.items():
-        have = columns(conn, table)
-        for name, kind in wanted.items():
-            if name not in have:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-    _migrate(conn)
+def _as_it_would_be(conn: sqlite3.Connection, table: str, defaults: dict[str, str], tables: set[str]) -> str | None:
+    """A SELECT of `table` with the columns the migrations would give it, or None when it has them all."""
+    if table not in tables:
+        return "SELECT " + ", ".join(f"{value} AS {name}" for name, value in defaults.items()) + " WHERE 0"
+    missing = [name for name in defaults if name not in columns(conn, table)]
+    if not missing:
+        return None
+    return "SELECT *, " + ", ".join(f"{defaults[name]} AS {name}" for name in missing) + f" FROM main.{table}"
 
 
 # ------------------------------------------------------------------ identity
@@ -388,7 +234,7 @@ def _identity(conn: Library) -> str:
     than it was made at was either moved (the old path is gone: it keeps its identity) or copied (the
     original is still there: the copy gets an identity of its own, so runs of the original are never
     resumed, fetched, applied or cancelled in the copy)."""
-    meta = {r["key"]: r["value"] for r in conn.execute("SELECT key, value FROM objbatch_meta")}
+    meta: dict[str, str] = {r["key"]: r["value"] for r in conn.execute("SELECT key, value FROM objbatch_meta")}
     library_id, recorded = meta.get("library_id"), meta.get("db_path")
     if library_id and recorded == conn.path:
         return library_id

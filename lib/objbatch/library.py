@@ -10,7 +10,7 @@ import io
 import json
 import re
 import sqlite3
-from typing import IO, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from .common import Failure, log
 from .ledger import has_column, load_json
@@ -31,8 +31,8 @@ LEFT JOIN objbatch_files o ON o.file_path = f.file_path
 WITH_METADATA = (FileStatus.EXTRACTED, FileStatus.NEEDS_REVIEW, FileStatus.APPROVED)
 
 
-def stored(conn: sqlite3.Connection, where: str = "", params: dict | tuple = (), order: str = "f.file_path",
-           limit: int | None = None) -> Iterator[dict]:
+def stored(conn: sqlite3.Connection, where: str = "", params: dict[str, Any] | tuple[Any, ...] = (), order: str = "f.file_path",
+           limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Files (filtered by `where`, a condition on f, m and o) with their current metadata parsed."""
     resolved = "m.resolved_model" if has_column(conn, "file_metadata_ai", "resolved_model") else "NULL"
     tail = f" ORDER BY {order}" + (f" LIMIT {int(limit)}" if limit is not None else "")
@@ -56,7 +56,7 @@ REVIEW_ORDER = {"needs_review": "COALESCE(f.ai_confidence_score, 0), f.file_path
 
 
 def review_group(conn: sqlite3.Connection, group: str, threshold: float,
-                 limit: int | None) -> tuple[int, list[dict]]:
+                 limit: int | None) -> tuple[int, list[dict[str, Any]]]:
     """(how many files are in the group, the first `limit` of them as stored, each with its review row)."""
     where = f"COALESCE(f.is_deleted, 0) = 0 AND ({REVIEW_GROUPS[group]})"
     params = {"threshold": threshold}
@@ -66,7 +66,7 @@ def review_group(conn: sqlite3.Connection, group: str, threshold: float,
     return total, items
 
 
-def review_row(item: dict, group: str) -> dict:
+def review_row(item: dict[str, Any], group: str) -> dict[str, Any]:
     """One file as review lists it: its group, status, confidence, attempts, reasons and metadata outline."""
     meta = item["metadata"] if isinstance(item["metadata"], dict) else {}
     reasons = item["reasons"] if group == "failed_validation" and item["reasons"] else \
@@ -149,7 +149,8 @@ def _path(item: object, where: str, reviewed: dict[str, str]) -> str:
         raise Failure(f"stdin {where} has no file_path; pipe review --json or --nl, or give plain paths")
     if isinstance(item.get("metadata_digest"), str) and item["metadata_digest"]:
         reviewed[item["file_path"]] = item["metadata_digest"]
-    return item["file_path"]
+    path: str = item["file_path"]
+    return path
 
 
 def resolve(conn: sqlite3.Connection, names: list[str],

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import subprocess
+from typing import Any
 
 from . import costs
 from .common import EXIT_FAILED, EXIT_USAGE, ROOT, Failure, check_run_name
@@ -15,7 +16,7 @@ from .common import EXIT_FAILED, EXIT_USAGE, ROOT, Failure, check_run_name
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
 
-def make_env(**extra: str) -> dict:
+def make_env(**extra: str) -> dict[str, Any]:
     """The environment for a make of our own: without the outer make's flags and variables."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
     return {**env, "PWD": os.getcwd(), **extra}  # relative paths are relative to here (the Makefile reads PWD)

@@ -4,6 +4,7 @@ and the confidence score. Everything the rules say lives in the schema files, no
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,14 +14,15 @@ from typing import Any, Callable, Union
 from .common import load_schema
 from .states import Decision
 
+Repairs = list[tuple[str, dict[str, Any]]]  # the repairs made to an answer: (kind, what the message names)
 
 @lru_cache(maxsize=None)
-def schema() -> dict:
+def schema() -> dict[str, Any]:
     return load_schema("metadata.schema.json")
 
 
 @lru_cache(maxsize=None)
-def soft_rules() -> dict:
+def soft_rules() -> dict[str, Any]:
     return load_schema("soft-rules.json")
 
 
@@ -41,7 +43,7 @@ class Verdict:
     """What validate decides for one answer."""
 
     decision: Decision  # extracted | needs_review | failed_validation
-    metadata: dict | None = None
+    metadata: dict[str, Any] | None = None
     confidence: float | None = None
     reasons: list[str] = field(default_factory=list)  # hard failure, or soft warnings
     repairs: list[str] = field(default_factory=list)
@@ -65,7 +67,7 @@ def answer_text(content: Any) -> str:
     raise Unusable(f"answer content was a JSON {_kind(content)}, not text")
 
 
-def parse_answer(content: Any, finish_reason: str | None) -> tuple[dict, list[str]]:
+def parse_answer(content: Any, finish_reason: str | None) -> tuple[dict[str, Any], list[str]]:
     """The metadata object in an answer, and the repairs needed to get at it."""
     text = answer_text(content).strip()
     if finish_reason in TRUNCATED_FINISH:
@@ -119,7 +121,7 @@ def _kind(value: Any) -> str:
         type(value), "number")
 
 
-def _describe_array(value: list) -> str:
+def _describe_array(value: list[Any]) -> str:
     if not value:
         return "an empty JSON array"
     kinds = {_kind(v) for v in value}
@@ -131,10 +133,10 @@ def _describe_array(value: list) -> str:
 
 # ------------------------------------------------------------------ repairs
 
-def repair(obj: dict) -> tuple[dict, list[tuple[str, dict]]]:
+def repair(obj: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
     """Fix what is unambiguous (enum case and spacing, known aliases, duplicate or unknown topics), in place:
     the object is the one parse_answer just made."""
-    done: list[tuple[str, dict]] = []
+    done: Repairs = []
     _strip_controls(obj, done)
     for name, allowed in (("category", CATEGORIES), ("difficulty", DIFFICULTIES)):
         _repair_enum(obj, name, allowed, done)
@@ -149,7 +151,7 @@ def repair(obj: dict) -> tuple[dict, list[tuple[str, dict]]]:
 CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-def _strip_controls(obj: dict, done: list) -> None:
+def _strip_controls(obj: dict[str, Any], done: Repairs) -> None:
     """Remove control characters from every string of the answer (keys included), recorded as one repair."""
     removed, fields = 0, []
 
@@ -178,7 +180,7 @@ def _norm(value: str) -> str:
     return re.sub(r"[\s\-]+", "_", value.strip().lower())
 
 
-def _repair_enum(obj: dict, name: str, allowed: tuple[str, ...], done: list) -> None:
+def _repair_enum(obj: dict[str, Any], name: str, allowed: tuple[str, ...], done: Repairs) -> None:
     was = obj.get(name)
     if not isinstance(was, str) or was in allowed or not was.strip():
         return
@@ -191,7 +193,7 @@ def _repair_enum(obj: dict, name: str, allowed: tuple[str, ...], done: list) -> 
         done.append(("category_alias", {"was": was, "now": obj[name]}))
 
 
-def _repair_topics(obj: dict, done: list) -> None:
+def _repair_topics(obj: dict[str, Any], done: Repairs) -> None:
     topics = obj["primary_topics"]
     if not all(isinstance(t, str) for t in topics):
         return
@@ -221,7 +223,7 @@ def topic_count() -> tuple[int, int]:
 Evidence = Union[dict[str, int], Callable[[], dict[str, int]], None]
 
 
-def fit_topics(obj: dict, evidence: Evidence, done: list) -> str | None:
+def fit_topics(obj: dict[str, Any], evidence: Evidence, done: Repairs) -> str | None:
     """Trim or pad valid topics to the stored count, by evidence in the text; the reason if too few are
     valid to pad honestly. More than the count: keep those the text supports most (then the model's order),
     in the model's order. Fewer: add the vocabulary tags the text supports most, each one a repair."""
@@ -277,9 +279,9 @@ def _validator() -> Any:
 
     cls = jsonschema.validators.validator_for(schema())
     plain_enum = cls.VALIDATORS["enum"]
-    members: dict[int, frozenset | None] = {}  # by the schema's own lists, which live as long as the schema
+    members: dict[int, frozenset[str] | None] = {}  # by the schema's own lists, which live as long as the schema
 
-    def enum(validator: Any, enums: list, instance: Any, subschema: dict) -> Any:
+    def enum(validator: Any, enums: list[Any], instance: Any, subschema: dict[str, Any]) -> Any:
         if id(enums) not in members:
             members[id(enums)] = frozenset(enums) if all(isinstance(e, str) for e in enums) else None
         allowed = members[id(enums)]
@@ -303,7 +305,12 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def _compile(node: dict) -> Callable[[Any], bool] | None:
+def _within(holds: Callable[[Any, Any], bool], limit: Any) -> Callable[[Any], bool]:
+    """A bound's check: a number must hold against the limit; anything else is the type check's to refuse."""
+    return lambda v: not _TYPES["number"](v) or holds(v, limit)
+
+
+def _compile(node: dict[str, Any]) -> Callable[[Any], bool] | None:
     """A fast yes/no for one schema node (the same answer as jsonschema for these keywords), or None if
     the node uses a keyword it does not understand."""
     if not set(node) <= _QUICK_KEYWORDS or (node.get("enum") and not all(isinstance(e, str) for e in node["enum"])):
@@ -321,9 +328,9 @@ def _compile(node: dict) -> Callable[[Any], bool] | None:
         checks.append(lambda v: isinstance(v, str) and v in allowed)
     if "minLength" in node:
         checks.append(lambda v: not isinstance(v, str) or len(v) >= node["minLength"])
-    for bound, holds in (("minimum", lambda v, b: v >= b), ("maximum", lambda v, b: v <= b)):
+    for bound, holds in (("minimum", operator.ge), ("maximum", operator.le)):
         if bound in node:
-            checks.append(lambda v, b=node[bound], h=holds: not _TYPES["number"](v) or h(v, b))
+            checks.append(_within(holds, node[bound]))
     checks.append(lambda v: not isinstance(v, dict) or _object_fits(v, node, parts))
     checks.append(lambda v: not isinstance(v, list) or _array_fits(v, node, items))
 
@@ -336,7 +343,7 @@ def _compile(node: dict) -> Callable[[Any], bool] | None:
     return fits
 
 
-def _object_fits(value: dict, node: dict, parts: dict) -> bool:
+def _object_fits(value: dict[str, Any], node: dict[str, Any], parts: dict[str, Any]) -> bool:
     if any(k not in value for k in node.get("required", ())):
         return False
     if node.get("additionalProperties") is False and any(k not in parts for k in value):
@@ -344,7 +351,7 @@ def _object_fits(value: dict, node: dict, parts: dict) -> bool:
     return all(check(value[k]) for k, check in parts.items() if k in value)
 
 
-def _array_fits(value: list, node: dict, items: Callable[[Any], bool] | None) -> bool:
+def _array_fits(value: list[Any], node: dict[str, Any], items: Callable[[Any], bool] | None) -> bool:
     if not node.get("minItems", 0) <= len(value) <= node.get("maxItems", len(value)):
         return False
     if node.get("uniqueItems") and len({json.dumps(v, sort_keys=True) for v in value}) != len(value):
@@ -357,13 +364,13 @@ def _quick() -> Callable[[Any], bool] | None:
     return _compile(schema())
 
 
-def hard_errors(obj: dict) -> list[str]:
+def hard_errors(obj: dict[str, Any]) -> list[str]:
     """Plain-words schema violations, most useful first; a missing confidence_score is soft, not listed."""
     quick = _quick()
     if quick(obj) if quick else _validator().is_valid(obj):
         return []  # the common case, decided without collecting errors; jsonschema words every failure
     errors = sorted(_validator().iter_errors(obj), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
-    reasons: dict[tuple, str] = {}
+    reasons: dict[tuple[str | int, ...], str] = {}
     for error in errors:
         text = _explain(error)
         if text is not None:
@@ -412,9 +419,9 @@ def _path(parts: Any) -> str:
 
 # ------------------------------------------------------------------ soft rules and confidence
 
-def soft_warnings(obj: dict, filename: str | None) -> list[tuple[str, dict]]:
+def soft_warnings(obj: dict[str, Any], filename: str | None) -> list[tuple[str, dict[str, Any]]]:
     rules = soft_rules()["warnings"]
-    found: list[tuple[str, dict]] = []
+    found: list[tuple[str, dict[str, Any]]] = []
     if "confidence_score" not in obj:
         found.append(("missing_confidence", {}))
     description = obj.get("semantic_description", {})
@@ -456,13 +463,13 @@ def confidence(model_score: Any, penalties: list[str]) -> float:
     weights = {**rules["warnings"], **rules["repairs"]}
     base = model_score if isinstance(model_score, (int, float)) and not isinstance(model_score, bool) \
         else rules["missing_confidence_prior"]
-    score = min(max(float(base), 0.0), 1.0) - sum(weights[p]["weight"] for p in penalties)
+    score: float = min(max(float(base), 0.0), 1.0) - sum(weights[p]["weight"] for p in penalties)
     return round(min(max(score, 0.0), 1.0), 3)
 
 
-def _message(kind: str, params: dict) -> str:
+def _message(kind: str, params: dict[str, Any]) -> str:
     rules = soft_rules()
-    template = {**rules["warnings"], **rules["repairs"]}[kind]["message"]
+    template: str = {**rules["warnings"], **rules["repairs"]}[kind]["message"]
     return template.format(**{**rules["warnings"].get(kind, {}), **params})
 
 

@@ -6,19 +6,20 @@ formula is neutralised, --csv-raw writes it as stored). Text for people has its 
 from __future__ import annotations
 
 import csv
-from typing import IO, Any, Callable, Iterable
+from typing import IO, Any, Callable, Iterable, TypeVar
 
 import click
 
 from .common import dumps, printable, printable_values
 
+F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("table", "json", "nl", "csv")
 # A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection"): =cmd|' /C calc'!A0.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def options(default: str = "table", formats: tuple[str, ...] = FORMATS, json_help: str | None = None,
-            nl_help: str | None = None) -> Callable:
+            nl_help: str | None = None) -> Callable[[F], F]:
     """The bundle as click options (or the subset a command can honour), passed to the command as `fmt`."""
     helps = {"table": "Print for people.", "json": json_help or "Print a JSON array, one object a line.",
              "nl": nl_help or "Print JSON lines (one object a line), to pipe into approve, requeue or jq.",
@@ -28,9 +29,9 @@ def options(default: str = "table", formats: tuple[str, ...] = FORMATS, json_hel
                         "be a formula)."}
     listed = (*formats, "csv-raw") if "csv" in formats else formats
 
-    def apply(fn: Callable) -> Callable:
+    def apply(fn: F) -> F:
         for name in reversed(listed):
-            extra = {"default": True} if name == default else {}
+            extra: dict[str, Any] = {"default": True} if name == default else {}
             fn = click.option(f"--{name}", "fmt", flag_value=name,
                               help=helps[name] + (" (the default)" if name == default else ""), **extra)(fn)
         return fn
@@ -38,7 +39,7 @@ def options(default: str = "table", formats: tuple[str, ...] = FORMATS, json_hel
     return apply
 
 
-def write(rows: Iterable[dict], fmt: str, out: IO[str], table: Callable[[list[dict]], str]) -> int:
+def write(rows: Iterable[dict[str, Any]], fmt: str, out: IO[str], table: Callable[[list[dict[str, Any]]], str]) -> int:
     """Write rows in the chosen format (streaming, except for the people's table); returns the count."""
     if fmt == "table":
         listed = [printable_values(row) for row in rows]
@@ -51,7 +52,7 @@ def write(rows: Iterable[dict], fmt: str, out: IO[str], table: Callable[[list[di
     return writer(rows, out)
 
 
-def _nl(rows: Iterable[dict], out: IO[str]) -> int:
+def _nl(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     count = 0
     for row in rows:
         out.write(dumps(row, separators=(", ", ": ")) + "\n")
@@ -59,7 +60,7 @@ def _nl(rows: Iterable[dict], out: IO[str]) -> int:
     return count
 
 
-def _json(rows: Iterable[dict], out: IO[str]) -> int:
+def _json(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     count = 0
     for row in rows:
         out.write(("[" if count == 0 else ",\n ") + dumps(row, separators=(", ", ": ")))
@@ -68,7 +69,7 @@ def _json(rows: Iterable[dict], out: IO[str]) -> int:
     return count
 
 
-def _csv(rows: Iterable[dict], out: IO[str], guard: bool = True) -> int:
+def _csv(rows: Iterable[dict[str, Any]], out: IO[str], guard: bool = True) -> int:
     writer = None
     count = 0
     for row in rows:

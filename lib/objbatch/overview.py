@@ -5,6 +5,7 @@ the two always agree. Every figure is an aggregate the database computes (GROUP 
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 from . import costs, ledger, metadata, runs
 from .states import FileStatus
@@ -15,7 +16,7 @@ BINS = 20  # the confidence histogram: 0.00-0.05, 0.05-0.10, ..., 0.95-1.00
 WITH_METADATA = "f.ai_metadata_status IN ('extracted', 'needs_review', 'approved') AND COALESCE(f.is_deleted, 0) = 0"
 
 
-def gather(conn: sqlite3.Connection, recent: int | None, max_attempts: int) -> dict:
+def gather(conn: sqlite3.Connection, recent: int | None, max_attempts: int) -> dict[str, Any]:
     """Everything stats shows: statuses, work in flight, exhausted files, recent runs (None: all), totals
     over every run, the spread of the metadata, the confidence histogram and the reasons files failed or
     were skipped."""
@@ -44,9 +45,9 @@ def job_cost(job: sqlite3.Row, model: str | None) -> float | None:
                       cached_tokens=job["cached_tokens"])
 
 
-def by_model(conn: sqlite3.Connection) -> list[dict]:
+def by_model(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Tokens and cost per model that answered (the dated model the results name, else the name asked for)."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for job in conn.execute("SELECT j.*, r.model AS run_model FROM objbatch_jobs j LEFT JOIN objbatch_runs r "
                             "USING (run_name) WHERE j.prompt_tokens > 0 OR j.completion_tokens > 0"):
         name = job["resolved_model"] or job["model"] or job["run_model"] or "?"
@@ -60,7 +61,7 @@ def by_model(conn: sqlite3.Connection) -> list[dict]:
     return [{**row, "asked_as": sorted(row["asked_as"])} for row in out.values()]
 
 
-def all_runs(conn: sqlite3.Connection) -> list[dict]:
+def all_runs(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every run, newest first, with its tokens, its cost from the usage its results carried and its estimate."""
     jobs: dict[str, list[sqlite3.Row]] = {}
     for job in conn.execute("SELECT * FROM objbatch_jobs ORDER BY rowid"):
@@ -79,12 +80,12 @@ def all_runs(conn: sqlite3.Connection) -> list[dict]:
                     "reasoning_tokens": sum(j["reasoning_tokens"] for j in own),
                     "resolved_models": sorted({m for j in own for m in (j["resolved_model"] or "").split(",") if m}),
                     "remote_cleanup": run["remote_cleanup"],
-                    "cost_usd": None if None in spent else round(sum(spent), 6),
+                    "cost_usd": None if None in spent else round(sum(s for s in spent if s is not None), 6),
                     "estimate_usd": estimate.get("batch_usd"), "estimate_input_tokens": estimate.get("input_tokens")})
     return out
 
 
-def totals(every: list[dict]) -> dict:
+def totals(every: list[dict[str, Any]]) -> dict[str, Any]:
     """Over all runs: how many, their tokens, what they cost (runs with an unpriced model are counted apart)."""
     priced = [run["cost_usd"] for run in every if run["cost_usd"] is not None]
     estimates = [run["estimate_usd"] for run in every if run["estimate_usd"] is not None]
@@ -96,7 +97,7 @@ def totals(every: list[dict]) -> dict:
             "unpriced_runs": len(every) - len(priced)}
 
 
-def spread(conn: sqlite3.Connection) -> dict:
+def spread(conn: sqlite3.Connection) -> dict[str, Any]:
     """Categories, difficulty and the most common topics of the current metadata of files that have some."""
     current = ("FROM files f JOIN file_metadata_ai m ON m.metadata_id = (SELECT MAX(metadata_id) FROM "
                f"file_metadata_ai WHERE file_path = f.file_path AND is_current = 1) WHERE {WITH_METADATA} "
@@ -114,7 +115,7 @@ def spread(conn: sqlite3.Connection) -> dict:
             "top_topics": topics}
 
 
-def histogram(conn: sqlite3.Connection) -> dict:
+def histogram(conn: sqlite3.Connection) -> dict[str, Any]:
     """How many files with metadata fall in each twentieth of confidence, and the review threshold."""
     bins = [0] * BINS
     for index, n in conn.execute(
@@ -124,10 +125,10 @@ def histogram(conn: sqlite3.Connection) -> dict:
     return {"bins": bins, "width": 1 / BINS, "threshold": metadata.soft_rules()["threshold"]}
 
 
-def reasons(conn: sqlite3.Connection) -> dict:
+def reasons(conn: sqlite3.Connection) -> dict[str, Any]:
     """Why files failed validation or were skipped: each reason once with how many files give it, most
     common first (a failure's reasons are stored joined by '; '; a skip's message is one reason)."""
-    grouped = {}
+    grouped: dict[str, list[list[object]] | int] = {}
     for status in (FileStatus.FAILED_VALIDATION, FileStatus.SKIPPED):
         counted: dict[str, int] = {}
         for message, n in conn.execute(
@@ -142,7 +143,7 @@ def reasons(conn: sqlite3.Connection) -> dict:
     return grouped
 
 
-def render(data: dict) -> str:
+def render(data: dict[str, Any]) -> str:
     """The figures for people (stats' table, and the summary after make batch)."""
     lines = ["Files by status:"]
     lines += [f"  {status:<18} {count:>6}" for status, count in data["statuses"].items()]
@@ -160,8 +161,7 @@ def render(data: dict) -> str:
     lines += [f"Warning: {warning}" for warning in data["warnings"]]
     if data["runs"]:
         lines.append("Recent runs:")
-        width = max(24, *(len(run["run"]) for run in data["runs"]))
-        lines += [run_line(run, width) for run in data["runs"]]
+        lines.append(runs_table(data["runs"]))
     lines += _totals_lines(data["totals"]) + _model_lines(data["by_model"])
     if data["runs"]:
         lines.append(f"Costs at {data['prices']}")
@@ -169,7 +169,7 @@ def render(data: dict) -> str:
     return "\n".join(lines)
 
 
-def _totals_lines(total: dict) -> list[str]:
+def _totals_lines(total: dict[str, Any]) -> list[str]:
     if not total["runs"]:
         return []
     unpriced = f" ({total['unpriced_runs']} run(s) with no price not counted)" if total["unpriced_runs"] else ""
@@ -178,7 +178,7 @@ def _totals_lines(total: dict) -> list[str]:
             f"{costs.money(total['cost_usd'])}{unpriced} (estimate {costs.money(total['estimate_usd'])})"]
 
 
-def _model_lines(models: list[dict]) -> list[str]:
+def _model_lines(models: list[dict[str, Any]]) -> list[str]:
     if not models:
         return []
     return ["Cost by the model that answered:"] + [
@@ -187,10 +187,10 @@ def _model_lines(models: list[dict]) -> list[str]:
         f"{costs.money(m['cost_usd'])}" for m in models]
 
 
-def _spread_lines(spread_: dict) -> list[str]:
+def _spread_lines(spread_: dict[str, Any]) -> list[str]:
     if not spread_["files"]:
         return []
-    def listed(pairs: list) -> str:
+    def listed(pairs: list[Any]) -> str:
         return ", ".join(f"{name} {n}" for name, n in pairs)
     return [f"Metadata of {spread_['files']:,} file(s):",
             f"  categories   {listed(list(spread_['categories'].items()))}",
@@ -198,7 +198,13 @@ def _spread_lines(spread_: dict) -> list[str]:
             f"  top topics   {listed(spread_['top_topics'][:10])}"]
 
 
-def run_line(run: dict, width: int = 24) -> str:
+def runs_table(runs: list[dict[str, Any]]) -> str:
+    """The recent runs, one line each, names in one column."""
+    width = max(24, *(len(run["run"]) for run in runs))
+    return "\n".join(run_line(run, width) for run in runs)
+
+
+def run_line(run: dict[str, Any], width: int = 24) -> str:
     counts = ", ".join(f"{n} {k}" for k, n in sorted(run["counts"].items())) or "-"
     estimated = f" (estimate {costs.money(run['estimate_usd'])})" if run["estimate_usd"] is not None else ""
     spent = "$0.0000" if run["cost_usd"] is None and not run["jobs"] else \

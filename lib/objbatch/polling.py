@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
+from . import client
 from .client import RUNNING
 from .common import Failure, NotFinished, Progress
 
@@ -65,7 +66,7 @@ class Schedule:
         return min(max(wanted, self.floor), max(self.ceiling, self.floor))
 
 
-def progress_line(jobs: list[dict], elapsed: float, schedule: Schedule | None = None) -> str:
+def progress_line(jobs: list[dict[str, Any]], elapsed: float, schedule: Schedule | None = None) -> str:
     total = sum(j["total_requests"] for j in jobs)
     done = sum(j["completed_requests"] for j in jobs)
     ok = sum(j["succeeded_requests"] for j in jobs)
@@ -89,9 +90,10 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def wait(service, job_ids: list[str], poll: float, timeout: float, on_poll: Callable = lambda jobs: None,
+def wait(service: client.Service, job_ids: list[str], poll: float, timeout: float,
+         on_poll: Callable[[list[dict[str, Any]]], None] = lambda jobs: None,
          clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-         on_finished: Callable[[dict], None] = lambda job: None) -> list[dict]:
+         on_finished: Callable[[dict[str, Any]], None] = lambda job: None) -> list[dict[str, Any]]:
     """Poll until all jobs are terminal (on the adaptive schedule); NotFinished after `timeout` seconds.
     `on_finished` is called once for each job as soon as it is seen terminal."""
     started = clock()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from . import costs, metadata
 
@@ -40,12 +41,12 @@ def system_prompt() -> str:
     ])
 
 
-def response_format() -> dict:
+def response_format() -> dict[str, Any]:
     return {"type": "json_schema",
             "json_schema": {"name": "transcript_metadata", "schema": _wire_schema(), "strict": True}}
 
 
-def _wire_schema() -> dict:
+def _wire_schema() -> dict[str, Any]:
     return {k: v for k, v in metadata.schema().items() if k not in ("$schema", "$id")}
 
 
@@ -82,7 +83,7 @@ def excerpt(text: str, budget_chars: int) -> tuple[str, bool]:
     return "".join(out), True
 
 
-def user_message(record: dict, text: str, excerpted: bool, total_chars: int) -> str:
+def user_message(record: dict[str, Any], text: str, excerpted: bool, total_chars: int) -> str:
     scanner = record.get("scanner_metadata") or {}
     lines = [f"File name: {record['filename']}", f"Path: {record['file_path']}",
              f"Known metadata: {json.dumps(scanner, ensure_ascii=False) if scanner else 'none'}"]
@@ -92,8 +93,8 @@ def user_message(record: dict, text: str, excerpted: bool, total_chars: int) -> 
     return "\n".join(lines) + "\n\n--- Transcript ---\n" + text
 
 
-def request_body(model: str, record: dict, text: str, text_tokens: int,
-                 effort: str | None = None) -> tuple[dict, bool]:
+def request_body(model: str, record: dict[str, Any], text: str, text_tokens: int,
+                 effort: str | None = None) -> tuple[dict[str, Any], bool]:
     cut, excerpted = excerpt(text, text_tokens * CHARS_PER_TOKEN)
     body = {
         "model": model,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from . import client, config, runs
 from .common import Failure, NotFinished, kill_point, log, make_folders, scrub
@@ -15,7 +16,7 @@ from .common import Failure, NotFinished, kill_point, log, make_folders, scrub
 SAFE_FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
-def keep_results(service: client.Service, job: dict, raw_dir: Path) -> bool:
+def keep_results(service: client.Service, job: dict[str, Any], raw_dir: Path) -> bool:
     """Download a finished job's output and error files into raw_dir at once (the service keeps them only 24
     hours), where batch-fetch finds them. Whether all are kept; a file the service no longer has is left
     for batch-fetch to report."""

@@ -52,7 +52,7 @@ def fig(path: str, value: Any, text: str | None = None, tag: str = "span", cls: 
             f"{esc(shown)}</{tag}>")
 
 
-def page(data: dict, queue: list[dict], queue_total: int, title: str, generated: str) -> str:
+def page(data: dict[str, Any], queue: list[dict[str, Any]], queue_total: int, title: str, generated: str) -> str:
     touched = bool(data["totals"]["runs"] or data["metadata"]["files"])
     files = sum(data["statuses"].values())
     parts = [headline(data, files)]
@@ -71,7 +71,7 @@ def page(data: dict, queue: list[dict], queue_total: int, title: str, generated:
             f"<main>{''.join(parts)}</main></body></html>\n")
 
 
-def headline(data: dict, files: int) -> str:
+def headline(data: dict[str, Any], files: int) -> str:
     total = data["totals"]
     review_n = data["statuses"].get("needs_review", 0)
     cells = [(fig("files", files), "files"), (fig("totals/runs", total["runs"]), "runs"),
@@ -88,7 +88,7 @@ def headline(data: dict, files: int) -> str:
               f'{fig("totals/jobs", total["jobs"])} job(s).</p>{unpriced}</section>')
 
 
-def statuses(data: dict) -> str:
+def statuses(data: dict[str, Any]) -> str:
     counts = data["statuses"]
     total = sum(counts.values()) or 1
     x, rects = 0.0, []
@@ -109,7 +109,7 @@ def color(status: str) -> str:
     return STATUS_COLORS.get(status, "#78909c")
 
 
-def costs_section(runs: list[dict], total: dict) -> str:
+def costs_section(runs: list[dict[str, Any]], total: dict[str, Any]) -> str:
     if not runs:
         return "<section><h2>Cost per run</h2><p class=\"note\">No runs yet.</p></section>"
     shown = list(reversed(runs[:RUNS_SHOWN]))  # oldest first, left to right
@@ -135,13 +135,13 @@ def costs_section(runs: list[dict], total: dict) -> str:
             f"{cost_chart(points)}{note}{table}</section>")
 
 
-def cost_text(run: dict) -> str:
+def cost_text(run: dict[str, Any]) -> str:
     if run["cost_usd"] is None:
         return "$0.0000" if not run["jobs"] else "unknown (no price)"
     return money(run["cost_usd"])
 
 
-def cost_chart(points: list[tuple[dict, float]]) -> str:
+def cost_chart(points: list[tuple[dict[str, Any], float]]) -> str:
     """Bars: each run's actual cost, beside an outline of its estimate; a line: the cumulative cost (right axis)."""
     width, height, left, bottom, head = 900, 200, 56, 24, 26
     top_cost = max([max(r["cost_usd"] or 0, r["estimate_usd"] or 0) for r, _ in points] + [1e-9])
@@ -177,7 +177,7 @@ def cost_chart(points: list[tuple[dict, float]]) -> str:
     return "".join(out)
 
 
-def histogram(confidence: dict) -> str:
+def histogram(confidence: dict[str, Any]) -> str:
     bins, threshold = confidence["bins"], confidence["threshold"]
     width, height, left, bottom = 420, 170, 34, 22
     plot_w, plot_h = width - left - 8, height - bottom - 18
@@ -217,8 +217,8 @@ def hbars(rows: list[tuple[str, int, str, Any]], fill: str) -> str:
         f'{fig(figure, value, f"{n:,}", "td", "n")}</tr>' for label, n, figure, value in rows) + "</table>"
 
 
-def spread(meta: dict) -> str:
-    def counted(field: str) -> list:
+def spread(meta: dict[str, Any]) -> str:
+    def counted(field: str) -> list[tuple[str, int, str, Any]]:
         return [(name, n, f"metadata/{field}/{name}", n) for name, n in meta[field].items()]
     topics = [(t, n, f"metadata/top_topics/{i}", [t, n]) for i, (t, n) in enumerate(meta["top_topics"])]
     return (f'<section><h2>What the metadata says ({fig("metadata/files", meta["files"])} files)</h2>'
@@ -227,7 +227,7 @@ def spread(meta: dict) -> str:
             f"<h2>Top topics</h2>{hbars(topics, '#6a1b9a')}</section>")
 
 
-def reasons(grouped: dict) -> str:
+def reasons(grouped: dict[str, Any]) -> str:
     parts = []
     for status, label in (("failed_validation", "Why files failed validation"), ("skipped", "Why files were skipped")):
         rows = [(reason, n, f"reasons/{status}/{i}", [reason, n]) for i, (reason, n) in enumerate(grouped[status])]
@@ -237,7 +237,7 @@ def reasons(grouped: dict) -> str:
     return f"<section>{''.join(parts)}</section>"
 
 
-def review(queue: list[dict], total: int) -> str:
+def review(queue: list[dict[str, Any]], total: int) -> str:
     if not queue:
         return '<section class="wide"><h2>Review queue</h2><p class="note">Nothing to review.</p></section>'
     items = "".join(review_item(item) for item in queue)
@@ -246,7 +246,7 @@ def review(queue: list[dict], total: int) -> str:
             f"<code>requeue</code>.</p>{items}</section>")
 
 
-def review_item(item: dict) -> str:
+def review_item(item: dict[str, Any]) -> str:
     row = item["review"]
     meta = item["metadata"] if isinstance(item["metadata"], dict) else {}
     summary = (meta.get("semantic_description") or {}).get("summary") if isinstance(

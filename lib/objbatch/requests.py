@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from . import prompt, sources
 
@@ -20,7 +20,7 @@ def custom_id_for(file_path: str, content_hash: str) -> str:
     return f"f{hashlib.sha256(file_path.encode('utf-8')).hexdigest()[:16]}-{content_hash[:16]}"
 
 
-def read_text(record: dict) -> tuple[str, str, str, dict]:
+def read_text(record: dict[str, Any]) -> tuple[str, str, str, dict[str, Any]]:
     """(text, sha256 of the bytes read, encoding, size and mtime of what was read), or Skip with the reason."""
     path = Path(record["file_path"])
     suffix = path.suffix.lower()
@@ -46,8 +46,8 @@ def read_text(record: dict) -> tuple[str, str, str, dict]:
     return text, digest, encoding, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def build(record: dict, model: str, text_tokens: int, config: str,
-          effort: str | None = None) -> tuple[dict | None, dict]:
+def build(record: dict[str, Any], model: str, text_tokens: int, config: str,
+          effort: str | None = None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """(request line or None, manifest line) for one selected file."""
     base = {"file_path": record["file_path"], "filename": record["filename"],
             "db_hash": record.get("content_hash") or "", "attempts": record.get("attempts", 0)}
@@ -63,8 +63,8 @@ def build(record: dict, model: str, text_tokens: int, config: str,
     return {"custom_id": custom_id, "body": body}, manifest
 
 
-def would_send(records: Iterable[dict], model: str, root: str, effort: str | None = None,
-               text_tokens: int = prompt.DEFAULT_TEXT_TOKENS) -> Iterator[tuple[dict | None, dict]]:
+def would_send(records: Iterable[dict[str, Any]], model: str, root: str, effort: str | None = None,
+               text_tokens: int = prompt.DEFAULT_TEXT_TOKENS) -> Iterator[tuple[dict[str, Any] | None, dict[str, Any]]]:
     """(request or None, manifest line) of each selected record, built in memory from files under `root`."""
     config = prompt.config_hash(model, text_tokens, effort)
     for record in records:

@@ -16,27 +16,32 @@ from . import client, kinds
 from .common import Failure, bounded_lines, kill_point, log
 
 
-def classify(line: dict, job: dict) -> dict:
+def classify(line: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     """One raw result line as a normalized result. The line is the service's: any field may have any
     type, and whatever does not have the shape of an answer fails this request alone, with the reason."""
-    response = line.get("response") if isinstance(line.get("response"), dict) else {}
+    response = _object(line.get("response"))
     status = response.get("status_code")
     status = status if isinstance(status, int) and not isinstance(status, bool) else None
     base = {"custom_id": str(line.get("custom_id")), "job_id": job["id"], "status_code": status}
     error = line.get("error")
     if error is not None or (status is not None and status >= 400):
         return {**base, "ok": False, "error": kinds.text(error_text(error, status), 1000)}
-    body = response.get("body") if isinstance(response.get("body"), dict) else {}
+    body = _object(response.get("body"))
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices:
         return {**base, "ok": False, "error": "response had no choices (empty answer)"}
-    choice = choices[0] if isinstance(choices[0], dict) else {}
+    choice = _object(choices[0])
     message = choice.get("message")
     if not isinstance(message, dict):
         return {**base, "ok": False, "error": f"response's message was {_json_kind(message)}, not an object"}
     return {**base, "ok": True, "content": message.get("content"), "finish_reason": kinds.text(choice.get(
         "finish_reason"), 100), "usage": kinds.usage(body.get("usage")),
         "model": kinds.text(body.get("model"), 200) or job.get("model")}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """The value if it is a JSON object, else an empty one (a line's field may have any type)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _json_kind(value: Any) -> str:
@@ -95,7 +100,7 @@ def raw_lines(path: Path) -> Iterator[tuple[int, Any]]:
                     yield lineno, None
 
 
-def kept_files(service: client.Service, job: dict, raw_dir: Path) -> tuple[list[Path], client.ResultsGone | None]:
+def kept_files(service: client.Service, job: dict[str, Any], raw_dir: Path) -> tuple[list[Path], client.ResultsGone | None]:
     """The job's output and error files on disk, and whether the service no longer had one of them."""
     files, gone = [], None
     for fid in (job.get("output_file"), job.get("error_file")):
@@ -111,21 +116,21 @@ def kept_files(service: client.Service, job: dict, raw_dir: Path) -> tuple[list[
     return files, gone
 
 
-def finished_at(job: dict) -> str:
+def finished_at(job: dict[str, Any]) -> str:
     when = job.get("completed_at")
     if isinstance(when, (int, float)) and not isinstance(when, bool):
         return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
     return str(when or "at an unknown time")
 
 
-def harvest(service: client.Service, job: dict, custom_ids: list[str], raw_dir: Path) -> Iterator[dict]:
+def harvest(service: client.Service, job: dict[str, Any], custom_ids: list[str], raw_dir: Path) -> Iterator[dict[str, Any]]:
     """Every custom_id of one job exactly once: its result, or a failure saying why there is none. One pass
     over the kept files: successes go out as they come; failures wait (a later success for the same
     custom_id wins), so memory holds the failures and one small entry per custom_id, not the answers."""
     files, gone = kept_files(service, job, raw_dir)
     wanted = set(custom_ids)
     done: set[str] = set()
-    held: dict[str, dict] = {}
+    held: dict[str, dict[str, Any]] = {}
     counts = {"unknown": 0, "duplicates": 0, "unreadable": 0, "anonymous": 0}
     for path in files:
         for _, line in raw_lines(path):
@@ -159,7 +164,7 @@ def harvest(service: client.Service, job: dict, custom_ids: list[str], raw_dir: 
                    "error": f"no result returned (job ended {job['status']})", "missing": True, "attempted": False}
 
 
-def never_sent(custom_ids: list[str]) -> Iterator[dict]:
+def never_sent(custom_ids: list[str]) -> Iterator[dict[str, Any]]:
     """Requests of a cancelled run whose part was never created: no attempt spent, back to the queue."""
     for cid in custom_ids:
         yield {"custom_id": cid, "job_id": None, "status_code": None, "ok": False,

@@ -23,7 +23,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from . import config, ledger
 from .common import Failure, log, now_iso
@@ -37,6 +37,7 @@ GONE = "(forgotten)"  # the target of forget: the run leaves the ledger
 
 # function name -> (states it may start from, state it ends in): every state change the code can make.
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {}
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 # A claim's life (the file of a run): taken when the run is created, released when it ends, deleted when a
@@ -52,15 +53,15 @@ class IllegalTransition(Failure):
     """A run asked to change state from a state that change does not start from."""
 
 
-def transition(sources: Iterable[str | None], target: str) -> Callable:
+def transition(sources: Iterable[str | None], target: str) -> Callable[[F], F]:
     """Declare a state-changing function: it may start only from `sources` (None: the run does not exist)."""
-    def declare(function: Callable) -> Callable:
+    def declare(function: F) -> F:
         TRANSITIONS[function.__name__] = (tuple("(none)" if s is None else str(s) for s in sources), str(target))
         return function
     return declare
 
 
-def _move(conn: sqlite3.Connection, name: str, how: str, extra: str = "", params: tuple = ()) -> None:
+def _move(conn: sqlite3.Connection, name: str, how: str, extra: str = "", params: tuple[Any, ...] = ()) -> None:
     """Change run `name`'s state as transition `how` declares, or refuse if it is in a state `how` does not
     start from (checked in the same statement: no other process can slip in between)."""
     sources, target = TRANSITIONS[how]
@@ -171,25 +172,25 @@ def _release(conn: sqlite3.Connection, name: str) -> int:
                         (ClaimState.DONE, name, ClaimState.CLAIMED)).rowcount
 
 
-def _ended(counts: dict, reason: EndReason) -> tuple[str, tuple]:
+def _ended(counts: dict[str, Any], reason: EndReason) -> tuple[str, tuple[str, EndReason]]:
     return ", counts_json = ?, end_reason = ?", (json.dumps(counts), reason)
 
 
 @transition([RunState.CLAIMED, RunState.SUBMITTED], RunState.APPLIED)
-def finish_applied(conn: sqlite3.Connection, name: str, counts: dict) -> int:
+def finish_applied(conn: sqlite3.Connection, name: str, counts: dict[str, Any]) -> int:
     """Every claimed file has its result (or nothing was to be sent): the run is done; its files released."""
     _move(conn, name, "finish_applied", *_ended(counts, EndReason.APPLIED))
     return _release(conn, name)
 
 
 @transition([RunState.CANCELLING], RunState.CANCELLED)
-def finish_cancelled(conn: sqlite3.Connection, name: str, counts: dict) -> int:
+def finish_cancelled(conn: sqlite3.Connection, name: str, counts: dict[str, Any]) -> int:
     """A cancelled run's jobs were harvested: what they finished is applied, the rest went back."""
     _move(conn, name, "finish_cancelled", *_ended(counts, EndReason.CANCELLED))
     return _release(conn, name)
 
 
-def finish(conn: sqlite3.Connection, name: str, counts: dict) -> int:
+def finish(conn: sqlite3.Connection, name: str, counts: dict[str, Any]) -> int:
     """End a run whose every file has its result, as its recorded state says: cancelled if a cancel was
     asked, else applied. How many files it released."""
     run = get(conn, name)
@@ -199,7 +200,7 @@ def finish(conn: sqlite3.Connection, name: str, counts: dict) -> int:
 
 
 @transition([RunState.CLAIMED, RunState.SUBMITTING, RunState.CANCELLING], RunState.CANCELLED)
-def cancel_unsent(conn: sqlite3.Connection, name: str, counts: dict) -> int:
+def cancel_unsent(conn: sqlite3.Connection, name: str, counts: dict[str, Any]) -> int:
     """A cancel of a run that no job of the service knows (nothing sent, or every creation failed): its
     files go back to the queue as they were, no attempt spent. The caller checked the service."""
     if has_jobs(conn, name):
@@ -209,7 +210,7 @@ def cancel_unsent(conn: sqlite3.Connection, name: str, counts: dict) -> int:
 
 
 @transition([RunState.SUBMITTING, RunState.SUBMITTED, RunState.CANCELLING], RunState.CANCELLED)
-def cancel_jobs_unknown(conn: sqlite3.Connection, name: str, counts: dict) -> int:
+def cancel_jobs_unknown(conn: sqlite3.Connection, name: str, counts: dict[str, Any]) -> int:
     """A person asked (make cancel FORGET=1) to end a run whose every job the service answers 404 for (lost,
     or created with another workspace's key): nothing can be harvested, its files go back to the queue as
     they were, no attempt spent. The caller asked the service about every job."""
@@ -246,9 +247,10 @@ def mark_submitted(conn: sqlite3.Connection, name: str) -> None:
 
 def undecided(conn: sqlite3.Connection, name: str) -> int:
     """Files the run claimed that have no result applied for it yet."""
-    return conn.execute("SELECT COUNT(*) FROM objbatch_claims c WHERE c.run_name = ? AND NOT EXISTS (SELECT 1 FROM "
-                        "objbatch_applied a WHERE a.run_name = c.run_name AND a.file_path = c.file_path)",
-                        (name,)).fetchone()[0]
+    count: int = conn.execute(
+        "SELECT COUNT(*) FROM objbatch_claims c WHERE c.run_name = ? AND NOT EXISTS (SELECT 1 FROM "
+        "objbatch_applied a WHERE a.run_name = c.run_name AND a.file_path = c.file_path)", (name,)).fetchone()[0]
+    return count
 
 
 def has_jobs(conn: sqlite3.Connection, name: str) -> bool:
@@ -336,7 +338,8 @@ def _take(conn: sqlite3.Connection, name: str) -> str | None:
     with ledger.transaction(conn):
         row = conn.execute("SELECT owner, until FROM objbatch_leases WHERE run_name = ?", (name,)).fetchone()
         if row and row["owner"] != OWNER and row["until"] > now and _alive(row["owner"]):
-            return row["owner"]
+            holder: str = row["owner"]
+            return holder
         conn.execute("INSERT INTO objbatch_leases (run_name, owner, until) VALUES (?, ?, ?) ON CONFLICT(run_name) "
                      "DO UPDATE SET owner = excluded.owner, until = excluded.until", (name, OWNER, now + LEASE_SECONDS))
     return None
@@ -403,8 +406,8 @@ def _renew(path: str, name: str, stop: threading.Event) -> None:
 # ------------------------------------------------------------------ what a run sends
 
 @transition([RunState.CLAIMED], RunState.SUBMITTING)
-def freeze(conn: sqlite3.Connection, name: str, run_id: str, manifest: Iterable[tuple[dict, str]],
-           parts: list[list[str]], digests: dict[str, str], estimate: dict, server_url: str) -> None:
+def freeze(conn: sqlite3.Connection, name: str, run_id: str, manifest: Iterable[tuple[dict[str, Any], str]],
+           parts: list[list[str]], digests: dict[str, str], estimate: dict[str, Any], server_url: str) -> None:
     """Record, before anything is uploaded or created at the service, exactly what the run sends: for every
     file its manifest line, custom_id, content hash and the digest of its request line; the split into
     parts, the run id that tags its jobs, its cost estimate and the service it goes to. This record, not
@@ -412,22 +415,27 @@ def freeze(conn: sqlite3.Connection, name: str, run_id: str, manifest: Iterable[
     part_of = {cid: index for index, ids in enumerate(parts, 1) for cid in ids}
     _move(conn, name, "freeze", ", run_id = ?, estimate_json = ?, server_url = ?",
           (run_id, json.dumps(estimate), server_url))
+
+    def claim_row(entry: dict[str, Any], text: str) -> tuple[object, ...]:
+        cid = entry.get("custom_id")
+        key = cid if isinstance(cid, str) else ""  # in neither map: no part, no digest
+        return (cid, part_of.get(key), text, entry.get("sent_hash"), digests.get(key), name, entry["file_path"])
+
     conn.executemany("UPDATE objbatch_claims SET custom_id = ?, part = ?, manifest_json = ?, content_hash = ?, "
                      "request_digest = ? WHERE run_name = ? AND file_path = ?",
-                     ((entry.get("custom_id"), part_of.get(entry.get("custom_id")), text, entry.get("sent_hash"),
-                       digests.get(entry.get("custom_id")), name, entry["file_path"]) for entry, text in manifest))
+                     (claim_row(entry, text) for entry, text in manifest))
     conn.executemany("INSERT INTO objbatch_parts (run_name, part, parts, request_count) VALUES (?, ?, ?, ?) "
                      "ON CONFLICT(run_name, part) DO NOTHING",
                      [(name, index, len(parts), len(ids)) for index, ids in enumerate(parts, 1)])
 
 
-def manifest(conn: sqlite3.Connection, name: str) -> Iterator[dict]:
+def manifest(conn: sqlite3.Connection, name: str) -> Iterator[dict[str, Any]]:
     for (text,) in conn.execute("SELECT manifest_json FROM objbatch_claims WHERE run_name = ? AND "
                                 "manifest_json IS NOT NULL ORDER BY file_path", (name,)):
         yield json.loads(text)
 
 
-def estimate(conn: sqlite3.Connection, name: str) -> dict | None:
+def estimate(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
     """What the run was estimated to cost when it froze (costs.Estimate.as_dict), or None."""
     row = conn.execute("SELECT estimate_json FROM objbatch_runs WHERE run_name = ?", (name,)).fetchone()
     return ledger.load_json(row[0], None) if row else None
@@ -444,7 +452,7 @@ def claimed_paths(conn: sqlite3.Connection, name: str) -> set[str]:
     return {r[0] for r in conn.execute("SELECT file_path FROM objbatch_claims WHERE run_name = ?", (name,))}
 
 
-def record(conn: ledger.Library, run: Run, all_parts: bool = False) -> dict:
+def record(conn: ledger.Library, run: Run, all_parts: bool = False) -> dict[str, Any]:
     """The job record (as batch-submit prints it) rebuilt from the ledger. For a cancelled run, parts that
     were never created are left out of the jobs (nothing to fetch) unless `all_parts`."""
     parts = conn.execute("SELECT part, parts, request_count, input_file, job_id FROM objbatch_parts "
@@ -469,7 +477,7 @@ def record(conn: ledger.Library, run: Run, all_parts: bool = False) -> dict:
     return out
 
 
-def save_record(conn: sqlite3.Connection, record: dict) -> None:
+def save_record(conn: sqlite3.Connection, record: dict[str, Any]) -> None:
     """Write what the job record says about parts and jobs into the ledger (after every paid step)."""
     with ledger.transaction(conn):
         for entry in record["jobs"]:
@@ -487,7 +495,7 @@ def save_record(conn: sqlite3.Connection, record: dict) -> None:
             mark_submitted(conn, run.name)
 
 
-def check_record(conn: ledger.Library, record: dict, where: str) -> None:
+def check_record(conn: ledger.Library, record: dict[str, Any], where: str) -> None:
     """A job record carries the database it was made for: fetching or recording it into another is refused."""
     owner = record.get("library_id")
     if owner and owner != conn.library_id:
@@ -506,7 +514,7 @@ def record_remote_cleanup(conn: sqlite3.Connection, name: str, outcome: str) -> 
         conn.execute("UPDATE objbatch_runs SET remote_cleanup = ? WHERE run_name = ?", (outcome, name))
 
 
-def record_jobs(conn: sqlite3.Connection, jobs: list[dict], fetched: bool = False) -> None:
+def record_jobs(conn: sqlite3.Connection, jobs: list[dict[str, Any]], fetched: bool = False) -> None:
     """Record the service's view of jobs (status, counters, when they finished and their result files);
     with `fetched`, that their result files are downloaded."""
     with ledger.transaction(conn):
@@ -540,7 +548,7 @@ def _unix(value: object) -> int | None:
     return None
 
 
-def add_usage(conn: sqlite3.Connection, run_name: str | None, usage: dict[str, list]) -> None:
+def add_usage(conn: sqlite3.Connection, run_name: str | None, usage: dict[str, list[Any]]) -> None:
     """Add the tokens applied results carried to their jobs (job_id -> [model, resolved models, prompt,
     cached, output, reasoning]), with the dated model(s) that answered."""
     conn.executemany(
@@ -568,7 +576,7 @@ def run_of_result(conn: sqlite3.Connection, job_id: str | None, file_path: str) 
     return row[0] if row else None
 
 
-def sent(conn: sqlite3.Connection, name: str, file_path: str, custom_id: str) -> dict | None:
+def sent(conn: sqlite3.Connection, name: str, file_path: str, custom_id: str) -> dict[str, Any] | None:
     """What the run's ledger says was sent for this file under this custom_id (its manifest line), or
     None when the ledger has no such record (the run sent nothing, or it is finished)."""
     row = conn.execute("SELECT manifest_json FROM objbatch_claims WHERE run_name = ? AND file_path = ? AND "

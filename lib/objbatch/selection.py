@@ -7,7 +7,7 @@ take the same file. A row whose path is not valid UTF-8 is set aside with a reas
 from __future__ import annotations
 
 import sqlite3
-from typing import Iterator
+from typing import Any, Iterator
 
 from . import ledger, runs, sources
 from .common import Failure, count, log, now_iso
@@ -37,14 +37,14 @@ WHERE c.run_name = ? ORDER BY f.file_path
 NOT_UTF8 = ledger.NOT_UTF8_PATH
 
 
-def as_record(row: sqlite3.Row) -> dict:
+def as_record(row: sqlite3.Row) -> dict[str, Any]:
     scanner = ledger.load_json(row["metadata_json"], row["metadata_json"])
     return {"file_path": row["file_path"], "filename": row["filename"], "file_size": row["file_size"],
             "content_hash": row["content_hash"] or "", "scanner_metadata": scanner or {},
             "status": row["ai_metadata_status"] or FileStatus.PENDING, "attempts": row["attempts"]}
 
 
-def candidates(conn: sqlite3.Connection, params: dict, bad: list[int]) -> Iterator[sqlite3.Row]:
+def candidates(conn: sqlite3.Connection, params: dict[str, Any], bad: list[int]) -> Iterator[sqlite3.Row]:
     """Eligible rows, lazily. A path that is not valid UTF-8 cannot be selected (nor sent, nor matched
     back): its rowid goes to `bad`. Other text that is not UTF-8 (a file name) is read with U+FFFD."""
     for row in conn.execute(ELIGIBLE, params):
@@ -54,7 +54,7 @@ def candidates(conn: sqlite3.Connection, params: dict, bad: list[int]) -> Iterat
             yield row
 
 
-def eligible(conn: sqlite3.Connection, params: dict, limit: int | None, bad: list[int]) -> Iterator:
+def eligible(conn: sqlite3.Connection, params: dict[str, Any], limit: int | None, bad: list[int]) -> Iterator[sqlite3.Row]:
     """Up to `limit` eligible rows, lazily; a file skipped as missing or unreadable only once it can be read."""
     taken = 0
     for row in candidates(conn, params, bad):
@@ -66,11 +66,11 @@ def eligible(conn: sqlite3.Connection, params: dict, limit: int | None, bad: lis
         yield row
 
 
-def criteria(max_attempts: int, retry_exhausted: bool) -> dict:
+def criteria(max_attempts: int, retry_exhausted: bool) -> dict[str, Any]:
     return {"max_attempts": max_attempts, "retry_exhausted": int(retry_exhausted)}
 
 
-def preview(conn: ledger.Library, limit: int | None, max_attempts: int, retry_exhausted: bool) -> Iterator[dict]:
+def preview(conn: ledger.Library, limit: int | None, max_attempts: int, retry_exhausted: bool) -> Iterator[dict[str, Any]]:
     """What a run would take now, claiming nothing."""
     bad: list[int] = []
     for row in eligible(conn, criteria(max_attempts, retry_exhausted), limit, bad):
@@ -104,7 +104,7 @@ def claim_files(conn: ledger.Library, limit: int | None, max_attempts: int, retr
             runs.create(conn, claim, model, paths)
 
 
-def claimed(conn: sqlite3.Connection, claim: str) -> Iterator[dict]:
+def claimed(conn: sqlite3.Connection, claim: str) -> Iterator[dict[str, Any]]:
     for row in conn.execute(CLAIMED, (claim,)):
         yield as_record(row)
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from . import client, config, costs, kinds, ledger, runs
 from .common import (
@@ -27,6 +27,7 @@ from .common import (
     read_jsonl_lines,
     write_jsonl,
 )
+from .states import RunState
 
 MAX_JOB_REQUESTS = client.MAX_JOB_REQUESTS  # the service's limits (docs/mistral-batch-api.md, "Limits")
 MAX_JOB_BYTES = client.MAX_FILE_BYTES
@@ -108,10 +109,10 @@ class FileStore:
     def __init__(self, folder: Path, run_id: str, run_name: str):
         self.folder, self.path, self.run_name = folder, folder / f"{run_id}.json", run_name
 
-    def existing(self) -> dict | None:
+    def existing(self) -> dict[str, Any] | None:
         return json.loads(self.path.read_text()) if self.path.exists() else None
 
-    def begin(self, record: dict, figures: costs.Estimate, parts: list[Part]) -> None:
+    def begin(self, record: dict[str, Any], figures: costs.Estimate, parts: list[Part]) -> None:
         refuse_other_requests(self.folder, self.path, self.run_name)
 
     def refuse(self, reason: str, figures: costs.Estimate) -> None:
@@ -119,7 +120,7 @@ class FileStore:
             if figures.usd is not None else UNPRICED_FIX
         raise Failure(f"{reason}; nothing was submitted: {fix}")
 
-    def save(self, record: dict) -> None:
+    def save(self, record: dict[str, Any]) -> None:
         atomic_write_json(self.path, record)
 
 
@@ -133,10 +134,10 @@ class LedgerStore:
         if self.run.finished:
             raise Failure(f"run {run_name} is finished ({self.run.state}); nothing is submitted for it again")
 
-    def existing(self) -> dict | None:
+    def existing(self) -> dict[str, Any] | None:
         return runs.record(self.conn, self.run) if self.run.frozen else None
 
-    def begin(self, record: dict, figures: costs.Estimate, parts: list[Part]) -> None:
+    def begin(self, record: dict[str, Any], figures: costs.Estimate, parts: list[Part]) -> None:
         self._check_manifest(record)
         digests = {cid: digest.hex() for part in parts for cid, digest in zip(part.custom_ids, part.digests, strict=True)}
         with ledger.transaction(self.conn):
@@ -145,7 +146,7 @@ class LedgerStore:
                         record["server"])
         record.update(library_id=self.conn.library_id, db_path=self.conn.path)
 
-    def _manifest(self) -> Iterator[tuple[dict, str]]:
+    def _manifest(self) -> Iterator[tuple[dict[str, Any], str]]:
         """(entry, its line) of build-jsonl's manifest, one at a time."""
         if not self.manifest_path:
             raise Failure("submitting a run with --db needs --manifest (build-jsonl's), so the ledger knows which "
@@ -161,7 +162,7 @@ class LedgerStore:
         given = {cid: digest.hex() for part in parts for cid, digest in zip(part.custom_ids, part.digests, strict=True)}
         return any(given.get(cid) != digest for cid, digest in recorded.items())
 
-    def _check_manifest(self, record: dict) -> None:
+    def _check_manifest(self, record: dict[str, Any]) -> None:
         """The manifest names exactly the requests sent, and only files the run claimed."""
         sent, strangers = set(), []
         claimed = runs.claimed_paths(self.conn, self.run.name)
@@ -189,7 +190,7 @@ class LedgerStore:
         raise Failure(f"{reason}; nothing was submitted and run {self.run.name} was dropped (its files are back in "
                       f"the queue): {fix}")
 
-    def save(self, record: dict) -> None:
+    def save(self, record: dict[str, Any]) -> None:
         runs.save_record(self.conn, record)
 
     def cache_manifest(self) -> None:
@@ -204,7 +205,7 @@ class LedgerStore:
 class Submission:
     """Creates the missing jobs of one run, saving the record after every step that cost something."""
 
-    def __init__(self, service: client.Service, store: FileStore | LedgerStore, record: dict,
+    def __init__(self, service: client.Service, store: FileStore | LedgerStore, record: dict[str, Any],
                  inline_max: tuple[int, int]):
         self.service, self.store, self.record = service, store, record
         self.inline_max_requests, self.inline_max_bytes = inline_max
@@ -231,7 +232,7 @@ class Submission:
                 before_creating = None
             self._create(entry, part, timeout_hours)
 
-    def _create(self, entry: dict, part: Part, timeout_hours: int) -> None:
+    def _create(self, entry: dict[str, Any], part: Part, timeout_hours: int) -> None:
         part.spool.seek(0)
         metadata = job_metadata(self.record, entry)
         if len(part.custom_ids) <= self.inline_max_requests and part.size <= self.inline_max_bytes:
@@ -249,7 +250,7 @@ class Submission:
         kill_point("after-create")
         self._created(entry, job)
 
-    def _created(self, entry: dict, job: dict, how: str = "") -> None:
+    def _created(self, entry: dict[str, Any], job: dict[str, Any], how: str = "") -> None:
         entry.update({"job_id": job["id"], "status": job["status"], "created_at": job["created_at"]})
         self.save()
         how = how or f"created for {count(entry['request_count'], 'request')} " \
@@ -257,13 +258,13 @@ class Submission:
         log(f"batch-submit: job {job['id']} {how}")
 
 
-def job_metadata(record: dict, entry: dict) -> dict[str, str]:
+def job_metadata(record: dict[str, Any], entry: dict[str, Any]) -> dict[str, str]:
     """The tags of a part's job at the service (how a lost job is found again)."""
     return {"objbatch_run_name": record["run_name"], client.RUN_ID_KEY: record["run_id"],
             client.PART_KEY: entry["part"], "objbatch_requests": str(entry["request_count"])}
 
 
-def check_same_target(record: dict, fresh: dict) -> None:
+def check_same_target(record: dict[str, Any], fresh: dict[str, Any]) -> None:
     """A run lives at one service, with one model: following it elsewhere would find nothing (or pay again)."""
     name = record["run_name"]
     runs.check_service(name, record.get("server"))
@@ -272,7 +273,7 @@ def check_same_target(record: dict, fresh: dict) -> None:
                       "--model out to follow it, or give another --run-name")
 
 
-def new_record(run_name: str, run_id: str, model: str, parts: list[Part]) -> dict:
+def new_record(run_name: str, run_id: str, model: str, parts: list[Part]) -> dict[str, Any]:
     return {
         "version": RECORD_VERSION, "run_name": run_name, "run_id": run_id, "model": model,
         "server": config.server_url(),
@@ -303,7 +304,7 @@ def refuse_other_requests(records: Path, record_path: Path, run_name: str) -> No
 class Plan:
     """What this invocation would submit, and how."""
 
-    fresh: dict
+    fresh: dict[str, Any]
     figures: costs.Estimate
     budget: float | None
     inline_max: tuple[int, int]
@@ -319,10 +320,10 @@ def check_budget(store: FileStore | LedgerStore, plan: Plan) -> None:
 
 
 def cancelling(store: FileStore | LedgerStore) -> bool:
-    return isinstance(store, LedgerStore) and store.run.state == runs.RunState.CANCELLING
+    return isinstance(store, LedgerStore) and store.run.state == RunState.CANCELLING
 
 
-def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -> dict:
+def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -> dict[str, Any]:
     record = store.existing()
     if record is not None and isinstance(store, LedgerStore) and not cancelling(store) \
             and not any(entry.get("job_id") for entry in record["jobs"]) \
@@ -358,7 +359,7 @@ def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -
     return record
 
 
-def start_over(store: LedgerStore, record: dict, plan: Plan) -> dict | None:
+def start_over(store: LedgerStore, record: dict[str, Any], plan: Plan) -> dict[str, Any] | None:
     """A submission that began with other requests (the files changed, or the run was interrupted and
     rebuilt) and that the service never saw is undone, so these requests are submitted instead."""
     with client.Service(before_paying=True) as service:

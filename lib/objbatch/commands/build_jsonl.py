@@ -14,6 +14,7 @@ import click
 from .. import costs, kinds, ledger, prompt, runs
 from ..common import Failure, atomic_output, check_run_name, cli, count, dumps, kill_point, log, write_jsonl
 from ..requests import build
+from ..states import RunState
 
 DEFAULT_MODEL = "mistral-small-latest"
 
@@ -77,7 +78,7 @@ def frozen_manifest(db: str, run_name: str, manifest: str, output: str) -> bool:
     """For a run whose submission started, write its manifest from the ledger and no requests."""
     with ledger.opened(db) as conn:
         run = runs.belonging(conn, check_run_name(run_name))
-        if run is None or not (run.finished or run.state == runs.RunState.CANCELLING or runs.has_jobs(conn, run.name)):
+        if run is None or not (run.finished or run.state == RunState.CANCELLING or runs.has_jobs(conn, run.name)):
             return False  # nothing reached the service yet: built (again) from the files
         entries = list(runs.manifest(conn, run_name))
     with atomic_output(manifest) as man:

@@ -25,7 +25,8 @@ OPENING_BYTES = 700  # the opening lines of a transcript in the review queue
 
 def queue(conn: ledger.Library, threshold: float, limit: int) -> tuple[list[dict], int]:
     """The first `limit` files of the review queue (needs_review, then failed_validation), and how many it holds."""
-    listed, total = [], 0
+    listed: list[dict] = []
+    total = 0
     for group in ("needs_review", "failed_validation"):
         count, items = library.review_group(conn, group, threshold, max(limit - len(listed), 0))
         total += count

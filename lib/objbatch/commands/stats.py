@@ -12,7 +12,7 @@ import click
 
 from .. import ledger, output
 from ..common import cli, printable, printable_values
-from ..overview import gather, render
+from ..overview import gather, render, runs_table
 from ..selection import DEFAULT_MAX_ATTEMPTS
 
 
@@ -34,7 +34,7 @@ def main(db: str, limit: int, max_attempts: int, fmt: str) -> None:
     elif fmt == "table":
         click.echo(printable(render(printable_values(data))))
     else:
-        output.write(data["runs"], fmt, sys.stdout, render)
+        output.write(data["runs"], fmt, sys.stdout, runs_table)
 
 
 if __name__ == "__main__":
