@@ -275,7 +275,7 @@ def test_cancel_forget_forgets_nothing_when_what_answers_404_at_the_url_is_not_t
     import threading
 
     class NotFound(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (the standard library's name)
+        def do_GET(self):
             self.send_error(404)
 
         def log_message(self, *args):
