@@ -9,12 +9,14 @@
 5. Opening the database (every command does it first): the first open of a library, which applies every
    migration, then the median open of the migrated library as a writer and as a reader.
 
-    python tests/bench.py [--only floor,lag,scale,convergence,open]
+    python tests/bench.py [--only floor,lag,scale,convergence,open] [--pairs 3] [--sizes 1200,10000]
+                          [--against CHECKOUT ...]   (make bench runs it with none)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -65,30 +67,40 @@ def copy_of(folder: Path, name: str) -> Path:
     return db
 
 
-def bench_floor(work: Path, pairs: int = 3) -> None:
-    """Each size: `pairs` runs of the floor and of make batch, alternating which goes first, on fresh copies
-    of one library and one emulator; the median of each side (the emulator's own time varies run to run)."""
-    for count in (1_200, 10_000):
+def bench_floor(work: Path, pairs: int = 3, sizes: tuple[int, ...] = (1_200, 10_000),
+                against: tuple[Path, ...] = ()) -> None:
+    """Each size: `pairs` rounds of the floor, of make batch and of make batch in each checkout `against`
+    (another commit's worktree, its own .venv), rotating which goes first, on fresh copies of one library
+    and one emulator; the median of each side (the emulator's own time varies run to run). Every ratio is
+    measured in this one run, side by side."""
+    for count in sizes:
         folder = library(work, count)
         emu = Emulator(folder / f"emu-{time.monotonic_ns()}", ["--pace", INSTANT])
         env = {**emu.env, "PATH": f"{BIN}:{os.environ['PATH']}"}
-        floors, ours = [], []
+        sides: dict[str, list[tuple[float, float]]] = {"floor": [], "ours": [], **{str(a): [] for a in against}}
         try:
             for pair in range(pairs):
-                order = [("floor", floors), ("ours", ours)]
-                for name, figures in order if pair % 2 == 0 else reversed(order):
-                    db = copy_of(folder, f"{name}{pair}")
+                names = list(sides)
+                for name in names[pair % len(names):] + names[:pair % len(names)]:
+                    db = copy_of(folder, f"side{names.index(name)}-{pair}")
                     cmd = [sys.executable, ROOT / "tests" / "bench_floor.py", db] if name == "floor" else \
-                        ["make", "--no-print-directory", "-C", ROOT, "batch", f"DB={db}", f"RUNS={folder / 'runs'}",
-                         f"NAME=bench{pair}"]
-                    figures.append(measured(cmd, env, work))
+                        ["make", "--no-print-directory", "-C", ROOT if name == "ours" else name, "batch", f"DB={db}",
+                         f"RUNS={folder / 'runs'}", f"NAME=bench{names.index(name)}-{pair}"]
+                    sides[name].append(measured(cmd, env, work))
         finally:
             emu.stop()
             shutil.rmtree(folder / "runs", ignore_errors=True)
+        floors, ours = sides["floor"], sides["ours"]
         floor, ours_ = _median(floors), _median(ours)
         print(f"{count:>6,} files: floor {floor[0]:6.2f}s {floor[1]:5.0f} MB | make batch {ours_[0]:6.2f}s "
               f"{ours_[1]:5.0f} MB | ratio {ours_[0] / floor[0]:.2f} (median of {pairs}; each ratio: "
               + ", ".join(f"{o[0] / f[0]:.2f}" for f, o in zip(floors, ours, strict=True)) + ")", flush=True)
+        for other in against:
+            theirs = sides[str(other)]
+            median = _median(theirs)
+            print(f"{count:>6,} files: make batch here {ours_[0]:6.2f}s | in {other} {median[0]:6.2f}s "
+                  f"{median[1]:5.0f} MB | here / there {ours_[0] / median[0]:.3f} (median of {pairs}; each: "
+                  + ", ".join(f"{o[0] / t[0]:.3f}" for t, o in zip(theirs, ours, strict=True)) + ")", flush=True)
 
 
 def _median(figures: list[tuple[float, float]]) -> tuple[float, float]:
@@ -186,12 +198,23 @@ def bench_open(work: Path, opens: int = 300) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="floor,lag,scale,convergence,open")
-    chosen = parser.parse_args().only.split(",")
+    parser.add_argument("--pairs", type=int, default=3, help="floor: rounds of each side (the median is shown)")
+    parser.add_argument("--sizes", default="1200,10000", help="floor: library sizes, comma-separated")
+    parser.add_argument("--against", action="append", type=Path, default=[], metavar="CHECKOUT",
+                        help="floor: also run make batch in this checkout (e.g. a git worktree of another commit, "
+                             "its .venv built: make -C CHECKOUT venv) and print here / there; repeatable")
+    options = parser.parse_args()
+    chosen = options.only.split(",")
+    for other in options.against:
+        if not (other / "Makefile").is_file() or not (other / ".venv" / ".installed").is_file():
+            parser.error(f"--against {other}: not a checkout with a built .venv (make -C {other} venv builds it)")
     work = Path(tempfile.mkdtemp(prefix="objbatch-bench-"))
     os.environ.setdefault("XDG_STATE_HOME", str(work / "state"))
     os.environ.pop("OBJBATCH_MIN_POLL", None)  # the defaults: the service's 2 s floor between status requests
     try:
-        for name, run in (("floor", bench_floor), ("lag", bench_lag), ("scale", bench_scale),
+        floor = functools.partial(bench_floor, pairs=options.pairs, against=tuple(a.resolve() for a in options.against),
+                                  sizes=tuple(int(n) for n in options.sizes.split(",")))
+        for name, run in (("floor", floor), ("lag", bench_lag), ("scale", bench_scale),
                           ("convergence", lambda w: bench_convergence(w, range(1, 4))), ("open", bench_open)):
             if name in chosen:
                 run(work)

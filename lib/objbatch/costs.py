@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterable
 
 from .common import EXIT_USAGE, Failure, load_schema, log
 
-CHARS_PER_TOKEN = 3.85        # prose: 16-17K tokens for the library's 63.6 KB average transcript
+CHARS_PER_TOKEN = 3.85        # prose: 16-17K tokens for the library's 63.6 KB average transcript (the one
+                              # ratio: the estimate counts with it and prompt.py cuts a text's budget with it)
 JSON_CHARS_PER_TOKEN = 2.5    # the response_format schema: JSON is denser in tokens
 TOKENS_PER_MESSAGE = 4        # role and separators
 DEFAULT_ANSWER_TOKENS = 450   # an answer, until this database's own runs say otherwise
@@ -139,21 +140,18 @@ def check_effort(model: str, effort: str | None) -> None:
                       "REASONING_EFFORT unset, or use a model that does (e.g. mistral-medium-latest)", EXIT_USAGE)
 
 
-def request_tokens(body: dict[str, Any]) -> int:
-    """Input tokens of one request body as the service will count them: every message, and the schema."""
+def request_tokens(body: dict[str, Any], schema_tokens: float | None = None) -> int:
+    """Input tokens of one request body as the service will count them: every message, and the schema
+    (`schema_tokens`, when the caller knows them already: a run sends one schema)."""
     text = sum(len(_text(m.get("content"))) for m in body.get("messages") or [] if isinstance(m, dict))
     messages = len(body.get("messages") or [])
-    return round(text / CHARS_PER_TOKEN + _schema_tokens(body.get("response_format")) + TOKENS_PER_MESSAGE * messages)
+    if schema_tokens is None:
+        schema_tokens = response_format_tokens(body.get("response_format"))
+    return round(text / CHARS_PER_TOKEN + schema_tokens + TOKENS_PER_MESSAGE * messages)
 
 
-_last_schema: list[Any] = [None, 0.0]  # the previous request's response_format and its tokens: a run has one schema
-
-
-def _schema_tokens(response_format: Any) -> float:
-    if response_format != _last_schema[0]:
-        _last_schema[:] = [response_format, len(json.dumps(response_format or "")) / JSON_CHARS_PER_TOKEN]
-    tokens: float = _last_schema[1]
-    return tokens
+def response_format_tokens(response_format: Any) -> float:
+    return len(json.dumps(response_format or "")) / JSON_CHARS_PER_TOKEN
 
 
 def _text(content: Any) -> str:
@@ -196,10 +194,15 @@ class Estimate:
     skipped: dict[str, int] = field(default_factory=dict)
     skips_known: bool = True  # False without build-jsonl's manifest: only the requests are known
     effort: str | None = None  # the reasoning_effort the requests carry
+    # The last request's response_format and its tokens: a run sends one schema, counted once (JSON-encoding
+    # it for every request cost 1 s per 10,000; measured for issue 19).
+    _schema: tuple[Any, float] = field(default=(None, 0.0), repr=False)
 
     def add_request(self, body: dict[str, Any]) -> None:
         self.requests += 1
-        self.input_tokens += request_tokens(body)
+        if body.get("response_format") != self._schema[0]:
+            self._schema = (body.get("response_format"), response_format_tokens(body.get("response_format")))
+        self.input_tokens += request_tokens(body, self._schema[1])
         if isinstance(body.get("reasoning_effort"), str):
             self.effort = body["reasoning_effort"]
 

@@ -11,7 +11,6 @@ from typing import Any
 from . import costs, metadata
 
 PROMPT_VERSION = "objbatch-3"
-CHARS_PER_TOKEN = 4          # measured on the library: 16-17K tokens for a 64 KB transcript
 DEFAULT_TEXT_TOKENS = 24_000  # text budget per request; longer texts are excerpted (see excerpt())
 TEMPERATURE = 0.1            # near-deterministic: metadata should not vary between runs
 MAX_TOKENS = 2_048           # a full answer is ~400 tokens; generous so answers are not cut off
@@ -57,9 +56,14 @@ def max_tokens(model: str, effort: str | None = None) -> int:
 
 def config_hash(model: str, text_tokens: int, effort: str | None = None) -> str:
     """Identifies everything that shapes an answer: model, prompt, schema, budget, sampling and reasoning."""
-    material = json.dumps([model, PROMPT_VERSION, system_prompt(), _wire_schema(), text_tokens, TEMPERATURE,
-                           max_tokens(model, effort)] + ([effort] if effort else []), sort_keys=True)
+    material = json.dumps([model, PROMPT_VERSION, system_prompt(), _wire_schema(), budget_chars(text_tokens),
+                           TEMPERATURE, max_tokens(model, effort)] + ([effort] if effort else []), sort_keys=True)
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:16]
+
+
+def budget_chars(text_tokens: int) -> int:
+    """A text budget in tokens as characters, at the ratio the estimate counts with (costs.CHARS_PER_TOKEN)."""
+    return round(text_tokens * costs.CHARS_PER_TOKEN)
 
 
 def excerpt(text: str, budget_chars: int) -> tuple[str, bool]:
@@ -95,7 +99,7 @@ def user_message(record: dict[str, Any], text: str, excerpted: bool, total_chars
 
 def request_body(model: str, record: dict[str, Any], text: str, text_tokens: int,
                  effort: str | None = None) -> tuple[dict[str, Any], bool]:
-    cut, excerpted = excerpt(text, text_tokens * CHARS_PER_TOKEN)
+    cut, excerpted = excerpt(text, budget_chars(text_tokens))
     body = {
         "model": model,
         "messages": [{"role": "system", "content": system_prompt()},
