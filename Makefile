@@ -10,6 +10,10 @@ MAKEFLAGS += --warn-undefined-variables --no-builtin-rules --no-print-directory
 .SUFFIXES:
 .DEFAULT_GOAL := help
 
+# The defaults the commands share (DEFAULT_MODEL, DEFAULT_POLL, ...), written once there: objbatch reads the
+# same file for its options' defaults.
+include $(dir $(firstword $(MAKEFILE_LIST)))lib/objbatch/defaults.mk
+
 # Variables are set on the command line only: the environment does not set them (WSL exports NAME as the
 # host name, and a stray MAX in a shell must not shape a paid run).
 PYTHON = python3## the Python that builds .venv
@@ -17,26 +21,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-DB = data/library.db## the library's SQLite database
-RUNS = runs## folder of run folders (caches: rebuilt from the database when missing)
+DB = $(DEFAULT_DB)## the library's SQLite database
+RUNS = $(DEFAULT_RUNS)## folder of run folders (caches: rebuilt from the database when missing)
 LIBRARY_ROOT =## the folder the library's files are in; nothing outside is read (default: objlib's config, else the rows' common folder)
 NAME =## run name (default: resume the database's unfinished run, else a new one)
 MAX =## at most this many files in a new run (default: every pending file)
-MODEL = mistral-small-latest## model (prices in schemas/prices.json)
+MODEL = $(DEFAULT_MODEL)## model (prices in schemas/prices.json)
 ALLOW_UNPRICED =## set to 1 to use a MODEL that has no price in schemas/prices.json
 BUDGET =## refuse a run whose estimate is over this many US dollars (before anything is sent)
-POLL = 30## seconds between job status checks
-TIMEOUT = 7200## stop waiting after this many seconds (the job runs on; rerun to collect it)
-TIMEOUT_HOURS = 24## the job's timeout at the service, 1 to 168 hours
+POLL = $(DEFAULT_POLL)## seconds between job status checks
+TIMEOUT = $(DEFAULT_TIMEOUT)## stop waiting after this many seconds (the job runs on; rerun to collect it)
+TIMEOUT_HOURS = $(DEFAULT_TIMEOUT_HOURS)## the job's timeout at the service, 1 to 168 hours
 REASONING_EFFORT =## reasoning_effort for a model that takes it (none ... xhigh; default: the model's)
 KEEP_REMOTE =## set to 1 to keep the run's files at the service after apply (default: deleted)
 FORGET =## make cancel: set to 1 to end a run whose every job the service answers 404 for (lost, or another workspace's key), without its results
-MAX_ATTEMPTS = 3## a failed file is retried until it failed this often
+MAX_ATTEMPTS = $(DEFAULT_MAX_ATTEMPTS)## a failed file is retried until it failed this often
 RETRY_EXHAUSTED =## set to 1 to retry files that used up their attempts
 THRESHOLD =## confidence below which a valid answer needs review (default 0.85)
 FAULTS = none## make demo: the emulator's fault mix (none, real, chaos)
 FORMAT = csv## make export: csv, json or nl (JSON lines)
-MAX_IN_FLIGHT = 1## make cron: start a new run only while fewer runs are in flight
+MAX_IN_FLIGHT = $(DEFAULT_MAX_IN_FLIGHT)## make cron: start a new run only while fewer runs are in flight
 N =## make review, export, report: at most this many files (review: per group; report: of the review queue)
 STATUS =## make review, export: only files with this status (review: needs_review, failed_validation, skipped)
 SEEDS = 20## make simulate: how many seeded sequences (N: seeds 0 to N-1), or a range LOW-HIGH
@@ -69,12 +73,10 @@ endif
 reader_done = || [ $$? -eq 141 ]
 # No user value reaches a shell unquoted: $(call shq,VALUE) is VALUE as one single-quoted shell word.
 shq = '$(subst ','\'',$(1))'
-# Run names: letters, digits, '.', '_', '-', not starting with '.' (batch-run also caps the length at 64).
-NAME_CHARS := a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M N O P Q R S T U V W X \
-  Y Z 0 1 2 3 4 5 6 7 8 9 . _ -
+# Run names: RUN_NAME_CHARS (defaults.mk), not starting with '.' (batch-run also caps the length at RUN_NAME_MAX).
 strip_chars = $(if $(2),$(call strip_chars,$(subst $(firstword $(2)),,$(1)),$(wordlist 2,$(words $(2)),$(2))),$(1))
 ifneq ($(strip $(NAME)),)
-ifneq ($(words $(NAME))$(call strip_chars,$(NAME),$(NAME_CHARS))$(filter .%,$(NAME)),1)
+ifneq ($(words $(NAME))$(call strip_chars,$(NAME),$(RUN_NAME_CHARS))$(filter .%,$(NAME)),1)
 $(error NAME '$(NAME)' is not allowed: use letters, digits, '.', '_' and '-', not starting with '.')
 endif
 endif
@@ -119,7 +121,10 @@ help: ## this help (what a bare make prints)
 	@echo
 	@echo "Variables:"
 	@grep -E '^[A-Z_]+ =.*## ' $(firstword $(MAKEFILE_LIST)) \
-	  | sed -E 's/^([A-Z_]+) = ?([^#]*)## (.*)/  \1=\2\t\3/' | expand -t 34
+	  | sed -E -e 's/^([A-Z_]+) = ?([^#]*)## (.*)/  \1=\2\t\3/' $(shown_defaults) | expand -t 34
+
+# make help shows each default's value, not its name: MODEL=mistral-small-latest, not MODEL=$(DEFAULT_MODEL).
+shown_defaults := $(foreach d,$(filter DEFAULT_%,$(.VARIABLES)),-e 's|\$$[(]$(d)[)]|$($(d))|')
 
 vars: ## print every variable as make resolves it (used by batch-run)
 	@printf '%s\n' $(foreach v,$(VARS),$(call shq,$(v)=$($(v))))
@@ -139,7 +144,7 @@ $(R)/select.jsonl: | $(STAMP)
 	@mkdir -p -m 700 $(call shq,$(R))
 	@$(BIN)/select-pending --db $(call shq,$(DB)) $(if $(MAX),--max $(call shq,$(MAX))) \
 	  --max-attempts $(call shq,$(MAX_ATTEMPTS)) $(if $(filter 1,$(RETRY_EXHAUSTED)),--retry-exhausted) \
-	  --claim $(call shq,$(NAME)) --model $(call shq,$(MODEL)) -o $(call shq,$@) \
+	  --run $(call shq,$(NAME)) --model $(call shq,$(MODEL)) -o $(call shq,$@) \
 	  $(if $(filter command line,$(origin MAX_IN_FLIGHT)),--max-in-flight $(call shq,$(MAX_IN_FLIGHT))) \
 	  $(if $(LIBRARY_ROOT),--library-root $(call shq,$(LIBRARY_ROOT)))
 
@@ -148,7 +153,7 @@ $(R)/requests.jsonl: $(R)/select.jsonl
 	  $(if $(REASONING_EFFORT),--reasoning-effort $(call shq,$(REASONING_EFFORT))) --manifest $(call shq,$(R)/manifest.jsonl) -o $(call shq,$@) $(call shq,$<)
 
 $(R)/job.json: $(R)/requests.jsonl
-	@$(BIN)/batch-submit --db $(call shq,$(DB)) --run-name $(call shq,$(NAME)) --model $(call shq,$(MODEL)) \
+	@$(BIN)/batch-submit --db $(call shq,$(DB)) --run $(call shq,$(NAME)) --model $(call shq,$(MODEL)) \
 	  $(if $(BUDGET),--budget $(call shq,$(BUDGET))) $(if $(filter 1,$(ALLOW_UNPRICED)),--allow-unpriced) \
 	  --timeout-hours $(call shq,$(TIMEOUT_HOURS)) --manifest $(call shq,$(R)/manifest.jsonl) -o $(call shq,$@) $(call shq,$<)
 

@@ -265,9 +265,13 @@ SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scrip
 
 
 def command(name: str):
-    """The click command behind a console script, as pyproject.toml names it."""
+    """The click command behind a console script, as pyproject.toml names it (objbatch's start through
+    objbatch.launch, which loads the command's module)."""
+    from objbatch import launch
+
     module, attribute = SCRIPTS[name].split(":")
-    return getattr(importlib.import_module(module), attribute)
+    entry = getattr(importlib.import_module(module), attribute)
+    return entry.command() if isinstance(entry, launch.Command) else entry
 
 
 def invoke(name: str, *args, input: str | None = None, env: dict | None = None):

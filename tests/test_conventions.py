@@ -68,10 +68,9 @@ def test_commands_sit_over_the_core_and_never_import_each_other():
     """style.md 12: a command parses its options and calls the core; shared logic lives in a core module
     named for what it owns, never in the command that needed it first."""
     commands = LIB / "objbatch" / "commands"
-    scripts = re.findall(r'^[a-z-]+ = "(objbatch\.[a-z_.]+):main"', (ROOT / "pyproject.toml").read_text(), re.M)
-    assert sorted(scripts) == sorted(f"objbatch.commands.{p.stem}" for p in commands.glob("*.py")
-                                     if p.name != "__init__.py"), "every command module is a console script, and "\
-                                                                  "every console script's module is in commands/"
+    scripts = re.findall(r'^[a-z-]+ = "objbatch\.launch:([a-z_]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert sorted(scripts) == sorted(p.stem for p in commands.glob("*.py") if p.name != "__init__.py"), \
+        "every command module is a console script (started by objbatch.launch), and every one is in commands/"
     for module in sorted((LIB / "objbatch").rglob("*.py")):
         wrong = sorted(name for name in product_imports(module) if name.startswith("objbatch.commands."))
         if module.parent == commands:

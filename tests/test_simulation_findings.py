@@ -83,7 +83,7 @@ def test_a_ctrl_c_wrapped_in_another_exception_is_an_interruption(capsys):
         raise RuntimeError("Error calling __set_name__ on 'PydanticDescriptorProxy'") from KeyboardInterrupt()
 
     with pytest.raises(SystemExit) as done:
-        wrapped.main(args=[], prog_name="wrapped", standalone_mode=False)
+        wrapped.main(args=[], prog_name="wrapped")
     assert done.value.code == 130
     assert capsys.readouterr().err == "wrapped: error: interrupted; rerun the same command to resume\n"
 
@@ -107,11 +107,11 @@ def test_a_ctrl_c_a_library_turned_into_its_own_error_is_an_interruption(capsys)
         raise ValueError("a plain bug")
 
     with pytest.raises(SystemExit) as done:
-        swallowed.main(args=[], prog_name="swallowed", standalone_mode=False)
+        swallowed.main(args=[], prog_name="swallowed")
     assert done.value.code == 130
     assert capsys.readouterr().err == "swallowed: error: interrupted; rerun the same command to resume\n"
     with pytest.raises(SystemExit) as done:
-        plain.main(args=[], prog_name="plain", standalone_mode=False)
+        plain.main(args=[], prog_name="plain")
     assert done.value.code == 1 and "ValueError: a plain bug" in capsys.readouterr().err
 
 

@@ -8,9 +8,10 @@ import email.utils
 import math
 import random
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Final, Iterator, TypeVar
 from urllib.parse import urlsplit
@@ -66,19 +67,23 @@ class Service:
         self.policy = policy or RetryPolicy()
         self._reached = not before_paying
         self._client: Mistral | None = None
+        self._open = ExitStack()  # what closes the SDK client's connections with the Service
 
     @property
     def _sdk(self) -> Mistral:
-        """The SDK client, one a process for this URL and key (batch-run runs every stage in one process)."""
+        """The SDK client, made on first use (a Service that only checks its settings opens no connection)."""
         if self._client is None:
-            self._client = _sdk_client(self.url, self.key)
+            self._client = self._open.enter_context(_sdk_client(self.url, self.key))
         return self._client
 
     def __enter__(self) -> "Service":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        pass  # the SDK client is shared by the process's stages and closed when it ends
+        """The SDK client's connections are closed with the Service: each stage opens its own (the SDK's
+        code is imported once a process all the same)."""
+        self._client = None
+        self._open.close()
 
     # ----------------------------------------------------------- retries
 
@@ -254,7 +259,6 @@ def check_job(model: str, metadata: dict[str, str], timeout_hours: int) -> None:
                           f"{METADATA_VALUE_CHARS[1]} characters (got {len(str(value))}); use a shorter run name")
 
 
-@lru_cache(maxsize=4)
 def _sdk_client(url: str, key: str) -> Mistral:
     from mistralai.client import Mistral  # loaded on first use: most of a second
 

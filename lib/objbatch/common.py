@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import functools
 import io
 import json
 import math
@@ -22,21 +21,38 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 import click
 
+from . import defaults
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: "not finished yet, run me again later"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+INTERRUPTED = "interrupted; rerun the same command to resume"
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
 
 
-class Failure(Exception):
-    """An expected failure: printed as one line, the command exits with `code`."""
+class Failure(click.ClickException):
+    """An expected failure: one line on stderr, `<command>: error: <message>`, then exit `code` (click's
+    exit_code). Raised anywhere below a command; click shows it (its own show) and exits."""
+
+    label = "error"
 
     def __init__(self, message: str, code: int = EXIT_FAILED):
         super().__init__(message)
         self.code = code
+        self.command_name: str | None = None  # the command that failed, set by ObjbatchCommand
+
+    @property  # click reads it as the exit status (a class variable there: each Failure has its own)
+    def exit_code(self) -> int:  # type: ignore[override]
+        return self.code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        name = self.command_name or os.path.basename(sys.argv[0] or "objbatch")
+        line = f"{name}: {self.label}: {printable(scrub(self.format_message()), newlines=False)}"
+        click.echo(line, file=file, err=file is None)
 
 
 class NotFinished(Failure):
@@ -48,15 +64,18 @@ class NotFinished(Failure):
         self.label = label
 
 
-RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+# The rule make checks too (defaults.mk): RUN_NAME_CHARS, not starting with '.', at most RUN_NAME_MAX.
+RUN_NAME = re.compile("[{first}][{chars}]{{0,{rest}}}".format(
+    first=re.escape(defaults.RUN_NAME_CHARS.replace(".", "")), chars=re.escape(defaults.RUN_NAME_CHARS),
+    rest=defaults.RUN_NAME_MAX - 1))
 
 
 def check_run_name(name: str) -> str:
     """Run names become folder names and make targets: letters, digits, '.', '_', '-', at most 64, no leading
     '.'. Anything else is refused before any file or database is touched."""
     if not RUN_NAME.fullmatch(name or ""):
-        raise Failure(f"run name {name!r} is not allowed: use letters, digits, '.', '_' and '-' (at most 64, "
-                      "not starting with '.')", EXIT_USAGE)
+        raise Failure(f"run name {name!r} is not allowed: use letters, digits, '.', '_' and '-' (at most "
+                      f"{defaults.RUN_NAME_MAX}, not starting with '.')", EXIT_USAGE)
     return name
 
 
@@ -109,43 +128,20 @@ def printable_values(value: Any) -> Any:
     return value
 
 
-def command(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a click command body: one-line errors, --verbose tracebacks, quiet SIGPIPE."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, verbose: bool = False, **kwargs: Any) -> Any:
-        if hasattr(signal, "SIGPIPE"):
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        global _ctrl_c_seen
-        _ctrl_c_seen = False
-        signal.signal(signal.SIGINT, _on_ctrl_c)  # from here on, KeyboardInterrupt: one line
-        name = click.get_current_context().info_name or "objbatch"
-        try:
-            return fn(*args, **kwargs)
-        except Failure as exc:
-            _exit(name, str(exc), exc.code, getattr(exc, "label", "error"), verbose)
-        except KeyboardInterrupt:
-            _exit(name, "interrupted; rerun the same command to resume", 130, "error", verbose)
-        except (click.exceptions.Exit, click.ClickException, SystemExit):
-            raise
-        except Exception as exc:  # anything unexpected still gets one readable line
-            if _interrupted(exc):
-                _exit(name, "interrupted; rerun the same command to resume", 130, "error", verbose)
-            message = f"{type(exc).__name__}: {exc} (rerun with --verbose for details)"
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == 8:  # SQLITE_READONLY, after ledger's own check
-                message = (f"the database cannot be written ({exc}): it, or its folder, is read-only; make it "
-                           "writable, or copy it to a folder that can be written")
-            _exit(name, message, EXIT_FAILED, "error", verbose)
-
-    click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug detail on errors.")(wrapper)
-    wrapper.__click_params__.insert(0, wrapper.__click_params__.pop())  # type: ignore[attr-defined]
-    return wrapper
-
-
 class Number(click.FloatRange):
-    """A number in a range, and a real one: click's FloatRange lets 'nan' and 'inf' through."""
+    """Every number an option takes: in its range, a real one (click's FloatRange lets 'nan' and 'inf'
+    through) and, with whole=True, a whole one (returned as an int)."""
+
+    def __init__(self, min: float | None = None, max: float | None = None, whole: bool = False) -> None:
+        super().__init__(min, max)
+        self.whole = whole
+        self.whole_range = click.IntRange(None if min is None else int(min), None if max is None else int(max))
+        if whole:
+            self.name = "integer"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if self.whole:  # an int is finite: click's own check, and its message ('2.5' is not a valid integer)
+            return self.whole_range.convert(value, param, ctx)
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a number", param, ctx)
@@ -170,32 +166,106 @@ ENVIRONMENT = {
 }
 SERVICE_ENV = ("MISTRAL_API_KEY", "MISTRAL_SERVER_URL", "OBJBATCH_ALLOW_HTTP", "OBJBATCH_RETRY_SECONDS")
 EXIT_CODES = {EXIT_OK: "done", EXIT_FAILED: "failed (one line on stderr says why and what to do)",
-              EXIT_USAGE: "usage error", 130: "interrupted (rerun the same command to resume)"}
+              EXIT_USAGE: "usage error", EXIT_INTERRUPTED: "interrupted (rerun the same command to resume)"}
 NOT_FINISHED = {EXIT_TEMPFAIL: "not finished: a job is still running or the service is away; rerun later"}
 
 
-def cli(*examples: str, env: Iterable[str] = (), exits: dict[int, str] | None = None,
-        **context_settings: Any) -> Callable[[Callable[..., Any]], click.Command]:
-    """Declare a command: -h/--help, --version, --verbose, the one-line error handling of `command`, and a
-    --help epilog with examples, the environment variables it reads and its exit codes."""
-    from . import __version__
-
+def epilog(examples: Iterable[str], env: Iterable[str] = (), exits: dict[int, str] | None = None) -> str:
+    """The end of a command's --help: examples, the environment variables it reads, its exit codes."""
     codes = {**EXIT_CODES, **(exits or {})}
     names = list(env)
     width = max(map(len, names), default=0)
-    epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in examples)
-    epilog += "\n\n\b\nEnvironment:\n" + ("\n".join(f"  {n:<{width}}  {ENVIRONMENT[n]}" for n in names)
-                                           or "  none read")
-    epilog += "\n\n\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {codes[code]}" for code in sorted(codes))
+    text = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in examples)
+    text += "\n\n\b\nEnvironment:\n" + ("\n".join(f"  {n:<{width}}  {ENVIRONMENT[n]}" for n in names)
+                                          or "  none read")
+    return text + "\n\n\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {codes[code]}" for code in sorted(codes))
 
-    def decorate(fn: Callable[..., Any]) -> click.Command:
-        body = command(fn)
-        click.version_option(__version__, "--version", message="%(prog)s (objbatch) %(version)s")(body)
-        body.__click_params__.insert(0, body.__click_params__.pop())  # type: ignore[attr-defined]  # listed after the command's own options
-        return click.command(context_settings={"help_option_names": ["-h", "--help"], **context_settings},
-                             epilog=epilog)(body)
 
-    return decorate
+def _show_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    from . import __version__
+
+    if value and not ctx.resilient_parsing:
+        click.echo(f"{ctx.info_name} (objbatch) {__version__}")
+        ctx.exit()
+
+
+def _remember_verbose(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    ctx.meta["objbatch.verbose"] = value
+
+
+class ObjbatchCommand(click.Command):
+    """An objbatch command: -h/--help, --verbose (listed first), --version (after the command's own options),
+    a --help epilog with examples, environment and exit codes, and every error as one line with its exit
+    code (a Failure as it is; Ctrl-C as 130; anything unexpected as one line naming its type, exit 1)."""
+
+    def __init__(self, *args: Any, examples: Iterable[str] = (), env: Iterable[str] = (),
+                 exits: dict[int, str] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", epilog(examples, env, exits))
+        kwargs["context_settings"] = {"help_option_names": ["-h", "--help"], **(kwargs.get("context_settings") or {})}
+        super().__init__(*args, **kwargs)
+        self.params.insert(0, click.Option(["--verbose", "-v"], is_flag=True, expose_value=False, is_eager=True,
+                                           callback=_remember_verbose, help="Show tracebacks and debug detail on errors."))
+        self.params.append(click.Option(["--version"], is_flag=True, expose_value=False, is_eager=True,
+                                        callback=_show_version, help="Show the version and exit."))
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except Failure as exc:  # raised by an option's own check, before the command runs
+            exc.command_name = exc.command_name or info_name
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        started()
+        verbose = ctx.meta.get("objbatch.verbose", False)
+        try:
+            return super().invoke(ctx)
+        except Failure as exc:
+            raise _named(exc, ctx, verbose) from None
+        except KeyboardInterrupt:
+            raise _named(Failure(INTERRUPTED, EXIT_INTERRUPTED), ctx, verbose) from None
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # anything unexpected still gets one readable line
+            raise _named(unexpected(exc), ctx, verbose) from None
+
+
+def _named(failure: Failure, ctx: click.Context, verbose: bool) -> Failure:
+    """The failure, naming the command; with --verbose the traceback being handled is printed first."""
+    if verbose:
+        click.echo(printable(scrub(traceback.format_exc()).rstrip()), err=True)
+    failure.command_name = failure.command_name or ctx.info_name
+    return failure
+
+
+def unexpected(exc: Exception) -> Failure:
+    """An exception no code meant to raise, as one line (a Ctrl-C another error wrapped is an interruption)."""
+    if _interrupted(exc):
+        return Failure(INTERRUPTED, EXIT_INTERRUPTED)
+    message = f"{type(exc).__name__}: {exc} (rerun with --verbose for details)"
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == 8:  # SQLITE_READONLY, after ledger's own check
+        message = (f"the database cannot be written ({exc}): it, or its folder, is read-only; make it "
+                   "writable, or copy it to a folder that can be written")
+    return Failure(message, EXIT_FAILED)
+
+
+def started() -> None:
+    """A command starts running: a closed stdout ends it quietly (SIGPIPE), and a Ctrl-C is remembered
+    (see _on_ctrl_c) and becomes one line, exit 130."""
+    global _ctrl_c_seen
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _ctrl_c_seen = False
+    signal.signal(signal.SIGINT, _on_ctrl_c)
+
+
+def cli(*examples: str, env: Iterable[str] = (), exits: dict[int, str] | None = None,
+        **context_settings: Any) -> Callable[[Callable[..., Any]], ObjbatchCommand]:
+    """Declare a command (an ObjbatchCommand) with its --help examples, the environment variables it reads
+    and its exit codes beyond the usual ones."""
+    return click.command(cls=ObjbatchCommand, examples=examples, env=env, exits=exits,
+                         context_settings=context_settings)
 
 
 _ctrl_c_seen = False
@@ -222,14 +292,6 @@ def _interrupted(exc: BaseException) -> bool:
         seen.add(id(link))
         link = link.__cause__ or link.__context__
     return False
-
-
-def _exit(name: str, message: str, code: int, label: str, verbose: bool) -> None:
-    """Print the one line (secrets masked) and exit with the code."""
-    if verbose:
-        click.echo(printable(scrub(traceback.format_exc()).rstrip()), err=True)
-    click.echo(f"{name}: {label}: {printable(scrub(message), newlines=False)}", err=True)
-    sys.exit(code)
 
 
 def log(message: str) -> None:
@@ -325,8 +387,19 @@ def write_jsonl(records: Iterable[Any], out: IO[str]) -> int:
     return written
 
 
-UMASK = os.umask(0)
-os.umask(UMASK)
+def umask() -> int:
+    """The process's umask, read when a file is made (never at import: importing a module changes nothing).
+    Linux shows it in /proc/self/status; elsewhere it is set and set back, the only way to read it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 # Folders objbatch made for itself in this process (a run's folder): what it writes there is 0600 and never
@@ -363,7 +436,7 @@ def atomic_output(path: str | None) -> Iterator[IO[str]]:
         target, file_mode = Path(os.path.abspath(path)), 0o600
     else:
         target = Path(os.path.realpath(path))  # through a symlink: the link stays, its file is replaced
-        file_mode = mode & 0o7777 if mode is not None else 0o666 & ~UMASK
+        file_mode = mode & 0o7777 if mode is not None else 0o666 & ~umask()
     try:
         with atomic_writer(target, file_mode) as raw:
             text = io.TextIOWrapper(raw, encoding="utf-8")

@@ -4,14 +4,16 @@ before any file or database is touched."""
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import subprocess
 from typing import Any
 
+import click
+
 from . import costs
 from .common import EXIT_FAILED, EXIT_USAGE, ROOT, Failure, check_run_name
+from .options import MAKE_NUMBERS
 
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
@@ -42,11 +44,6 @@ def make(args: list[str], code: int = EXIT_FAILED) -> str:
     return proc.stdout
 
 
-NUMBERS = {"MAX": (int, 0, None), "MAX_ATTEMPTS": (int, 1, None), "POLL": (float, 0, None),
-           "TIMEOUT": (float, 0, None), "THRESHOLD": (float, 0, 1), "MAX_IN_FLIGHT": (int, 1, None),
-           "BUDGET": (float, 0, None), "N": (int, 0, None), "TIMEOUT_HOURS": (int, 1, 168)}
-
-
 def check_settings(settings: dict[str, str]) -> None:
     """Numbers are numbers, the run name is safe and the model has a price, before any file or database
     is touched."""
@@ -57,17 +54,14 @@ def check_settings(settings: dict[str, str]) -> None:
             raise Failure(f"{flag} is 1 (on) or empty or 0 (off), not {settings[flag]!r}", EXIT_USAGE)
     costs.check_model(settings["MODEL"], settings.get("ALLOW_UNPRICED") == "1")
     costs.check_effort(settings["MODEL"], settings.get("REASONING_EFFORT") or None)
-    for name, (kind, low, high) in NUMBERS.items():
+    for name, kind in MAKE_NUMBERS.items():
         text = settings.get(name, "")
-        if not text:
-            continue
         try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not math.isfinite(value) or value < low or (high is not None and value > high):
-            span = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            raise Failure(f"{name} must be a {'whole ' if kind is int else ''}number {span} (got {text!r})",
-                          EXIT_USAGE)
+            if text:
+                kind.convert(text, None, None)
+        except click.BadParameter:
+            span = f"from {kind.min} to {kind.max}" if kind.max is not None else f"of at least {kind.min}"
+            raise Failure(f"{name} must be a {'whole ' if kind.whole else ''}number {span} (got {text!r})",
+                          EXIT_USAGE) from None
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import click
 
+from . import launch
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ROOT, Failure, log, private_folder
 from .make_vars import make, make_env
 
@@ -125,7 +126,8 @@ def load(name: str) -> click.Command:
     scripts = [ep for ep in found if ep.dist is None or ep.dist.name == "objbatch"]
     if not scripts:
         raise Failure(f"command {name} is not installed in this Python; run make venv")
-    command = scripts[0].load()
+    entry = scripts[0].load()
+    command = entry.command() if isinstance(entry, launch.Command) else entry
     if not isinstance(command, click.Command):
         raise Failure(f"console script {name} is not a click command; check pyproject.toml")
     return command

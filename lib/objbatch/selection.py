@@ -13,8 +13,6 @@ from . import ledger, runs, sources
 from .common import Failure, count, log, now_iso
 from .states import FileStatus
 
-DEFAULT_MAX_ATTEMPTS = 3
-
 COLUMNS = """f.rowid AS row_id, f.file_path, f.filename, f.file_size, f.content_hash, f.metadata_json,
        f.ai_metadata_status, COALESCE(o.attempts, 0) AS attempts, o.skip_kind"""
 ELIGIBLE = f"""

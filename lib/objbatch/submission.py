@@ -85,7 +85,7 @@ def check_request(lineno: int, request: object, seen: dict[str, int]) -> str:
 
 
 def default_run_name(parts: list[Part], model: str) -> str:
-    """Without --run-name (by hand): a name derived from the request lines (in any order), the model and the
+    """Without --run (by hand): a name derived from the request lines (in any order), the model and the
     service, so submitting the same requests again finds the same run and creates nothing new, while the
     same requests for another model or service are another run."""
     digest = hashlib.sha256(f"{model}\n{config.server_url()}\n".encode())
@@ -104,7 +104,8 @@ def run_id_for(run_name: str, parts: list[Part], library_id: str = "") -> str:
 
 
 class FileStore:
-    """By hand: the job record in the record folder is the durable record of the run."""
+    """By hand: the job record in the record folder is the durable record of the run. It is named by the
+    run id, which the request lines make: other requests are another record, never a changed one."""
 
     def __init__(self, folder: Path, run_id: str, run_name: str):
         self.folder, self.path, self.run_name = folder, folder / f"{run_id}.json", run_name
@@ -112,8 +113,17 @@ class FileStore:
     def existing(self) -> dict[str, Any] | None:
         return json.loads(self.path.read_text()) if self.path.exists() else None
 
+    def current(self, record: dict[str, Any], plan: "Plan", parts: list[Part]) -> dict[str, Any] | None:
+        return record  # the record of exactly these requests (its name says so)
+
+    def cancelling(self) -> bool:
+        return False  # a run submitted by hand is cancelled at the service (batch-cancel job.json), not here
+
     def begin(self, record: dict[str, Any], figures: costs.Estimate, parts: list[Part]) -> None:
+        """The record is written before anything is created (as the ledger freezes a run): a rerun after a
+        crash resumes it, its budget checked again, and asks the service for jobs already created."""
         refuse_other_requests(self.folder, self.path, self.run_name)
+        self.save(record)
 
     def refuse(self, reason: str, figures: costs.Estimate) -> None:
         fix = f"give --budget {costs.budget_above(figures.usd)} or more, or send fewer requests" \
@@ -122,6 +132,9 @@ class FileStore:
 
     def save(self, record: dict[str, Any]) -> None:
         atomic_write_json(self.path, record)
+
+    def cache_manifest(self) -> None:
+        pass  # by hand, the manifest is the user's file, and no ledger says otherwise
 
 
 class LedgerStore:
@@ -136,6 +149,17 @@ class LedgerStore:
 
     def existing(self) -> dict[str, Any] | None:
         return runs.record(self.conn, self.run) if self.run.frozen else None
+
+    def current(self, record: dict[str, Any], plan: "Plan", parts: list[Part]) -> dict[str, Any] | None:
+        """The recorded submission, or None when it began with other requests (the files changed, or the
+        run was interrupted and rebuilt) and the service never saw it: these requests are sent instead."""
+        if self.cancelling() or any(entry.get("job_id") for entry in record["jobs"]) or \
+                (record["run_id"] == plan.fresh["run_id"] and not self.sends_other_lines(parts)):
+            return record
+        return start_over(self, record, plan)
+
+    def cancelling(self) -> bool:
+        return self.run.state == RunState.CANCELLING
 
     def begin(self, record: dict[str, Any], figures: costs.Estimate, parts: list[Part]) -> None:
         self._check_manifest(record)
@@ -270,7 +294,7 @@ def check_same_target(record: dict[str, Any], fresh: dict[str, Any]) -> None:
     runs.check_service(name, record.get("server"))
     if record.get("model") and record["model"] != fresh["model"]:
         raise Failure(f"run {name} was submitted with model {record.get('model')}, not {fresh['model']}: leave "
-                      "--model out to follow it, or give another --run-name")
+                      "--model out to follow it, or give another --run")
 
 
 def new_record(run_name: str, run_id: str, model: str, parts: list[Part]) -> dict[str, Any]:
@@ -319,16 +343,10 @@ def check_budget(store: FileStore | LedgerStore, plan: Plan) -> None:
                      f"{costs.price_note(plan.figures.model)})", plan.figures)
 
 
-def cancelling(store: FileStore | LedgerStore) -> bool:
-    return isinstance(store, LedgerStore) and store.run.state == RunState.CANCELLING
-
-
 def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -> dict[str, Any]:
     record = store.existing()
-    if record is not None and isinstance(store, LedgerStore) and not cancelling(store) \
-            and not any(entry.get("job_id") for entry in record["jobs"]) \
-            and (record["run_id"] != plan.fresh["run_id"] or store.sends_other_lines(parts)):
-        record = start_over(store, record, plan)
+    if record is not None:
+        record = store.current(record, plan, parts)
     resumed = record is not None  # its budget is checked again before any job is created now
     if record is None:
         if not parts:
@@ -352,9 +370,8 @@ def submit_once(parts: list[Part], store: FileStore | LedgerStore, plan: Plan) -
         submission = Submission(service, store, record, plan.inline_max)
         if record["run_id"] != plan.fresh["run_id"] or len(record["jobs"]) != len(parts):
             finish_changed(submission)
-            if isinstance(store, LedgerStore):
-                store.cache_manifest()
-        elif not cancelling(store):  # a cancelled run creates nothing new
+            store.cache_manifest()
+        elif not store.cancelling():  # a cancelled run creates nothing new
             submission.submit(parts, plan.timeout_hours, (lambda: check_budget(store, plan)) if resumed else None)
     return record
 

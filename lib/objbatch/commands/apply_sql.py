@@ -19,17 +19,16 @@ import click
 from .. import ledger, runs
 from ..applier import Applier, read_decisions
 from ..common import Failure, atomic_output, check_run_name, cli, kill_point, log
+from ..options import db_option, output_option, run_option
 
 
 @cli("apply-sql --db data/library.db decisions.jsonl -o applied.json",
      "validate --manifest manifest.jsonl results.jsonl | apply-sql --db data/library.db")
 @click.argument("decisions", type=click.File("r", encoding="utf-8"), default="-")
-@click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
-              help="The library database.")
-@click.option("--run", "run_name", default=None,
-              help="The run these decisions finish (one of this database's): it ends finished, its files released. "
+@db_option()
+@run_option(help="The run these decisions finish (one of this database's): it ends finished, its files released. "
                    "Without it, each result still counts for the run whose job returned it.")
-@click.option("-o", "--output", default=None, help="Also write a JSON summary here (atomically).")
+@output_option(help="Also write a JSON summary here (atomically).", default=None)
 def main(decisions: IO[str], db: str, run_name: str | None, output: str | None) -> None:
     """Apply DECISIONS (validate's JSONL; - for stdin) to the library database in one transaction."""
     if run_name:

@@ -13,7 +13,8 @@ import sys
 import click
 
 from .. import ledger, library
-from ..common import EXIT_FAILED, EXIT_USAGE, Failure, Number, cli, count, log, now_iso
+from ..common import EXIT_FAILED, EXIT_USAGE, Failure, cli, count, log, now_iso
+from ..options import FRACTION, db_option
 from ..states import FileStatus
 
 CHANGED = "its metadata changed since it was reviewed; review it again"
@@ -59,9 +60,8 @@ def _unfit(item: dict) -> str | None:
 @cli("approve --db demo/library.db MOTM_2010-01-04_The-Virtue-of-Honesty.txt    # a file of make demo's library",
      "review --nl | approve -", "approve --min-confidence 0.9")
 @click.argument("paths", nargs=-1)
-@click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
-              help="The library database.")
-@click.option("--min-confidence", type=Number(0, 1), default=None,
+@db_option()
+@click.option("--min-confidence", type=FRACTION, default=None,
               help="Also approve every extracted or needs_review file with at least this confidence.")
 @click.option("--json", "as_json", is_flag=True,
               help="Also print what was done as one JSON object: approved, already approved, refused (each with why).")

@@ -17,17 +17,19 @@ from .. import client, ledger
 from ..cancellation import cancel_run, report, stop
 from ..common import NOT_FINISHED, SERVICE_ENV, Failure, cli
 from ..job_record import load_record
+from ..options import SECONDS, db_option, run_option
 from ..polling import wait
 
 
 @cli("batch-cancel job.json", "batch-cancel --db data/library.db --run run-1",
      env=(*SERVICE_ENV, "OBJBATCH_MIN_POLL"), exits=NOT_FINISHED)
 @click.argument("job_record", type=click.Path(dir_okay=False), required=False)
-@click.option("--db", type=click.Path(dir_okay=False), default=None,
-              help="Cancel a run of this library database (found in its ledger) instead of a JOB_RECORD.")
-@click.option("--run", "run_name", default=None, help="With --db: the run to cancel (default: the only unfinished one).")
-@click.option("--poll", default=5.0, show_default=True, help="Seconds between status checks while stopping.")
-@click.option("--timeout", default=600.0, show_default=True, help="Give up waiting for the stop after this long (exit 75).")
+@db_option(default=None, help="Cancel a run of this library database (found in its ledger) instead of a JOB_RECORD.")
+@run_option(help="With --db: the run to cancel (default: the only unfinished one).")
+@click.option("--poll", default=5.0, show_default=True, type=SECONDS,
+              help="Seconds between status checks while stopping.")
+@click.option("--timeout", default=600.0, show_default=True, type=SECONDS,
+              help="Give up waiting for the stop after this long (exit 75).")
 @click.option("--forget", is_flag=True,
               help="With --db: if the service answers 404 for every job of the run (another workspace's key, or "
                    "lost), end the run without its results; its files go back to the queue.")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from .. import ledger, runs
+from .. import defaults, ledger, runs
 from ..common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -38,6 +38,7 @@ from ..common import (
     scrub,
 )
 from ..make_vars import check_settings, resolve
+from ..options import IN_FLIGHT, db_option
 
 OWN = {"DB": "it conflicts with --db; give the database with --db only",
        "RUNS": "it conflicts with --runs; give the runs folder with --runs only",
@@ -93,9 +94,9 @@ def note(runs_dir: Path, line: str) -> None:
      "*/10 * * * *  cd ~/objbatch && bin/batch-cron --db data/library.db    # crontab: cron.log says what happened",
      env=(*SERVICE_ENV, "OBJBATCH_MIN_POLL"),
      exits={EXIT_TEMPFAIL: "a run is still in flight (or another batch-cron is working); nothing is wrong"})
-@click.option("--db", default="data/library.db", show_default=True, help="The library database.")
-@click.option("--runs", "runs_folder", default="runs", show_default=True, help="The runs folder (make's RUNS).")
-@click.option("--max-in-flight", default=1, show_default=True, type=click.IntRange(min=1),
+@db_option()
+@click.option("--runs", "runs_folder", default=defaults.RUNS, show_default=True, help="The runs folder (make's RUNS).")
+@click.option("--max-in-flight", default=defaults.MAX_IN_FLIGHT, show_default=True, type=IN_FLIGHT,
               help="Start a new run only while fewer runs than this are in flight.")
 @click.option("--set", "settings", multiple=True, metavar="VAR=VALUE",
               help="Make variables for the runs, e.g. --set MAX=200 --set BUDGET=5 (a cap on each run's estimate).")

@@ -14,6 +14,7 @@ import click
 from .. import client
 from ..common import NOT_FINISHED, SERVICE_ENV, NotFinished, atomic_output, cli, log, write_jsonl
 from ..job_record import opened_record
+from ..options import db_option, output_option
 from ..results import harvest, never_sent
 
 
@@ -21,10 +22,10 @@ from ..results import harvest, never_sent
      "batch-fetch --raw-dir raw/ job.json | validate --manifest manifest.jsonl",
      env=SERVICE_ENV, exits=NOT_FINISHED)
 @click.argument("job_record", type=click.Path(dir_okay=False), default="-")
-@click.option("-o", "--output", default="-", help="Write results here (atomically) instead of stdout.")
+@output_option(help="Write results here (atomically) instead of stdout.")
 @click.option("--raw-dir", type=click.Path(file_okay=False), default=None,
               help="Keep the downloaded output and error files here; a rerun reads them instead of downloading.")
-@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Also record job states in this database.")
+@db_option(default=None, help="Also record job states in this database.")
 def main(job_record: str, output: str, raw_dir: str | None, db: str | None) -> None:
     """Download the results of every job in JOB_RECORD and print one result line per custom_id.
 

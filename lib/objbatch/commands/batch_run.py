@@ -28,6 +28,7 @@ import sys
 
 import click
 
+from .. import defaults
 from ..batch import batch, estimate
 from ..common import NOT_FINISHED, ROOT, SERVICE_ENV, cli
 
@@ -53,13 +54,19 @@ def main(assignments: tuple[str, ...], no_wait: bool, only_estimate: bool, keep_
     sys.exit(code)
 
 
+def shown(default: str) -> str:
+    """A Makefile default as make help shows it: $(DEFAULT_POLL) is defaults.mk's value."""
+    return re.sub(r"\$\((DEFAULT_[A-Z_]+)\)", lambda match: defaults.LINES[match.group(1)], default)
+
+
 def variables_help() -> str:
     """The VAR=VALUE variables, as the Makefile declares them (its ## comments): batch-run --help lists them."""
     try:
         text = (ROOT / "Makefile").read_text(encoding="utf-8")
     except OSError:
         return ""
-    found = re.findall(r"^([A-Z_]+) = ?([^#\n]*)## (.*)$", text, re.M)
+    found = [(name, shown(default), meaning)
+             for name, default, meaning in re.findall(r"^([A-Z_]+) = ?([^#\n]*)## (.*)$", text, re.M)]
     width = max((len(name) + len(default.strip()) + 1 for name, default, _ in found), default=0)
     return "\n\n\b\nVariables (VAR=VALUE, as for make batch; make help lists them too):\n" + "\n".join(
         f"  {name + '=' + default.strip():<{width}}  {meaning}" for name, default, meaning in found)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 
-from .. import client, config, remote
-from ..common import NOT_FINISHED, SERVICE_ENV, Number, atomic_output, cli, log, write_jsonl
+from .. import client, config, defaults, remote
+from ..common import NOT_FINISHED, SERVICE_ENV, atomic_output, cli, log, write_jsonl
 from ..job_record import opened_record
+from ..options import SECONDS, db_option, output_option
 from ..polling import wait
 
 FIELDS = ("id", "status", "total_requests", "completed_requests", "succeeded_requests", "failed_requests",
@@ -22,12 +23,12 @@ FIELDS = ("id", "status", "total_requests", "completed_requests", "succeeded_req
      "batch-wait --timeout 0 job.json || [ $? -eq 75 ]    # look once: done, or come back later",
      env=(*SERVICE_ENV, "OBJBATCH_MIN_POLL"), exits=NOT_FINISHED)
 @click.argument("job_record", type=click.Path(dir_okay=False), default="-")
-@click.option("--poll", default=30.0, show_default=True, type=Number(min=0),
+@click.option("--poll", default=defaults.POLL, show_default=True, type=SECONDS,
               help="The longest wait between status checks; shorter near the job's predicted end.")
-@click.option("--timeout", default=7200.0, show_default=True, type=Number(min=0),
+@click.option("--timeout", default=defaults.TIMEOUT, show_default=True, type=SECONDS,
               help="Give up waiting after this many seconds and exit 75; the job keeps running and a rerun resumes.")
-@click.option("-o", "--output", default="-", help="Write the final job states here (atomically) instead of stdout.")
-@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Also record job states in this database.")
+@output_option(help="Write the final job states here (atomically) instead of stdout.")
+@db_option(default=None, help="Also record job states in this database.")
 @click.option("--raw-dir", type=click.Path(file_okay=False), default=None,
               help="Download each job's result files here as soon as it finishes (the service keeps them 24 "
                    "hours); batch-fetch --raw-dir reads them.")

@@ -12,31 +12,27 @@ from typing import IO
 import click
 
 from .. import costs, kinds, ledger, prompt, runs
-from ..common import Failure, atomic_output, check_run_name, cli, count, dumps, kill_point, log, write_jsonl
+from ..common import Failure, Number, atomic_output, check_run_name, cli, count, dumps, kill_point, log, write_jsonl
+from ..options import db_option, model_option, output_option, run_option
 from ..requests import build
 from ..states import RunState
-
-DEFAULT_MODEL = "mistral-small-latest"
 
 
 @cli("build-jsonl select.jsonl --manifest manifest.jsonl -o requests.jsonl",
      "select-pending --db data/library.db --max 5 | build-jsonl --manifest manifest.jsonl | estimate",
      env=("OBJBATCH_MODEL", "OBJBATCH_REASONING_EFFORT"))
 @click.argument("selection", type=click.File("r", encoding="utf-8"), default="-")
-@click.option("-o", "--output", default="-", help="Write request lines here (atomically) instead of stdout.")
+@output_option(help="Write request lines here (atomically) instead of stdout.")
 @click.option("--manifest", required=True, type=click.Path(dir_okay=False),
               help="Write one line per file here: what was sent (custom_id, hashes) or why it was skipped.")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, envvar="OBJBATCH_MODEL",
-              help="Model named in each request body.")
-@click.option("--text-tokens", default=prompt.DEFAULT_TEXT_TOKENS, show_default=True, type=click.IntRange(min=500),
+@model_option(help="Model named in each request body.")
+@click.option("--text-tokens", default=prompt.DEFAULT_TEXT_TOKENS, show_default=True, type=Number(min=500, whole=True),
               help="Token budget for the transcript text; longer texts are excerpted.")
 @click.option("--reasoning-effort", default=None, envvar="OBJBATCH_REASONING_EFFORT",
               help="reasoning_effort for a model that takes it (none, minimal, low, medium, high, xhigh); "
                    "unset by default: the model's own default.")
-@click.option("--db", type=click.Path(dir_okay=False), default=None,
-              help="With --run: the library database whose ledger holds the run.")
-@click.option("--run", "run_name", default=None,
-              help="The run being built: once it was submitted, its manifest comes from the ledger (what was "
+@db_option(default=None, help="With --run: the library database whose ledger holds the run.")
+@run_option(help="The run being built: once it was submitted, its manifest comes from the ledger (what was "
                    "sent cannot change) and no requests are built.")
 @click.option("--library-root", type=click.Path(file_okay=False), default=None,
               help="Read only files under this folder (symlinks resolved); a file outside is skipped with the "

@@ -17,7 +17,8 @@ from typing import IO, Iterable
 import click
 
 from .. import costs, kinds, ledger
-from ..common import EXIT_FAILED, Failure, Number, cli, log
+from ..common import EXIT_FAILED, Failure, cli, log
+from ..options import DOLLARS, db_option, model_option
 
 
 def _requests(stream: IO[str]) -> Iterable[dict]:
@@ -33,12 +34,10 @@ def _requests(stream: IO[str]) -> Iterable[dict]:
 @click.argument("requests", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("--manifest", type=click.File("r", encoding="utf-8"), default=None,
               help="build-jsonl's manifest: adds the files it skipped, and why.")
-@click.option("--db", type=click.Path(dir_okay=False), default=None,
-              help="The library database: expected answer length from its past runs.")
-@click.option("--model", default="mistral-small-latest", show_default=True, envvar="OBJBATCH_MODEL",
-              help="The model the run would use (batch-submit's --model).")
+@db_option(default=None, help="The library database: expected answer length from its past runs.")
+@model_option(help="The model the run would use (batch-submit's --model).")
 @click.option("--allow-unpriced", is_flag=True, help="Estimate tokens for a model without a price in schemas/prices.json.")
-@click.option("--budget", type=Number(min=0), default=None, metavar="USD",
+@click.option("--budget", type=DOLLARS, default=None, metavar="USD",
               help="Exit 1 if the estimate is over this many dollars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 def main(requests: IO[str], manifest: IO[str] | None, db: str | None, model: str, allow_unpriced: bool,

@@ -13,6 +13,7 @@ import click
 
 from .. import ledger, library, output
 from ..common import atomic_output, cli, count, log
+from ..options import db_option, max_option, output_option
 from ..states import FileStatus
 
 STATUSES = (FileStatus.EXTRACTED, FileStatus.NEEDS_REVIEW, FileStatus.APPROVED, FileStatus.FAILED_VALIDATION,
@@ -48,12 +49,11 @@ def table(found: list[dict]) -> str:
 
 
 @cli("export-metadata --db data/library.db -o metadata.json", "export-metadata --csv --status approved > approved.csv")
-@click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
-              help="The library database.")
+@db_option()
 @click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in STATUSES]),
               help="Only files with this status (repeatable; default: every file with metadata).")
-@click.option("-n", "--limit", type=click.IntRange(min=0), default=None, help="At most this many files.")
-@click.option("-o", "--output", "path", default="-", help="Write here (atomically) instead of stdout.")
+@max_option()
+@output_option(name="path")
 @output.options(default="json")
 def main(db: str, statuses: tuple[str, ...], limit: int | None, path: str, fmt: str) -> None:
     """Write the stored metadata of the library's files."""

@@ -5,7 +5,7 @@ reasons, metadata and the opening lines of their transcript.
 
 The figures are the ones `stats --json` gives (overview.py computes both). The page needs no server and no
 network (no script, font or style from elsewhere), and stays small for any library: every figure is an
-aggregate; only the review queue's first --limit files are listed one by one.
+aggregate; only the review queue's first --max files are listed one by one.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import click
 
-from .. import ledger, library, metadata, overview, report_page
-from ..common import Number, atomic_output, cli, log
-from ..selection import DEFAULT_MAX_ATTEMPTS
+from .. import defaults, ledger, library, metadata, overview, report_page
+from ..common import atomic_output, cli, log
+from ..options import ATTEMPTS, FRACTION, db_option, max_option, output_option
 
 OPENING_BYTES = 700  # the opening lines of a transcript in the review queue
 
@@ -50,17 +50,15 @@ def opening(path: str) -> str:
 
 @cli("report --db data/library.db    # writes runs/report.html", "report --db demo/library.db --runs demo/runs -n 20",
      "report -o /tmp/library.html && xdg-open /tmp/library.html")
-@click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
-              help="The library database.")
-@click.option("--runs", "runs_folder", default="runs", show_default=True,
+@db_option()
+@click.option("--runs", "runs_folder", default=defaults.RUNS, show_default=True,
               help="The runs folder (make's RUNS); the report goes there unless -o says otherwise.")
-@click.option("-o", "--output", "out", default=None, metavar="FILE",
-              help="Write the page here (default RUNS/report.html; '-' for stdout).")
-@click.option("-n", "--limit", default=50, show_default=True, type=click.IntRange(min=0),
-              help="How many files of the review queue to show in full.")
-@click.option("--threshold", type=Number(0, 1), default=None,
+@output_option(name="out", default=None, metavar="FILE",
+               help="Write the page here (default RUNS/report.html; '-' for stdout).")
+@max_option(default=50, help="How many files of the review queue to show in full.")
+@click.option("--threshold", type=FRACTION, default=None,
               help="Also queue extracted files below this confidence (default from schemas/soft-rules.json).")
-@click.option("--max-attempts", default=DEFAULT_MAX_ATTEMPTS, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-attempts", default=defaults.MAX_ATTEMPTS, show_default=True, type=ATTEMPTS,
               help="Attempt cap used to count files that ran out of attempts.")
 def main(db: str, runs_folder: str, out: str | None, limit: int, threshold: float | None, max_attempts: int) -> None:
     """Write one self-contained HTML page showing where the library and its runs stand."""

@@ -15,6 +15,7 @@ import click
 
 from .. import ledger, library, runs
 from ..common import EXIT_FAILED, EXIT_USAGE, Failure, cli, count, log, now_iso
+from ..options import db_option
 from ..states import FileStatus
 
 STATUSES = (FileStatus.SKIPPED, FileStatus.FAILED_VALIDATION, FileStatus.NEEDS_REVIEW, FileStatus.EXTRACTED)
@@ -51,8 +52,7 @@ def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
 @cli("requeue --db data/library.db --status failed_validation",
      "requeue --db demo/library.db MOTM_2010-01-04_The-Virtue-of-Honesty.txt    # a file of make demo's library")
 @click.argument("paths", nargs=-1)
-@click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
-              help="The library database.")
+@db_option()
 @click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in STATUSES]),
               help="Also requeue every file with this status (repeatable).")
 @click.option("--include-approved", is_flag=True, help="Allow approved files among those named.")

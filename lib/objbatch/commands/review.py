@@ -15,7 +15,8 @@ from typing import Iterator
 import click
 
 from .. import ledger, library, metadata, output
-from ..common import Number, cli, log
+from ..common import cli, log
+from ..options import FRACTION, db_option, max_option
 
 
 def rows(conn: sqlite3.Connection, groups: list[str], threshold: float, limit: int | None) -> Iterator[dict]:
@@ -39,16 +40,15 @@ def table(found: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@cli("review --db data/library.db --skipped", "review --nl --limit 20 | approve -",
+@cli("review --db data/library.db --skipped", "review --nl --max 20 | approve -",
      "review --status needs_review --json | approve -    # what needs a look and has valid metadata")
-@click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
-              help="The library database.")
+@db_option()
 @click.option("--status", "statuses", multiple=True, type=click.Choice(list(library.REVIEW_GROUPS)),
               help="Only this group (repeatable; default: needs_review and failed_validation).")
 @click.option("--skipped", is_flag=True, help="Also list skipped files and why.")
-@click.option("--threshold", type=Number(0, 1), default=None,
+@click.option("--threshold", type=FRACTION, default=None,
               help="Also list extracted files below this confidence (default from schemas/soft-rules.json).")
-@click.option("-n", "--limit", type=click.IntRange(min=0), default=None, help="At most this many files per group.")
+@max_option(help="At most this many files per group.")
 @output.options()
 def main(db: str, statuses: tuple[str, ...], skipped: bool, threshold: float | None, limit: int | None,
          fmt: str) -> None:

@@ -9,6 +9,7 @@ import click
 
 from .. import ledger, library, output
 from ..common import Failure, cli, dumps, printable, printable_values
+from ..options import db_option
 
 
 def details(conn: sqlite3.Connection, path: str) -> dict:
@@ -78,8 +79,7 @@ def _listed(label: str, items: list, indent: str = "  ") -> list[str]:
 @cli("show --db demo/library.db MOTM_2010-01-04_The-Virtue-of-Honesty.txt    # a file of make demo's library",
      "show --db demo/library.db --json MOTM_2010-01-04_The-Virtue-of-Honesty.txt | jq .metadata.semantic_description.summary")
 @click.argument("path")
-@click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
-              help="The library database.")
+@db_option()
 @output.options(formats=("table", "json"), json_help="Print one JSON object, for scripts.")
 def main(path: str, db: str, fmt: str) -> None:
     """Show one file: PATH as stored, or the end of it (a file name), or any part of it, if that names one file

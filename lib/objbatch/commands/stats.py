@@ -10,18 +10,16 @@ import sys
 
 import click
 
-from .. import ledger, output
+from .. import defaults, ledger, output
 from ..common import cli, printable, printable_values
+from ..options import ATTEMPTS, db_option, max_option
 from ..overview import gather, render, runs_table
-from ..selection import DEFAULT_MAX_ATTEMPTS
 
 
 @cli("stats --db data/library.db", "stats --json | jq .statuses")
-@click.option("--db", default="data/library.db", show_default=True, type=click.Path(dir_okay=False),
-              help="The library database.")
-@click.option("-n", "--limit", default=10, show_default=True, type=click.IntRange(min=0),
-              help="How many recent runs to show.")
-@click.option("--max-attempts", default=DEFAULT_MAX_ATTEMPTS, show_default=True,
+@db_option()
+@max_option(default=10, help="How many recent runs to show.")
+@click.option("--max-attempts", default=defaults.MAX_ATTEMPTS, show_default=True, type=ATTEMPTS,
               help="Attempt cap used to list files that ran out of attempts.")
 @output.options(json_help="Print everything as one JSON object, for scripts (--nl and --csv: the runs).",
                 nl_help="Print the recent runs as JSON lines (one run a line), for jq.")

@@ -12,8 +12,9 @@ from typing import IO
 import click
 
 from .. import metadata
-from ..common import EXIT_USAGE, Failure, Number, atomic_output, cli, log, write_jsonl
+from ..common import EXIT_USAGE, Failure, atomic_output, cli, log, write_jsonl
 from ..decisions import Manifest, decisions, sent_manifest
+from ..options import FRACTION, db_option, output_option, run_option
 
 
 @cli("validate results.jsonl --manifest manifest.jsonl -o decisions.jsonl",
@@ -22,13 +23,12 @@ from ..decisions import Manifest, decisions, sent_manifest
 @click.argument("results", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False), default=None,
               help="build-jsonl's manifest: links results to files and adds the skipped files.")
-@click.option("--db", type=click.Path(dir_okay=False), default=None,
-              help="With --run: judge against what the run's ledger in this database says was sent (the "
+@db_option(default=None, help="With --run: judge against what the run's ledger in this database says was sent (the "
                    "authority; --manifest is then only used for a run that sent nothing).")
-@click.option("--run", "run_name", default=None, help="With --db: the run whose results these are.")
-@click.option("--threshold", type=Number(0, 1), default=None,
+@run_option(help="With --db: the run whose results these are.")
+@click.option("--threshold", type=FRACTION, default=None,
               help="Confidence below which a valid answer needs review (default from schemas/soft-rules.json).")
-@click.option("-o", "--output", default="-", help="Write decisions here (atomically) instead of stdout.")
+@output_option(help="Write decisions here (atomically) instead of stdout.")
 def main(results: IO[str], manifest: str | None, db: str | None, run_name: str | None, threshold: float | None,
          output: str) -> None:
     """Decide each result in RESULTS (batch-fetch's JSONL; - for stdin)."""
