@@ -13,40 +13,12 @@ import sys
 
 import click
 
-from .. import ledger, library, runs
-from ..common import EXIT_FAILED, EXIT_USAGE, Failure, cli, count, log, now_iso
+from .. import curation, ledger, library
+from ..common import EXIT_FAILED, EXIT_USAGE, Failure, cli, count, log
 from ..options import db_option
 from ..states import FileStatus
 
 STATUSES = (FileStatus.SKIPPED, FileStatus.FAILED_VALIDATION, FileStatus.NEEDS_REVIEW, FileStatus.EXTRACTED)
-
-
-def chosen(conn: ledger.Library, names: list[str], statuses: tuple[str, ...],
-           include_approved: bool) -> tuple[list[str], list[tuple[str, str]]]:
-    found, unknown = library.resolve(conn, names)
-    refused = list(unknown.items())
-    paths = dict.fromkeys(found.values())  # an ordered set
-    for status in statuses:
-        paths.update(dict.fromkeys(r[0] for r in conn.execute(
-            "SELECT file_path FROM files WHERE ai_metadata_status = ? AND COALESCE(is_deleted, 0) = 0 "
-            "ORDER BY file_path", (status,))))
-    flying = {r[0]: r[1] for r in conn.execute("SELECT file_path, run_name FROM objbatch_claims WHERE state = ?",
-                                               (runs.IN_FLIGHT,))}
-    keep = []
-    for path in paths:
-        if isinstance(path, ledger.NotUtf8):  # no statement can name it: it would match nothing
-            refused.append((path, ledger.NOT_UTF8_PATH))
-            continue
-        row = conn.execute("SELECT ai_metadata_status, COALESCE(is_deleted, 0) FROM files WHERE file_path = ?",
-                           (path,)).fetchone()
-        why = ("deleted" if row[1] else f"in flight in run {flying[path]}" if path in flying else
-               "approved: add --include-approved to requeue it" if row[0] == FileStatus.APPROVED and not include_approved
-               else None)
-        if why:
-            refused.append((path, why))
-        else:
-            keep.append(path)
-    return keep, refused
 
 
 @cli("requeue --db data/library.db --status failed_validation",
@@ -62,12 +34,8 @@ def main(paths: tuple[str, ...], db: str, statuses: tuple[str, ...], include_app
         raise Failure("name the files to requeue (paths, '-' for stdin) or give --status", EXIT_USAGE)
     names = library.names_from(paths, sys.stdin)
     with ledger.opened(db, identity=False) as conn, ledger.transaction(conn):
-        keep, refused = chosen(conn, names, statuses, include_approved)
-        now = now_iso()
-        conn.executemany("UPDATE files SET ai_metadata_status = 'pending', error_message = NULL, updated_at = ? "
-                         "WHERE file_path = ?", [(now, path) for path in keep])
-        conn.executemany("UPDATE objbatch_files SET attempts = 0, reasons_json = '[]', skip_kind = NULL "
-                         "WHERE file_path = ?", [(path,) for path in keep])
+        keep, refused = curation.to_requeue(conn, names, statuses, include_approved)
+        curation.requeue(conn, keep)
     if not refused:
         log(f"requeue: {count(len(keep), 'file')} back in the queue")
         return
