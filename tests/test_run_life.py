@@ -213,7 +213,7 @@ def test_the_ledger_records_the_request_lines_actually_sent_when_a_frozen_run_is
 def run_with_a_job_in_flight(emu, db, runs, parts: int = 1) -> list[str]:
     """Run w has its job(s) at the service, still running; their ids."""
     emu.faults(preset="none")
-    emu.pace(seconds_per_request=1000, queue_seconds=0)
+    emu.pace(queue_seconds=0, hold_at=0)  # RUNNING, nothing done, until released (never a 5 s run that ends)
     split = {"OBJBATCH_MAX_REQUESTS_PER_JOB": str(-(-25 // parts))} if parts > 1 else {}
     left = batch(emu, db, runs, "NAME=w", "TIMEOUT=0.3", env=split)
     assert "still running" in left.stderr and "Error 75" in left.stderr, left.stderr
