@@ -127,13 +127,14 @@ def test_sigkill_while_polling_then_rerun(crash_env, reference):
 
 def test_emulator_restart_and_http_storms_are_survived(crash_env, reference):
     emu, db, runs = crash_env
-    emu.pace(queue_seconds=2)
+    emu.pace(queue_seconds=600)  # held until released below, however slow this machine is
     started = start_batch(emu, db, runs, "NAME=s")
     wait_for(runs / "s" / "job.json")
     emu.stop()  # connection refused while the service restarts
     started.wait_for("cannot connect to the service; retrying")
     emu.args = ["--faults", json.dumps({"http_storm": 3, "http_status": 429, "retry_after": 0.05})]
     emu.restart()  # and comes back with a 429 storm from its first answer
+    emu.release()  # (the emulator's controls are never stormed)
     returncode, out, err = started.finish()
     assert returncode == 0, err
     assert "cannot connect to the service; retrying" in err
