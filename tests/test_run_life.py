@@ -265,3 +265,54 @@ def test_cancel_forget_changes_nothing_while_the_service_still_knows_a_job_of_th
     assert query(db, "SELECT state FROM objbatch_runs") == [("submitted",)] and claimed(db) > 0
     assert emulator.record()["cancels"] == []
     assert [j.status for j in emulator.sdk().batch.jobs.list().data] == ["RUNNING"]
+
+
+def test_cancel_forget_forgets_nothing_when_what_answers_404_at_the_url_is_not_the_batch_api(emulator, library,
+                                                                                              runs_dir):
+    """Another web server at the service's URL (a proxy's error page, another program on the port) answers 404
+    to everything: that must not pass for a lost job, whose run goes on (and is paid) at the real service."""
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    _, db = library
+    [job_id] = run_with_a_job_in_flight(emulator, db, runs_dir)
+    emulator.stop()
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", emulator.port), NotFound)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        refused = make("cancel", f"DB={db}", "FORGET=1", env=emulator.env)
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+    assert "job list failed: HTTP 404" in refused.stderr, refused.stderr
+    assert query(db, "SELECT state, end_reason FROM objbatch_runs") == [("submitted", None)] and claimed(db) > 0
+    emulator.start()
+    assert [j["id"] for j in jobs(emulator)] == [job_id]
+
+
+def test_cancel_forget_forgets_nothing_while_the_job_list_shows_a_job_of_the_run(emulator, library, runs_dir):
+    """The service answers 404 for the recorded job id, yet lists a job of the run (the ledger's id is not the
+    service's): the run is not forgotten."""
+    _, db = library
+    [job_id] = run_with_a_job_in_flight(emulator, db, runs_dir)
+    emulator.stop()
+    state = emulator.state_dir / "state.json"
+    saved = json.loads(state.read_text())
+    saved["jobs"]["someone-else-" + job_id] = saved["jobs"].pop(job_id)
+    saved["jobs"]["someone-else-" + job_id]["id"] = "someone-else-" + job_id
+    state.write_text(json.dumps(saved))
+    ids = emulator.state_dir / "files"
+    (ids / f"{job_id}.ids.json").rename(ids / f"someone-else-{job_id}.ids.json")
+    emulator.start()
+    refused = make("cancel", f"DB={db}", "FORGET=1", env=emulator.env)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+    assert "someone-else-" + job_id in refused.stderr, refused.stderr
+    assert query(db, "SELECT state, end_reason FROM objbatch_runs") == [("submitted", None)] and claimed(db) > 0

@@ -51,7 +51,7 @@ def _cancel_locked(conn: ledger.Library, run: runs.Run, poll: float, timeout: fl
         if not job_ids:  # every creation failed: the service never saw the run
             _cancel_unsent(conn, run, "before any of its jobs was created")
             return None
-        if forget and _forget_unknown(service, conn, run, job_ids):
+        if forget and _forget_unknown(service, conn, run, record["run_id"], job_ids):
             return None
         if stop(service, job_ids) or len(job_ids) < len(record["jobs"]):
             with ledger.transaction(conn):
@@ -72,9 +72,12 @@ def _cancel_unsent(conn: ledger.Library, run: runs.Run, when: str) -> None:
     log(f"batch-cancel: run {run.name} cancelled {when}; its {released} files are back in the queue")
 
 
-def _forget_unknown(service: client.Service, conn: ledger.Library, run: runs.Run, job_ids: list[str]) -> bool:
+def _forget_unknown(service: client.Service, conn: ledger.Library, run: runs.Run, run_id: str,
+                    job_ids: list[str]) -> bool:
     """--forget: if the service knows none of the run's jobs, end the run cancelled with its files back in the
-    queue (True). If it knows every one, nothing is forgotten (False: an ordinary cancel follows)."""
+    queue (True). If it knows every one, nothing is forgotten (False: an ordinary cancel follows). Before
+    forgetting, the service must answer its job list (a 404 from something else at the URL, a proxy's error
+    page, is no lost job) and list no job of the run."""
     unknown = []
     for job_id in job_ids:
         try:
@@ -89,6 +92,11 @@ def _forget_unknown(service: client.Service, conn: ledger.Library, run: runs.Run
         raise Failure(f"run {run.name}: the service knows job(s) {', '.join(known)} but not {', '.join(unknown)}; "
                       "FORGET=1 only ends a run whose every job is unknown: check MISTRAL_API_KEY, then "
                       "make cancel without FORGET")
+    listed = [job["id"] for job in service.jobs_with_run_id(run_id)]
+    if listed:
+        raise Failure(f"run {run.name}: the service answers 404 for job(s) {', '.join(unknown)} but lists job(s) "
+                      f"{', '.join(listed)} of the run; nothing is forgotten: check MISTRAL_SERVER_URL and "
+                      "MISTRAL_API_KEY, then make cancel without FORGET")
     with ledger.transaction(conn):
         released = runs.cancel_jobs_unknown(conn, run.name, {"cancelled: jobs unknown to the service": 1})
     log(f"batch-cancel: the service does not know job(s) {', '.join(unknown)}: run {run.name} is cancelled "

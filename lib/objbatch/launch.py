@@ -34,8 +34,11 @@ class Command:
         return importlib.import_module(self.module).main
 
     def __call__(self) -> None:
+        self.start()
+
+    def start(self, prog_name: str | None = None) -> None:
         starting()
-        self.command().main()
+        self.command().main(prog_name=prog_name)
 
 
 select_pending = Command("select_pending")

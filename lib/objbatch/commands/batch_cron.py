@@ -58,7 +58,8 @@ def check(settings: tuple[str, ...], base: list[str]) -> None:
 
 def batch_run(settings: list[str]) -> tuple[int, str]:
     """One batch-run (exit status, everything it printed)."""
-    proc = subprocess.run([sys.executable, "-c", "from objbatch.commands.batch_run import main; main(prog_name='batch-run')",
+    start = "from objbatch import launch; launch.batch_run.start(prog_name='batch-run')"  # as the console script
+    proc = subprocess.run([sys.executable, "-c", start,
                            "--no-wait", *settings], capture_output=True, text=True)
     return proc.returncode, proc.stdout + proc.stderr
 
