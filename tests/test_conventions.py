@@ -222,12 +222,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def started_whole(command: str) -> str:
+    """A server put in the background prints its lines while the next commands print theirs; on a busy
+    machine a line of one could land inside a line of another. Typed here, the server's lines go to a file
+    that is shown, whole, once it has printed them (as a person sees them before typing on)."""
+    if not command.rstrip().endswith("&"):
+        return command
+    shown = '"$TMPDIR/background.out"'
+    return (f"{command.rstrip()[:-1]} > {shown} &\n"
+            f"until [ \"$(grep -c '^export ' {shown} 2>/dev/null)\" = 2 ]; do sleep 0.05; done; cat {shown}")
+
+
 def test_the_readme_hand_transcript_works_typed_as_shown(tmp_path):
     commands, expected = transcript()
     assert commands[0].startswith('export PATH="$PWD/bin:$PATH"'), "the transcript must put bin/ on the PATH first"
     assert not [c for c in commands if re.search(r"\s>\s*\w", c.split("#")[0])], "use -o, not >, for stage files"
     port = str(free_port())
-    script = "set -eo pipefail\n" + "\n".join(c.replace("8765", port) for c in commands) + "\n"
+    script = "set -eo pipefail\n" + "\n".join(started_whole(c.replace("8765", port)) for c in commands) + "\n"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRAL_", "OBJBATCH_"))}
     env["TMPDIR"] = str(tmp_path)
     proc = subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE,
