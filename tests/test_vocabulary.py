@@ -250,6 +250,15 @@ def test_at_most_n_is_max_everywhere_with_limit_hidden():
             assert ctx.params["limit"] == 7, (name, spelling)
 
 
+def test_an_error_names_an_option_as_help_does_not_by_its_hidden_old_spelling():
+    """review -n -1 said "Invalid value for '-n' / '--max' / '--limit'": the alias --help hides."""
+    with_max = {name: c for name, c in commands().items() if "limit" in options(c)}
+    for name, command in with_max.items():
+        done = CliRunner().invoke(command, ["--limit", "-1"], prog_name=name)
+        assert done.exit_code == 2 and "Invalid value for '-n' / '--max': -1" in done.output, (name, done.output)
+        assert "--limit" not in done.output, name
+
+
 @pytest.mark.parametrize("name", ["run-20261129-080000-1a2b", "a.b_c-D9", ".hidden", "semi;colon", "sl/ash", "é"])
 def test_make_and_the_commands_accept_the_same_run_names(name):
     from objbatch.common import check_run_name

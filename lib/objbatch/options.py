@@ -42,6 +42,10 @@ class AliasedOption(click.Option):
         finally:
             self.opts = shown
 
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        """An error names the option as --help does: '-n' / '--max', not '... / '--limit'."""
+        return " / ".join(f"'{opt}'" for opt in self.opts if opt not in self.aliases)
+
 
 def db_option(help: str = "The library's SQLite database.", default: str | None = defaults.DB) -> Callable[[F], F]:
     """--db: the library's database (default data/library.db; a stage given no --db records nothing there)."""
