@@ -538,11 +538,14 @@ def record_jobs(conn: sqlite3.Connection, jobs: list[dict[str, Any]], fetched: b
 
 def ended_jobs(conn: sqlite3.Connection, job_ids: list[str]) -> dict[str, dict[str, Any]]:
     """The jobs the ledger records as ended (a terminal status: it never changes again), as the service
-    described them when it was recorded."""
+    described them in a status answer (record_jobs; a row written only from a job record has no counters
+    and no result files, and is not taken)."""
     marks = ", ".join("?" * len(job_ids))
     rows = conn.execute(
         f"SELECT job_id, status, total_requests, completed_requests, succeeded_requests, failed_requests, "
-        f"created_at, completed_at, output_file, error_file FROM objbatch_jobs WHERE job_id IN ({marks})",
+        f"created_at, completed_at, output_file, error_file FROM objbatch_jobs WHERE job_id IN ({marks}) "
+        "AND total_requests IS NOT NULL AND completed_requests IS NOT NULL AND succeeded_requests IS NOT NULL "
+        "AND failed_requests IS NOT NULL",
         job_ids).fetchall()
     return {row["job_id"]: {"id": row["job_id"], "status": row["status"], "total_requests": row["total_requests"],
                             "completed_requests": row["completed_requests"],
