@@ -133,6 +133,18 @@ def test_batch_cron_refuses_a_bad_setting_as_a_usage_error_before_anything(libra
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("name", ["POLL", "TIMEOUT", "TIMEOUT_HOURS", "MAX_ATTEMPTS", "MAX_IN_FLIGHT"])
+def test_an_empty_number_that_has_a_default_is_refused_before_anything_is_claimed(library, runs_dir, name):
+    """POLL= (typed to mean "the default") reached batch-wait as --poll '' after the job was paid for."""
+    _, db = library
+    done = run("batch-run", f"DB={db}", f"RUNS={runs_dir}", "NAME=empty", f"{name}=",
+               env={**os.environ, "MISTRAL_SERVER_URL": "http://127.0.0.1:9", "MISTRAL_API_KEY": "unused"})
+    assert done.returncode == 2, done.stderr
+    assert f"{name} must be a " in done.stderr and f"(got ''); leave {name} out for its default" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not runs_dir.exists()
+    assert query(db, "SELECT name FROM sqlite_master WHERE name = 'objbatch_claims'") == []
+
+
 # ---------------------------------------------------------------- 5: a resumed run and a new MAX
 
 def test_a_resumed_run_says_a_new_max_is_for_new_runs_and_estimate_only_would_resume(emulator, library, runs_dir):

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from . import costs
+from . import costs, defaults
 from .common import EXIT_FAILED, EXIT_USAGE, ROOT, Failure, check_run_name
 from .options import MAKE_NUMBERS
 
@@ -57,11 +57,12 @@ def check_settings(settings: dict[str, str]) -> None:
     for name, kind in MAKE_NUMBERS.items():
         text = settings.get(name, "")
         try:
-            if text:
-                kind.convert(text, None, None)
+            if text or name in defaults.VALUES:  # empty means unset only where there is no default (MAX, BUDGET):
+                kind.convert(text, None, None)   # the stages are given POLL= as --poll '' (after paying)
         except click.BadParameter:
             span = f"from {kind.min} to {kind.max}" if kind.max is not None else f"of at least {kind.min}"
-            raise Failure(f"{name} must be a {'whole ' if kind.whole else ''}number {span} (got {text!r})",
+            fix = f"; leave {name} out for its default, {defaults.VALUES[name]}" if not text else ""
+            raise Failure(f"{name} must be a {'whole ' if kind.whole else ''}number {span} (got {text!r}){fix}",
                           EXIT_USAGE) from None
 
 
