@@ -316,3 +316,22 @@ def test_cancel_forget_forgets_nothing_while_the_job_list_shows_a_job_of_the_run
     assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
     assert "someone-else-" + job_id in refused.stderr, refused.stderr
     assert query(db, "SELECT state, end_reason FROM objbatch_runs") == [("submitted", None)] and claimed(db) > 0
+
+
+@pytest.mark.parametrize("then", ["batch", "cancel"])
+def test_results_downloaded_before_the_service_lost_their_job_are_applied_not_paid_again(emulator, library,
+                                                                                          runs_dir, then):
+    _, db = library
+    emulator.faults(preset="none")
+    killed = batch(emulator, db, runs_dir, "NAME=b", env={"OBJBATCH_KILL_AT": "after-download"})
+    assert "Killed" in killed.stderr and list((runs_dir / "b" / "raw").glob("*.jsonl")), killed.stderr
+    emulator.stop()
+    shutil.rmtree(emulator.state_dir)  # the service lost the job after its results were kept
+    emulator.start()
+    args = ("cancel", f"DB={db}", f"RUNS={runs_dir}", "POLL=0.1") if then == "cancel" else ()
+    ended = make(*args, env=emulator.env) if args else batch(emulator, db, runs_dir)
+    assert ended.returncode == 0, ended.stderr
+    assert "HTTP 404" not in ended.stderr and "FORGET" not in ended.stderr
+    assert query(db, "SELECT state FROM objbatch_runs WHERE run_name = 'b'")[0][0] in ("applied", "cancelled")
+    assert claimed(db) == 0 and jobs(emulator) == []  # nothing sent again
+    assert "pending" not in statuses(db).values() and "extracted" in statuses(db).values()

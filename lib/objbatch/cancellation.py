@@ -53,12 +53,13 @@ def _cancel_locked(conn: ledger.Library, run: runs.Run, poll: float, timeout: fl
             return None
         if forget and _forget_unknown(service, conn, run, record["run_id"], job_ids):
             return None
-        if stop(service, job_ids) or len(job_ids) < len(record["jobs"]):
+        ended = runs.ended_jobs(conn, job_ids)  # recorded ended: nothing to stop, nothing to ask the service
+        if stop(service, job_ids, ended) or len(job_ids) < len(record["jobs"]):
             with ledger.transaction(conn):
                 runs.begin_cancel(conn, run.name)
         else:
             log(f"batch-cancel: every job of run {run.name} had already ended; it is collected as it is")
-        jobs = wait(service, job_ids, poll, timeout)
+        jobs = wait(service, job_ids, poll, timeout, known=ended)
     runs.record_jobs(conn, jobs)
     report(jobs)
     return run.name
@@ -113,11 +114,11 @@ def find_unrecorded(service: client.Service, conn: ledger.Library, record: dict[
     runs.save_record(conn, record)
 
 
-def stop(service: client.Service, job_ids: list[str]) -> int:
-    """Cancel every job still running; how many were."""
+def stop(service: client.Service, job_ids: list[str], ended: dict[str, dict[str, Any]] | None = None) -> int:
+    """Cancel every job still running (the `ended` ones, recorded as ended, are not asked about); how many were."""
     stopped = 0
     for job_id in job_ids:
-        job = service.get_job(job_id)
+        job = (ended or {}).get(job_id) or service.get_job(job_id)
         if client.terminal(job["status"]):
             log(f"batch-cancel: job {job['id']} already ended {job['status']}")
         else:

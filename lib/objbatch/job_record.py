@@ -76,14 +76,14 @@ def _record_nothing(jobs: list[dict[str, Any]], fetched: bool = False) -> None:
 
 
 @contextmanager
-def opened_record(path: str, db: str | None) -> Iterator[tuple[dict[str, Any], RecordJobs]]:
-    """(the record, a function recording the service's view of its jobs). With --db the record must be
-    of that database, and for a run in its ledger the ledger's record wins (the file is only a cache:
-    a cancel may have changed the run since it was written)."""
+def opened_record(path: str, db: str | None) -> Iterator[tuple[dict[str, Any], RecordJobs, dict[str, Any]]]:
+    """(the record, a function recording the service's view of its jobs, the jobs the ledger knows ended).
+    With --db the record must be of that database, and for a run in its ledger the ledger's record wins
+    (the file is only a cache: a cancel may have changed the run since it was written)."""
     record = _read(path)
     if not db:
         _require_jobs(record, path)
-        yield record, _record_nothing
+        yield record, _record_nothing, {}
         return
     with ledger.opened(db) as conn:
         runs.check_record(conn, record, f"job record {path}")
@@ -94,4 +94,4 @@ def opened_record(path: str, db: str | None) -> Iterator[tuple[dict[str, Any], R
                 log(f"{path} is out of date: using run {run.name}'s record in the database ledger")
             record = authority
         _require_jobs(record, path)
-        yield record, partial(runs.record_jobs, conn)
+        yield record, partial(runs.record_jobs, conn), runs.ended_jobs(conn, [j["job_id"] for j in record["jobs"]])

@@ -93,15 +93,18 @@ def _clock(seconds: float) -> str:
 def wait(service: client.Service, job_ids: list[str], poll: float, timeout: float,
          on_poll: Callable[[list[dict[str, Any]]], None] = lambda jobs: None,
          clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-         on_finished: Callable[[dict[str, Any]], None] = lambda job: None) -> list[dict[str, Any]]:
+         on_finished: Callable[[dict[str, Any]], None] = lambda job: None,
+         known: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Poll until all jobs are terminal (on the adaptive schedule); NotFinished after `timeout` seconds.
-    `on_finished` is called once for each job as soon as it is seen terminal."""
+    `on_finished` is called once for each job as soon as it is seen terminal. The `known` jobs (ended, their
+    results kept) are taken as they are, without asking the service."""
+    known = known or {}
     started = clock()
     seen_finished: set[str] = set()
     schedule = Schedule(ceiling=poll, floor=min_poll(), started=started)
     progress = Progress()
     while True:
-        jobs = [service.get_job(job_id) for job_id in job_ids]
+        jobs = [known[job_id] if job_id in known else service.get_job(job_id) for job_id in job_ids]
         now = clock()
         on_poll(jobs)
         for job in jobs:

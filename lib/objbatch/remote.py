@@ -16,6 +16,18 @@ from .common import Failure, NotFinished, kill_point, log, make_folders, scrub
 SAFE_FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
+def kept(ended: dict[str, dict[str, Any]], raw_dir: str | None) -> dict[str, dict[str, Any]]:
+    """Of the jobs the ledger knows ended, those whose result files are all kept in raw_dir: the service
+    need not be asked about them again, and may no longer know them (lost, or past its retention), so a
+    paid result on disk is applied whatever the service says now."""
+    if not raw_dir:
+        return {}
+    return {job_id: job for job_id, job in ended.items()
+            if all(isinstance(fid, str) and SAFE_FILE_ID.fullmatch(fid) and (Path(raw_dir) / f"{fid}.jsonl").is_file()
+                   and not (Path(raw_dir) / f"{fid}.jsonl").is_symlink()
+                   for fid in (job.get("output_file"), job.get("error_file")) if fid)}
+
+
 def keep_results(service: client.Service, job: dict[str, Any], raw_dir: Path) -> bool:
     """Download a finished job's output and error files into raw_dir at once (the service keeps them only 24
     hours), where batch-fetch finds them. Whether all are kept; a file the service no longer has is left

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from . import config, ledger
+from . import client, config, ledger
 from .common import Failure, log, now_iso
 from .states import ClaimState, EndReason, RunState
 
@@ -534,6 +534,25 @@ def record_jobs(conn: sqlite3.Connection, jobs: list[dict[str, Any]], fetched: b
                   job["total_requests"], job["completed_requests"], job["succeeded_requests"],
                   job["failed_requests"], job["created_at"], now_iso(), _unix(job.get("completed_at")),
                   job.get("output_file"), job.get("error_file"), now_iso() if fetched else None)))
+
+
+def ended_jobs(conn: sqlite3.Connection, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The jobs the ledger records as ended (a terminal status: it never changes again), as the service
+    described them in a status answer (record_jobs; a row written only from a job record has no counters
+    and no result files, and is not taken)."""
+    marks = ", ".join("?" * len(job_ids))
+    rows = conn.execute(
+        f"SELECT job_id, status, total_requests, completed_requests, succeeded_requests, failed_requests, "
+        f"created_at, completed_at, output_file, error_file FROM objbatch_jobs WHERE job_id IN ({marks}) "
+        "AND total_requests IS NOT NULL AND completed_requests IS NOT NULL AND succeeded_requests IS NOT NULL "
+        "AND failed_requests IS NOT NULL",
+        job_ids).fetchall()
+    return {row["job_id"]: {"id": row["job_id"], "status": row["status"], "total_requests": row["total_requests"],
+                            "completed_requests": row["completed_requests"],
+                            "succeeded_requests": row["succeeded_requests"], "failed_requests": row["failed_requests"],
+                            "created_at": row["created_at"], "completed_at": row["completed_at"],
+                            "output_file": row["output_file"], "error_file": row["error_file"], "errors": []}
+            for row in rows if row["status"] and client.terminal(row["status"])}
 
 
 def _unix(value: object) -> int | None:

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import click
 
-from .. import client
+from .. import client, remote
 from ..common import NOT_FINISHED, SERVICE_ENV, NotFinished, atomic_output, cli, log, write_jsonl
 from ..job_record import opened_record
 from ..options import db_option, output_option
@@ -32,8 +32,9 @@ def main(job_record: str, output: str, raw_dir: str | None, db: str | None) -> N
     Works in every terminal state (SUCCESS, FAILED, TIMEOUT_EXCEEDED, CANCELLED); exits 75 if a job is
     still running."""
     counts = {"ok": 0, "failed": 0, "missing": 0}
-    with opened_record(job_record, db) as (record, on_poll), client.Service() as service:
-        jobs = [service.get_job(entry["job_id"]) for entry in record["jobs"]]
+    with opened_record(job_record, db) as (record, on_poll, ended), client.Service() as service:
+        known = remote.kept(ended, raw_dir)  # ended, results on disk: the service is not asked (it may have lost them)
+        jobs = [known.get(entry["job_id"]) or service.get_job(entry["job_id"]) for entry in record["jobs"]]
         running = [j for j in jobs if not client.terminal(j["status"])]
         if running:
             raise NotFinished(f"job {running[0]['id']} is still {running[0]['status']}; "

@@ -37,7 +37,7 @@ def main(job_record: str, poll: float, timeout: float, output: str, db: str | No
     """Wait until every job in JOB_RECORD (from batch-submit; - for stdin) is terminal.
 
     Exit 0 when all are terminal (whatever the status: batch-fetch harvests each), 75 on --timeout."""
-    with opened_record(job_record, db) as (record, on_poll):
+    with opened_record(job_record, db) as (record, on_poll, ended):
         job_ids = [entry["job_id"] for entry in record["jobs"]]
         if not job_ids:
             log("batch-wait: the record holds no job; nothing to wait for")
@@ -51,7 +51,8 @@ def main(job_record: str, poll: float, timeout: float, output: str, db: str | No
                     if raw_dir and remote.keep_results(service, job, Path(raw_dir)):
                         on_poll([job], fetched=True)
 
-                jobs = wait(service, job_ids, poll, timeout, on_poll=on_poll, on_finished=downloaded)
+                jobs = wait(service, job_ids, poll, timeout, on_poll=on_poll, on_finished=downloaded,
+                            known=remote.kept(ended, raw_dir))
     for job in jobs:
         if job["status"] != "SUCCESS":
             log(f"batch-wait: job {job['id']} ended {job['status']}; batch-fetch will harvest what it returned")
