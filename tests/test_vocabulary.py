@@ -188,10 +188,24 @@ def test_every_numeric_option_of_every_command_is_a_number():
 
 @pytest.mark.parametrize("name, flag", numeric_options())
 def test_every_numeric_option_refuses_nan_and_negative_before_anything_runs(name, flag):
-    for value in ("nan", "-1"):
+    param = next(p for p in commands()[name].params if p.opts[0] == flag)
+    huge = ("99999999999999999999999",) if param.type.whole else ()  # more than SQLite stores: it crashed
+    for value in ("nan", "-1", *huge):
         done = CliRunner().invoke(commands()[name], [flag, value], prog_name=name)
         assert done.exit_code == 2, (name, flag, value, done.output)
         assert "Invalid value" in done.stderr and flag in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("variable", ["OBJBATCH_MIN_POLL", "OBJBATCH_RETRY_SECONDS"])
+@pytest.mark.parametrize("text", ["nan", "-1", "inf", "1e309", "abc"])
+def test_every_wait_read_from_the_environment_refuses_what_is_not_a_number_of_seconds(monkeypatch, variable, text):
+    from objbatch import config, polling
+    from objbatch.common import Failure
+
+    monkeypatch.setenv(variable, text)
+    read = polling.min_poll if variable == "OBJBATCH_MIN_POLL" else config.retry_seconds
+    with pytest.raises(Failure, match=f"{variable} must be a number of seconds .*unset it for the default"):
+        read()
 
 
 # ---------------------------------------------------------------- defaults written once

@@ -128,6 +128,9 @@ def printable_values(value: Any) -> Any:
     return value
 
 
+SQLITE_MAX = 2**63 - 1
+
+
 class Number(click.FloatRange):
     """Every number an option takes: in its range, a real one (click's FloatRange lets 'nan' and 'inf'
     through) and, with whole=True, a whole one (returned as an int)."""
@@ -135,7 +138,8 @@ class Number(click.FloatRange):
     def __init__(self, min: float | None = None, max: float | None = None, whole: bool = False) -> None:
         super().__init__(min, max)
         self.whole = whole
-        self.whole_range = click.IntRange(None if min is None else int(min), None if max is None else int(max))
+        # a whole number is at most what SQLite stores (2**63 - 1): a larger one is a usage error, not a crash
+        self.whole_range = click.IntRange(None if min is None else int(min), SQLITE_MAX if max is None else int(max))
         if whole:
             self.name = "integer"
 

@@ -99,6 +99,8 @@ WAITS = {
     "OBJBATCH_WAIT_RETRY_FLOOR": (5.0, "batch-wait retries a failing service at least this long, whatever "
                                        "its --timeout"),
     "OBJBATCH_LEASE_POLL": (1.0, "a process waiting for a run's lease looks again after this long"),
+    "OBJBATCH_MIN_POLL": (2.0, "the shortest wait between status checks (the service rate-limits reads)"),
+    "OBJBATCH_RETRY_SECONDS": (DEFAULT_RETRY_SECONDS, "how long failing service calls are retried"),
 }
 
 
@@ -119,14 +121,4 @@ def wait_seconds(name: str) -> float:
 
 def retry_seconds() -> float:
     """How long transient service failures are retried (OBJBATCH_RETRY_SECONDS, default 15 minutes)."""
-    text = os.environ.get("OBJBATCH_RETRY_SECONDS", "").strip()
-    if not text:
-        return DEFAULT_RETRY_SECONDS
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise Failure(f"OBJBATCH_RETRY_SECONDS must be a number of seconds (got {text!r}); unset it for the "
-                      f"default of {DEFAULT_RETRY_SECONDS:.0f}")
-    return value
+    return wait_seconds("OBJBATCH_RETRY_SECONDS")

@@ -6,25 +6,18 @@ OBJBATCH_MIN_POLL lowers for the local emulator and the tests."""
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import client
+from . import client, config
 from .client import RUNNING
-from .common import Failure, NotFinished, Progress
-
-SERVICE_FLOOR = 2.0  # seconds between status requests, at least (per job: the service rate-limits reads)
+from .common import NotFinished, Progress
 
 
 def min_poll() -> float:
-    text = os.environ.get("OBJBATCH_MIN_POLL", "").strip()
-    try:
-        return float(text) if text else SERVICE_FLOOR
-    except ValueError:
-        raise Failure(f"OBJBATCH_MIN_POLL must be a number of seconds (got {text!r}); unset it for "
-                      f"{SERVICE_FLOOR:g}") from None
+    """Seconds between status requests, at least (per job: the service rate-limits reads)."""
+    return config.wait_seconds("OBJBATCH_MIN_POLL")
 
 
 @dataclass
