@@ -7,11 +7,12 @@ from __future__ import annotations
 import email.utils
 import math
 import random
+import ssl
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Final, Iterator, TypeVar
 from urllib.parse import urlsplit
@@ -73,7 +74,7 @@ class Service:
     def _sdk(self) -> Mistral:
         """The SDK client, made on first use (a Service that only checks its settings opens no connection)."""
         if self._client is None:
-            self._client = self._open.enter_context(_sdk_client(self.url, self.key))
+            self._client = _sdk_client(self.url, self.key, self._open)
         return self._client
 
     def __enter__(self) -> "Service":
@@ -259,10 +260,24 @@ def check_job(model: str, metadata: dict[str, str], timeout_hours: int) -> None:
                           f"{METADATA_VALUE_CHARS[1]} characters (got {len(str(value))}); use a shorter run name")
 
 
-def _sdk_client(url: str, key: str) -> Mistral:
+def _sdk_client(url: str, key: str, opened: ExitStack) -> Mistral:
+    """An SDK client whose connections `opened` closes. Its HTTP clients share the process's TLS settings:
+    the SDK would otherwise read the CA bundle twice for every Service (measured: 16 ms each, six Services a
+    make batch, 3 % of one at 1,200 files)."""
     from mistralai.client import Mistral  # loaded on first use: most of a second
 
-    return Mistral(api_key=key, server_url=url, timeout_ms=120_000)
+    tls = _tls()
+    calls = opened.enter_context(httpx2.Client(follow_redirects=True, verify=tls))
+    unused = httpx2.AsyncClient(follow_redirects=True, verify=tls)  # objbatch never calls the SDK asynchronously
+    sdk = Mistral(api_key=key, server_url=url, timeout_ms=120_000, client=calls, async_client=unused)
+    opened.enter_context(sdk)
+    return sdk
+
+
+@lru_cache(maxsize=1)
+def _tls() -> ssl.SSLContext:
+    """The TLS settings httpx2 would make for each client (the trusted CA bundle), made once a process."""
+    return httpx2.create_ssl_context()
 
 
 class ResultsGone(Exception):
