@@ -214,7 +214,7 @@ demo: $(STAMP) ## the whole job offline: a sample library, a local emulator of t
 # Both suites run in parallel (pytest-xdist): no test shares a path or depends on another's order. Two
 # workers a core: about half of a test's time is spent waiting on the emulator and the commands it starts
 # (measured on 2 cores: the fast suite 62 s with one worker a core, 49 s with two).
-TEST_WORKERS := -n $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
+TEST_WORKERS = -n $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
 test: $(STAMP) ## the fast test suite
 	$(BIN)/python -m pytest -q $(TEST_WORKERS) -m "not slow"
 

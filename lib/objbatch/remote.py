@@ -20,12 +20,16 @@ def kept(ended: dict[str, dict[str, Any]], raw_dir: str | None) -> dict[str, dic
     """Of the jobs the ledger knows ended, those whose result files are all kept in raw_dir: the service
     need not be asked about them again, and may no longer know them (lost, or past its retention), so a
     paid result on disk is applied whatever the service says now."""
+    def on_disk(file_id: object) -> bool:  # a regular file we downloaded: a planted link is not taken
+        if not isinstance(file_id, str) or not SAFE_FILE_ID.fullmatch(file_id):
+            return False
+        path = Path(str(raw_dir)) / f"{file_id}.jsonl"
+        return path.is_file() and not path.is_symlink()
+
     if not raw_dir:
         return {}
     return {job_id: job for job_id, job in ended.items()
-            if all(isinstance(fid, str) and SAFE_FILE_ID.fullmatch(fid) and (Path(raw_dir) / f"{fid}.jsonl").is_file()
-                   and not (Path(raw_dir) / f"{fid}.jsonl").is_symlink()
-                   for fid in (job.get("output_file"), job.get("error_file")) if fid)}
+            if all(on_disk(fid) for fid in (job.get("output_file"), job.get("error_file")) if fid)}
 
 
 def keep_results(service: client.Service, job: dict[str, Any], raw_dir: Path) -> bool:
